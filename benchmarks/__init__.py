@@ -1,0 +1,1 @@
+"""Benchmarks: lodresults measured side by side with what users would write instead."""

@@ -1,0 +1,84 @@
+"""
+lodresults: an async client for the Lab on Demand (Skillable) API v3 result commands.
+
+Everything public is listed in ``__all__``; other modules are private.
+"""
+
+from __future__ import annotations
+
+from lodresults._client import DEFAULT_BASE_URL, LodClient, WindowBatch
+from lodresults._events import (
+    Event,
+    EventHook,
+    RequestRetried,
+    Throttled,
+    WindowCompleted,
+    WindowFailed,
+    WindowsPlanned,
+    WindowSplit,
+)
+from lodresults._exceptions import (
+    LodApiError,
+    LodAuthError,
+    LodClientClosed,
+    LodConnectionError,
+    LodDecodeError,
+    LodError,
+    LodInvalidArgument,
+    LodJSONError,
+    LodRateLimitError,
+    LodRedirectError,
+    LodResponseTooLarge,
+    LodSchemaError,
+    LodServerError,
+    LodStatusError,
+    LodTimeoutError,
+    LodTransportError,
+    LodWindowError,
+    LodWindowTooLongError,
+)
+from lodresults._models import CompletionStatus, LabResult
+from lodresults._windows import MAX_WINDOW_SECONDS, Window
+from lodresults._wire import converter, dump_record, unstructure_record
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "MAX_WINDOW_SECONDS",
+    "CompletionStatus",
+    "Event",
+    "EventHook",
+    "LabResult",
+    "LodApiError",
+    "LodAuthError",
+    "LodClient",
+    "LodClientClosed",
+    "LodConnectionError",
+    "LodDecodeError",
+    "LodError",
+    "LodInvalidArgument",
+    "LodJSONError",
+    "LodRateLimitError",
+    "LodRedirectError",
+    "LodResponseTooLarge",
+    "LodSchemaError",
+    "LodServerError",
+    "LodStatusError",
+    "LodTimeoutError",
+    "LodTransportError",
+    "LodWindowError",
+    "LodWindowTooLongError",
+    "RequestRetried",
+    "Throttled",
+    "Window",
+    "WindowBatch",
+    "WindowCompleted",
+    "WindowFailed",
+    "WindowSplit",
+    "WindowsPlanned",
+    "__version__",
+    "converter",
+    "dump_record",
+    "unstructure_record",
+]

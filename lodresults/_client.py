@@ -1,0 +1,509 @@
+"""
+``LodClient``: the three result commands and ``iter_results``, wiring the modules together.
+
+Data flows one way: client -> stream -> transport -> aiohttp. Option checks happen here,
+before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
+from typing import Any, Final, TypeVar
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from lodresults._dedup import Deduplicator
+from lodresults._events import (
+    Event,
+    EventHook,
+    RequestRetried,
+    Throttled,
+    WindowCompleted,
+    WindowFailed,
+    WindowsPlanned,
+    WindowSplit,
+)
+from lodresults._exceptions import (
+    LodAuthError,
+    LodClientClosed,
+    LodError,
+    LodInvalidArgument,
+    LodRateLimitError,
+    LodRedirectError,
+    LodServerError,
+    LodStatusError,
+)
+from lodresults._models import LabResult
+from lodresults._ratelimit import AdaptiveRateLimiter
+from lodresults._retry import RetryPolicy, is_retryable, parse_retry_after
+from lodresults._stream import stream_windows
+from lodresults._transport import ApiKey, RawResponse, Transport, check_base_url
+from lodresults._windows import (
+    MAX_WINDOW_SECONDS,
+    TimeLike,
+    Window,
+    WindowPlanner,
+    gaps,
+    validate_range,
+)
+from lodresults._wire import decode_json, structure_result, structure_results
+
+__all__ = ["DEFAULT_BASE_URL", "LodClient", "WindowBatch"]
+
+logger = logging.getLogger("lodresults")
+
+DEFAULT_BASE_URL: Final = "https://labondemand.com/api/v3"
+DEFAULT_MAX_CONCURRENCY: Final = 4
+DEFAULT_RATE_LIMIT: Final = 5.0
+DEFAULT_TIMEOUT: Final = 60.0
+DEFAULT_MAX_RETRIES: Final = 5
+#: 256 MiB: a 7-day window of 100,000 labs is about 50 MB.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
+MAX_LATEST_MINUTES: Final = 10080
+_EXCERPT: Final = 200
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class WindowBatch:
+    """
+    The new (deduplicated) records of one window, as ``iter_windows`` yields them.
+
+    .. versionadded:: 0.1.0
+    """
+
+    window: Window
+    records: list[LabResult]
+
+
+def _epoch_of(r: LabResult) -> tuple[int, int | None]:
+    end = r.end
+    return int(r.start.timestamp()), None if end is None else int(end.timestamp())
+
+
+class LodClient:
+    """
+    Async client for the Lab on Demand API v3 result commands.
+
+    Use it as ``async with LodClient(api_key) as client: ...`` or call ``await
+    client.close()``. One client holds one connection pool; its ``max_concurrency`` and
+    ``rate_limit`` hold for every request it makes, shared by all concurrent callers.
+
+    Args:
+        api_key: The key sent in the ``api_key`` header. Never logged or shown.
+        base_url: The API root. Must be ``https://``; ``http://`` only to loopback.
+        max_concurrency: Requests in flight at once (also windows in flight).
+        rate_limit: Request starts per second, or None for no limit. Adapts down on 429.
+        timeout: Seconds for one request, connect to last byte.
+        max_retries: Retries of a transient failure (so ``max_retries + 1`` attempts).
+        session: A caller-owned ``aiohttp.ClientSession`` to use (never closed here).
+        max_response_bytes: Bodies larger than this are refused.
+        on_event: Called with every ``Event`` (retries, throttling, window progress).
+        retry_initial_wait: First backoff ceiling in seconds (doubles per attempt).
+        retry_max_wait: Largest backoff between attempts, in seconds.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rate_limit: float | None = DEFAULT_RATE_LIMIT,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        session: aiohttp.ClientSession | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        on_event: EventHook | None = None,
+        retry_initial_wait: float = 0.5,
+        retry_max_wait: float = 30.0,
+    ) -> None:
+        key = ApiKey(api_key)
+        url = check_base_url(base_url)
+        _check_int("max_concurrency", max_concurrency, 1, 1000)
+        _check_int("max_retries", max_retries, 0, 100)
+        _check_int("max_response_bytes", max_response_bytes, 1, 2**40)
+        if rate_limit is not None:
+            _check_positive("rate_limit", rate_limit)
+        _check_positive("timeout", timeout)
+        _check_positive("retry_initial_wait", retry_initial_wait, allow_zero=True)
+        _check_positive("retry_max_wait", retry_max_wait, allow_zero=True)
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise LodInvalidArgument("session must be an aiohttp.ClientSession or None")
+        self._key = key
+        self.base_url = str(url)
+        self.max_concurrency = max_concurrency
+        self.rate_limit = rate_limit
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self._transport = Transport(
+            url, key, timeout=timeout, max_response_bytes=max_response_bytes, session=session
+        )
+        self._policy = RetryPolicy(
+            max_retries=max_retries, initial_wait=retry_initial_wait, max_wait=retry_max_wait
+        )
+        self._limiter = AdaptiveRateLimiter(rate_limit)
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._hooks: list[EventHook] = [on_event] if on_event is not None else []
+        self._closed = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> LodClient:
+        self._ensure_open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool (unless the session is the caller's). Idempotent."""
+        self._closed = True
+        await self._transport.close()
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()``."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        return (
+            f"LodClient(base_url={self.base_url!r}, max_concurrency={self.max_concurrency}, "
+            f"rate_limit={self.rate_limit}, timeout={self.timeout}, "
+            f"max_retries={self.max_retries})"
+        )
+
+    @property
+    def current_rate(self) -> float | None:
+        """The adaptive pace in requests per second right now (None = unpaced)."""
+        return self._limiter.rate
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise LodClientClosed("this LodClient is closed; create a new one")
+
+    # --- events --------------------------------------------------------------------------
+
+    def _emit(self, event: Event, extra: EventHook | None = None) -> None:
+        for hook in (*self._hooks, extra) if extra is not None else self._hooks:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("lodresults: event hook failed on %s", type(event).__name__)
+
+    # --- the one request path ------------------------------------------------------------
+
+    async def _request(
+        self,
+        command: str,
+        params: dict[str, str],
+        label: str,
+        parse: Callable[[Any], T],
+        on_event: EventHook | None = None,
+    ) -> T:
+        self._ensure_open()
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            sent_at = 0.0
+            status: int | str = "-"
+            try:
+                async with self._semaphore:
+                    sent_at = await self._limiter.acquire()
+                    raw = await self._transport.get(command, params)
+                status = raw.status
+                self._check_status(command, raw)
+                value = parse(decode_json(raw.body, command=command))
+            except LodError as error:
+                self._scrub(error)
+                retry_after = error.retry_after if isinstance(error, LodRateLimitError) else None
+                logger.debug(
+                    "%s %s status=%s attempt=%d elapsed=%.3fs error=%s",
+                    command, label, status, attempt, time.perf_counter() - started,
+                    type(error).__name__,
+                )  # fmt: skip
+                if isinstance(error, LodRateLimitError):
+                    capped = (
+                        None if retry_after is None
+                        else min(retry_after, self._policy.max_retry_after)
+                    )  # fmt: skip
+                    self._limiter.on_throttled(sent_at, capped)
+                    self._emit(Throttled(command, retry_after, self._limiter.rate), on_event)
+                if not is_retryable(error) or attempt > self.max_retries:
+                    raise
+                delay = self._policy.delay(attempt, retry_after)
+                self._emit(
+                    RequestRetried(command, attempt, delay, f"{type(error).__name__}: {error}"),
+                    on_event,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._limiter.on_success()
+            logger.debug(
+                "%s %s status=%s attempt=%d elapsed=%.3fs",
+                command, label, status, attempt, time.perf_counter() - started,
+            )  # fmt: skip
+            return value
+
+    def _scrub(self, error: BaseException) -> None:
+        """Remove the key from an error built from server text (a body may echo it)."""
+        key = self._key.reveal()
+        if any(isinstance(a, str) and key in a for a in error.args):
+            error.args = tuple(
+                a.replace(key, "***") if isinstance(a, str) else a for a in error.args
+            )
+        for name, value in list(vars(error).items()):
+            if isinstance(value, str) and key in value:
+                setattr(error, name, value.replace(key, "***"))
+
+    @staticmethod
+    def _check_status(command: str, raw: RawResponse) -> None:
+        status = raw.status
+        if status == 200:
+            return
+        excerpt = raw.body[:_EXCERPT].decode("utf-8", "replace").strip()
+        detail = f": {excerpt!r}" if excerpt else ""
+        if 300 <= status < 400:
+            raise LodRedirectError(
+                f"{command}: HTTP {status} redirect to {_origin(raw.location)} refused; "
+                "redirects are never followed so the api_key cannot leave the configured "
+                "host. Fix base_url",
+                status=status,
+                command=command,
+            )
+        if status in (401, 403):
+            raise LodAuthError(
+                f"{command}: HTTP {status}: the api_key was refused{detail}",
+                status=status,
+                command=command,
+            )
+        if status == 429:
+            ra = parse_retry_after(raw.retry_after)
+            raise LodRateLimitError(
+                f"{command}: HTTP 429 rate limited"
+                + (f" (Retry-After {ra:.1f} s)" if ra is not None else ""),
+                command=command,
+                retry_after=ra,
+            )
+        if status == 408 or status >= 500:
+            raise LodServerError(
+                f"{command}: HTTP {status}{detail}", status=status, command=command
+            )
+        raise LodStatusError(f"{command}: HTTP {status}{detail}", status=status, command=command)
+
+    # --- commands ------------------------------------------------------------------------
+
+    async def result(self, lab_instance_id: int) -> LabResult:
+        """
+        The ``Result`` command: one lab instance by id.
+
+        Raises:
+            LodInvalidArgument: ``lab_instance_id`` is not a positive int.
+            LodApiError: the server answered ``Status: 0`` (e.g. unknown id).
+        """
+        if (
+            not isinstance(lab_instance_id, int)
+            or isinstance(lab_instance_id, bool)
+            or not 0 < lab_instance_id < 2**63
+        ):
+            raise LodInvalidArgument(
+                f"lab_instance_id must be a positive int, got {lab_instance_id!r}"
+            )
+        return await self._request(
+            "Result",
+            {"labInstanceId": str(lab_instance_id)},
+            f"id={lab_instance_id}",
+            lambda doc: structure_result(doc, lab_instance_id),
+        )
+
+    async def results(self, start: TimeLike, end: TimeLike) -> list[LabResult]:
+        """
+        The ``Results`` command: one request for labs that started or ended in
+        ``[start, end]`` (inclusive, at most 7 days). Use ``iter_results`` for longer ranges.
+
+        ``start``/``end``: aware ``datetime``, ``date`` (midnight UTC) or int epoch seconds.
+        """
+        s, e = validate_range(start, end)
+        if e - s > MAX_WINDOW_SECONDS:
+            raise LodInvalidArgument(
+                f"results() sends one request and the server allows at most 7 days; this range "
+                f"is {(e - s) / 86400:.2f} days. Use iter_results() for longer ranges"
+            )
+        return await self._fetch_window(Window(s, e))
+
+    async def _fetch_window(
+        self, window: Window, on_event: EventHook | None = None
+    ) -> list[LabResult]:
+        return await self._request(
+            "Results",
+            {"start": str(window.start), "end": str(window.end)},
+            str(window),
+            structure_results,
+            on_event,
+        )
+
+    async def latest_results(self, minutes: int = 60) -> list[LabResult]:
+        """
+        The ``LatestResults`` command: labs that changed state in the last ``minutes``
+        (1..10080).
+        """
+        if not isinstance(minutes, int) or isinstance(minutes, bool):
+            raise LodInvalidArgument(f"minutes must be an int, got {type(minutes).__name__}")
+        if not 1 <= minutes <= MAX_LATEST_MINUTES:
+            raise LodInvalidArgument(
+                f"minutes must be within 1..{MAX_LATEST_MINUTES} (7 days), got {minutes}"
+            )
+        return await self._request(
+            "LatestResults",
+            {"minutes": str(minutes)},
+            f"minutes={minutes}",
+            lambda doc: structure_results(doc, command="LatestResults"),
+        )
+
+    # --- ranges of any length --------------------------------------------------------------
+
+    def iter_windows(
+        self,
+        start: TimeLike,
+        end: TimeLike,
+        *,
+        ordered: bool = True,
+        skip: Sequence[tuple[int, int]] = (),
+        on_event: EventHook | None = None,
+    ) -> AsyncGenerator[WindowBatch, None]:
+        """
+        Like ``iter_results``, but yields each window with its new records.
+
+        ``skip`` lists ``(start, end)`` epoch intervals already fetched (a resumed
+        backfill's checkpoints); only the gaps between them are planned.
+
+        .. versionadded:: 0.1.0
+        """
+        s, e = validate_range(start, end)
+        if not isinstance(ordered, bool):
+            raise LodInvalidArgument("ordered must be a bool")
+        self._ensure_open()
+        return self._iter_windows(s, e, ordered, gaps(s, e, skip), on_event)
+
+    async def _iter_windows(
+        self,
+        start: int,
+        end: int,
+        ordered: bool,
+        ranges: list[tuple[int, int]],
+        on_event: EventHook | None,
+    ) -> AsyncGenerator[WindowBatch, None]:
+        planner = WindowPlanner(ranges)
+        self._emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
+        dedup = Deduplicator()
+
+        def fetch(window: Window) -> Any:
+            return self._fetch_window(window, on_event)
+
+        def split(window: Window, parts: int, limit: int) -> None:
+            logger.debug(
+                "Results %s refused as too long: split in %d (limit %d s)", window, parts, limit
+            )
+            self._emit(WindowSplit(window, parts, limit), on_event)
+
+        def failed(window: Window, error: LodError) -> None:
+            self._emit(WindowFailed(window, f"{type(error).__name__}: {error}"), on_event)
+
+        stream = stream_windows(
+            planner,
+            fetch,
+            concurrency=self.max_concurrency,
+            ordered=ordered,
+            on_split=split,
+            on_failed=failed,
+        )
+        async with aclosing(stream):
+            async for done in stream:
+                admit = dedup.admit
+                fresh = []
+                for r in done.items:
+                    s, e = _epoch_of(r)
+                    if admit(r.lab_instance_id, s, e):
+                        fresh.append(r)
+                if done.watermark is not None:
+                    dedup.release_before(done.watermark)
+                self._emit(WindowCompleted(done.window, len(done.items), len(fresh)), on_event)
+                logger.debug(
+                    "window %s: %d records, %d new, dedup holds %d ids",
+                    done.window, len(done.items), len(fresh), len(dedup),
+                )  # fmt: skip
+                yield WindowBatch(done.window, fresh)
+
+    def iter_results(
+        self,
+        start: TimeLike,
+        end: TimeLike,
+        *,
+        ordered: bool = True,
+        on_event: EventHook | None = None,
+    ) -> AsyncGenerator[LabResult, None]:
+        """
+        Every lab that started or ended in ``[start, end]``, each exactly once, streaming.
+
+        The range may be any length: it is cut into windows the server accepts (at most
+        7 days; narrower if the server says so), fetched ``max_concurrency`` at a time
+        under the rate limit with retries. With ``ordered=True`` windows come in
+        chronological order (records within a window in the server's order); with
+        ``ordered=False`` each window as soon as it arrives. Memory stays bounded: only a
+        few windows are ever held, and a slow consumer stops the fetching ahead.
+
+        Iterate under ``contextlib.aclosing(...)`` if you may stop early, so that
+        in-flight requests are cancelled at once rather than when the iterator is
+        collected.
+
+        Raises:
+            LodInvalidArgument: bad bounds (raised here, before anything is sent).
+            LodWindowError: a window still failed after retries; ``.start``/``.end`` name
+                it and ``.error`` is the cause. With ``ordered=True`` all records of
+                earlier windows were yielded first.
+
+        .. versionadded:: 0.1.0
+        """
+        windows = self.iter_windows(start, end, ordered=ordered, on_event=on_event)
+        return self._flatten(windows)
+
+    @staticmethod
+    async def _flatten(
+        windows: AsyncGenerator[WindowBatch, None],
+    ) -> AsyncGenerator[LabResult, None]:
+        async with aclosing(windows):
+            async for batch in windows:
+                for record in batch.records:
+                    yield record
+
+
+def _origin(location: str | None) -> str:
+    if not location:
+        return "(no Location)"
+    try:
+        url = URL(location)
+    except ValueError:
+        return "(invalid Location)"
+    return str(url.origin()) if url.is_absolute() else "(same host)"
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise LodInvalidArgument(f"{name} must be an int within {lo}..{hi}, got {value!r}")
+
+
+def _check_positive(name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if ok and (value > 0 or (allow_zero and value == 0)) and value != float("inf"):  # type: ignore[operator]
+        return
+    raise LodInvalidArgument(f"{name} must be a positive number, got {value!r}")

@@ -1,0 +1,84 @@
+"""
+Events a client reports while it works, for progress bars, metrics and logs.
+
+Subscribe with ``LodClient(on_event=...)`` or per call with ``iter_results(on_event=...)``.
+A hook is a plain callable; it runs in the event loop, so it must be quick and must not
+block. An exception raised by a hook is logged and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from lodresults._windows import Window
+
+__all__ = [
+    "Event",
+    "EventHook",
+    "RequestRetried",
+    "Throttled",
+    "WindowCompleted",
+    "WindowFailed",
+    "WindowSplit",
+    "WindowsPlanned",
+]
+
+
+@attrs.frozen
+class WindowsPlanned:
+    """An iteration planned ``total`` windows (an estimate if the server later splits)."""
+
+    total: int
+    start: int
+    end: int
+
+
+@attrs.frozen
+class WindowCompleted:
+    """A window was fetched; ``records`` came back, ``new_records`` survived dedup."""
+
+    window: Window
+    records: int
+    new_records: int
+
+
+@attrs.frozen
+class WindowSplit:
+    """The server refused ``window`` as too long; it was cut into ``parts`` windows."""
+
+    window: Window
+    parts: int
+    new_limit: int
+
+
+@attrs.frozen
+class WindowFailed:
+    """A window failed for good after retries; the iteration raises next."""
+
+    window: Window
+    error: str
+
+
+@attrs.frozen
+class RequestRetried:
+    """A request failed transiently and is retried after ``delay`` seconds."""
+
+    command: str
+    attempt: int
+    delay: float
+    error: str
+
+
+@attrs.frozen
+class Throttled:
+    """The server answered 429; ``rate`` is the client's new pace (None = unpaced)."""
+
+    command: str
+    retry_after: float | None
+    rate: float | None
+
+
+Event = WindowsPlanned | WindowCompleted | WindowSplit | WindowFailed | RequestRetried | Throttled
+EventHook = Callable[[Event], None]

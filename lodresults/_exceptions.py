@@ -1,0 +1,246 @@
+"""
+The one exception tree of lodresults.
+
+::
+
+    LodError
+    ├── LodInvalidArgument (also ValueError)   bad input; raised before anything is sent
+    ├── LodClientClosed                        the client was used after close()
+    ├── LodTransportError                      no usable HTTP answer
+    │   ├── LodConnectionError                 connect failed, reset, truncated body
+    │   ├── LodTimeoutError                    no complete answer within the timeout
+    │   └── LodResponseTooLarge                body above the configured cap
+    ├── LodStatusError                         an HTTP status we do not accept (has .status)
+    │   ├── LodAuthError                       401 / 403: the api_key was refused
+    │   ├── LodRateLimitError                  429 after all retries (has .retry_after)
+    │   ├── LodServerError                     5xx after all retries
+    │   └── LodRedirectError                   3xx: never followed (the key must not travel)
+    ├── LodApiError                            HTTP 200 with ``Status: 0`` (has .error_text)
+    │   └── LodWindowTooLongError              the server refused the range as over 7 days
+    ├── LodDecodeError                         the body is not what the API documents
+    │   ├── LodJSONError                       not JSON at all (retried: usually a cut body)
+    │   └── LodSchemaError                     JSON, but a field does not fit (has .field)
+    └── LodWindowError                         iter_results gave up on one window (has bounds)
+
+Every error stores plain fields only (no aiohttp objects, no headers), so ``str`` and
+``repr`` can never show the ``api_key``. aiohttp exceptions are translated in one place
+(``_transport``) and never chained, because their ``repr`` carries request headers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+__all__ = [
+    "LodApiError",
+    "LodAuthError",
+    "LodClientClosed",
+    "LodConnectionError",
+    "LodDecodeError",
+    "LodError",
+    "LodInvalidArgument",
+    "LodJSONError",
+    "LodRateLimitError",
+    "LodRedirectError",
+    "LodResponseTooLarge",
+    "LodSchemaError",
+    "LodServerError",
+    "LodStatusError",
+    "LodTimeoutError",
+    "LodTransportError",
+    "LodWindowError",
+    "LodWindowTooLongError",
+]
+
+
+class LodError(Exception):
+    """
+    Base class of every error lodresults raises.
+    """
+
+
+class LodInvalidArgument(LodError, ValueError):
+    """
+    An argument is invalid; raised before any request is sent.
+    """
+
+
+class LodClientClosed(LodError, RuntimeError):
+    """
+    The client was used after ``close()``.
+    """
+
+
+# --- transport -------------------------------------------------------------------------
+
+
+class LodTransportError(LodError):
+    """
+    No usable HTTP answer was received for ``command``.
+    """
+
+    def __init__(self, message: str, *, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class LodConnectionError(LodTransportError):
+    """
+    The connection failed, was reset, or the body ended early (retried, but for TLS).
+    """
+
+    def __init__(self, message: str, *, command: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, command=command)
+        self.retryable = retryable
+
+
+class LodTimeoutError(LodTransportError):
+    """
+    No complete answer arrived within the timeout (retried).
+    """
+
+
+class LodResponseTooLarge(LodTransportError):
+    """
+    The body exceeded ``max_response_bytes``; it was not read further (not retried).
+    """
+
+
+# --- HTTP status -----------------------------------------------------------------------
+
+
+class LodStatusError(LodError):
+    """
+    The server answered with an HTTP status that is not 200.
+    """
+
+    def __init__(self, message: str, *, status: int, command: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.command = command
+
+
+class LodAuthError(LodStatusError):
+    """
+    HTTP 401 or 403: the ``api_key`` was refused (not retried).
+    """
+
+
+class LodRateLimitError(LodStatusError):
+    """
+    HTTP 429: still rate limited after all retries.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 429,
+        command: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, command=command)
+        self.retry_after = retry_after
+
+
+class LodServerError(LodStatusError):
+    """
+    HTTP 5xx (or 408): the server failed after all retries.
+    """
+
+
+class LodRedirectError(LodStatusError):
+    """
+    HTTP 3xx: redirects are never followed, so the key cannot travel to another origin.
+    """
+
+
+# --- API-level -------------------------------------------------------------------------
+
+
+class LodApiError(LodError):
+    """
+    HTTP 200 with ``Status: 0``; ``error_text`` is the server's ``Error`` field.
+    """
+
+    def __init__(self, message: str, *, error_text: str, command: str | None = None) -> None:
+        super().__init__(message)
+        self.error_text = error_text
+        self.command = command
+
+
+class LodWindowTooLongError(LodApiError):
+    """
+    The server refused a ``Results`` range as longer than it allows (7 days).
+    """
+
+
+# --- decoding --------------------------------------------------------------------------
+
+
+class LodDecodeError(LodError):
+    """
+    The body does not match the documented format.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        excerpt: str | None = None,
+        command: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.excerpt = excerpt
+        self.command = command
+
+
+class LodJSONError(LodDecodeError):
+    """
+    The body is not valid JSON (retried: usually a body cut short on the way).
+    """
+
+
+class LodSchemaError(LodDecodeError):
+    """
+    The JSON does not fit the schema; ``field`` names the offending field.
+    """
+
+
+# --- windows ---------------------------------------------------------------------------
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class LodWindowError(LodError):
+    """
+    ``iter_results`` gave up on the window ``[start, end]`` (epoch seconds, inclusive).
+
+    The error that made it give up is ``__cause__`` and ``error``.
+    """
+
+    def __init__(self, start: int, end: int, error: LodError) -> None:
+        self.start = start
+        self.end = end
+        self.error = error
+        super().__init__(
+            f"window {_iso(start)}..{_iso(end)} (epoch {start}..{end}) failed: "
+            f"{type(error).__name__}: {error}"
+        )
+
+    @property
+    def start_iso(self) -> str:
+        """The window's first second as ISO-8601 UTC."""
+        return _iso(self.start)
+
+    @property
+    def end_iso(self) -> str:
+        """The window's last second as ISO-8601 UTC."""
+        return _iso(self.end)
+
+    def __reduce__(self) -> tuple[type[LodWindowError], tuple[int, int, LodError]]:
+        return (type(self), (self.start, self.end, self.error))

@@ -1,0 +1,95 @@
+"""
+Shared fixtures.
+
+The aioresponses compatibility shim: aioresponses 0.7.9 builds ``ClientResponse``
+without the ``stream_writer`` argument that aiohttp 3.14 requires, so every mocked
+response fails with a TypeError (upstream aioresponses issue 289; the fix is pending
+in 288). aiohttp stays >= 3.14 for its security fix. Until a fixed aioresponses is
+released, ``aioresponses.core.ClientResponse`` is swapped for a subclass that supplies a
+stand-in writer. The shim switches itself off once aioresponses passes the argument.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from unittest import mock
+
+import aiohttp
+import aioresponses.core
+import pytest
+import pytest_asyncio
+from hypothesis import HealthCheck, settings
+
+from lodresults import LodClient
+from lodresults.testing import Simulator, generate
+
+pytest_plugins = ["lodresults.testing.pytest_plugin"]
+
+# Wall-clock deadlines make property tests flaky on a loaded 2-core machine; speed is
+# measured in benchmarks/, not asserted here.
+settings.register_profile("lodresults", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lodresults")
+
+
+def _needs_shim() -> bool:
+    params = inspect.signature(aiohttp.ClientResponse.__init__).parameters
+    source = inspect.getsource(aioresponses.core.RequestMatch._build_response)
+    return "stream_writer" in params and "stream_writer" not in source
+
+
+if _needs_shim():
+
+    class _CompatClientResponse(aiohttp.ClientResponse):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("stream_writer", mock.Mock(output_size=0))
+            super().__init__(*args, **kwargs)
+
+    aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+KEY = "canary-KEY-7f3a9c1e5b"
+
+
+NOW = int(time.time())
+SPAN = (NOW - 2 * 365 * 86400, NOW)
+
+
+@functools.cache
+def two_years() -> tuple[dict[str, Any], ...]:
+    """Two years of generated records (made once per test run)."""
+    return tuple(generate(seed=7, start=SPAN[0], end=SPAN[1], labs_per_day=40, now=NOW))
+
+
+def make_sim(**kwargs: Any) -> Simulator:
+    """A simulator over the shared two-year dataset (kwargs override the knobs)."""
+    options: dict[str, Any] = {"seed": 7, "api_key": KEY, "records": two_years(), "span": SPAN}
+    options.update(kwargs)
+    return Simulator(**options)
+
+
+@pytest_asyncio.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """A default simulator: two years of data, no latency, no faults."""
+    async with make_sim() as s:
+        yield s
+
+
+def fast_client(sim: Simulator, **kwargs: Any) -> LodClient:
+    """A client for ``sim`` with no pacing and millisecond retry waits."""
+    options: dict[str, Any] = {
+        "rate_limit": None,
+        "retry_initial_wait": 0.001,
+        "retry_max_wait": 0.005,
+    }
+    options.update(kwargs)
+    return LodClient(sim.api_key, base_url=sim.base_url, **options)
+
+
+@pytest.fixture
+def api_key() -> str:
+    """The canary key used by tests that check it never leaks."""
+    return KEY
