@@ -1,0 +1,396 @@
+"""
+The ``lodresults`` command: click parses, ``_jobs`` works, this module reports.
+
+Exit codes: 0 ok, 2 usage error, 1 API / auth / network / database failure (one line on
+stderr, no traceback unless ``--debug``), 130 interrupted (Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from lodresults import __version__
+from lodresults._client import DEFAULT_BASE_URL, LodClient
+from lodresults._exceptions import LodError
+from lodresults._wire import unstructure_record
+from lodresults.cli import _jobs
+from lodresults.cli._dates import parse_when
+from lodresults.cli._progress import Progress
+
+T = TypeVar("T")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(Exception):
+    """The job was stopped by a signal."""
+
+
+def _run(job: Callable[[], Awaitable[T]], *, on_interrupt: str | None = None) -> T:
+    """Run ``job`` with SIGINT/SIGTERM cancelling it cleanly; map errors to exit codes."""
+    ctx = click.get_current_context()
+    debug = bool(ctx.find_root().params.get("debug"))
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        caught: list[int] = []
+
+        def stop(sig: int) -> None:
+            caught.append(sig)
+            task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            return await job()
+        except asyncio.CancelledError:
+            if caught:
+                raise Interrupted(signal.Signals(caught[0]).name) from None
+            raise
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(main())
+    except Interrupted as exc:
+        click.echo(f"\ninterrupted ({exc}). {on_interrupt or ''}".rstrip(), err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        ctx.exit(EXIT_FAILURE)
+    except (LodError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        ctx.exit(EXIT_FAILURE)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _api_key(key_file: Path | None) -> str:
+    if key_file is not None:
+        try:
+            key = key_file.read_text().strip()
+        except OSError as exc:
+            raise click.UsageError(f"cannot read --api-key-file: {exc.strerror}") from None
+        if not key:
+            raise click.UsageError(f"--api-key-file {key_file} is empty")
+        return key
+    key = os.environ.get("LOD_API_KEY", "").strip()
+    if not key:
+        raise click.UsageError(
+            "no API key: set LOD_API_KEY or pass --api-key-file FILE "
+            "(a plain --api-key option is not offered: it would land in shell history and ps)"
+        )
+    return key
+
+
+def _when(param: str, text: str, end_of_day: bool = False) -> int:
+    try:
+        return parse_when(text, end_of_day=end_of_day)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=param) from None
+
+
+def _client_factory(
+    key: str,
+    base_url: str,
+    concurrency: int,
+    rate_limit: float | None,
+    timeout: float,
+    max_retries: int,
+) -> Callable[..., LodClient]:
+    def make(**kw: Any) -> LodClient:
+        return LodClient(
+            key,
+            base_url=base_url,
+            max_concurrency=concurrency,
+            rate_limit=rate_limit,
+            timeout=timeout,
+            max_retries=max_retries,
+            **kw,
+        )
+
+    try:
+        make()  # validate the options now, as a usage error (no session is opened)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return make
+
+
+def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--base-url",
+            envvar="LOD_BASE_URL",
+            default=DEFAULT_BASE_URL,
+            show_default=True,
+            help="API root (env LOD_BASE_URL). https:// only, http:// for localhost.",
+        ),
+        click.option(
+            "--api-key-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read the key from this file instead of LOD_API_KEY.",
+        ),
+        click.option(
+            "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+            help="Requests in flight at once.",
+        ),
+        click.option(
+            "--rate-limit", type=click.FloatRange(0, min_open=True), default=5.0,
+            show_default=True, help="Requests per second (adapts down on 429).",
+        ),
+        click.option(
+            "--timeout", type=click.FloatRange(0, min_open=True), default=60.0,
+            show_default=True, help="Seconds per request.",
+        ),
+        click.option(
+            "--max-retries", type=click.IntRange(0, 100), default=5, show_default=True,
+            help="Retries of a transient failure.",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lodresults")
+@click.option("--debug", is_flag=True, help="Debug logging and tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """Lab on Demand API v3 results: backfill into SQLite, watch, export, and more."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@cli.command()
+@click.option("--since", required=True, help="First day (YYYY-MM-DD, ISO datetime or epoch).")
+@click.option("--until", default="now", show_default=True, help="Last day, included.")
+@click.option(
+    "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.db"),
+    show_default=True, help="SQLite file (created if missing).",
+)  # fmt: skip
+@click.option("--refresh", is_flag=True, help="Fetch windows already done again.")
+@_connection_options
+def backfill(
+    since: str,
+    until: str,
+    db: Path,
+    refresh: bool,
+    base_url: str,
+    api_key_file: Path | None,
+    concurrency: int,
+    rate_limit: float,
+    timeout: float,
+    max_retries: int,
+) -> None:
+    """Fetch every result in a date range into SQLite; resumable and idempotent."""
+    start = _when("--since", since)
+    end = _when("--until", until, end_of_day=True)
+    if end < start:
+        raise click.BadParameter("--until is before --since", param_hint="--until")
+    make = _client_factory(
+        _api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries
+    )
+    resume = f"Progress is saved; run the same command again to resume:\n  {_argv()}"
+
+    async def job() -> _jobs.BackfillSummary:
+        with Progress("backfill") as progress:
+            return await _jobs.run_backfill(
+                make, since=start, until=end, db=db, refresh=refresh, progress=progress
+            )
+
+    summary = _run(job, on_interrupt=resume)
+    if summary.windows == 0 and summary.skipped_windows:
+        click.echo(
+            f"nothing to do: {db} already holds this range ({summary.rows_in_db:,} rows); "
+            "pass --refresh to fetch it again",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"backfill: {summary.records:,} records in {summary.windows} windows "
+            f"({summary.skipped_windows} already done) in {summary.seconds:.1f} s; "
+            f"{db} holds {summary.rows_in_db:,} rows",
+            err=True,
+        )
+
+
+def _argv() -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in ["lodresults", *sys.argv[1:]])
+
+
+@cli.command()
+@click.option(
+    "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("demo.db"),
+    show_default=True,
+)  # fmt: skip
+@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True)
+@click.option("--latency-ms", type=click.FloatRange(0, 5000), default=50.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--labs-per-day", type=click.FloatRange(0, 1e6), default=300.0, show_default=True)
+def demo(db: Path, days: int, latency_ms: float, seed: int, labs_per_day: float) -> None:
+    """Backfill a few months from the built-in simulator (no account, no network)."""
+
+    async def job() -> tuple[_jobs.BackfillSummary, int]:
+        with Progress("demo backfill", interval=2.0) as progress:
+            return await _jobs.run_demo(
+                db=db,
+                days=days,
+                latency=latency_ms / 1000,
+                seed=seed,
+                labs_per_day=labs_per_day,
+                progress=progress,
+                out=sys.stdout,
+            )
+
+    summary, expected = _run(job, on_interrupt="Run the demo again to resume.")
+    click.echo(
+        f"demo: {summary.records:,} new records from {summary.windows} windows in "
+        f"{summary.seconds:.1f} s; {db} now holds {summary.rows_in_db:,} rows "
+        f"(the server has {expected:,} labs in the range)"
+    )
+    click.echo(f"demo: completion status: {_jobs.format_status_counts(summary.status_counts)}")
+    click.echo(f"demo: try  lodresults export --db {db} --format csv | head")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--latency-ms", type=click.FloatRange(0, 60_000), default=0.0, show_default=True)
+@click.option("--rate-limit", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--labs-per-day", type=click.FloatRange(0, 1e6), default=40.0, show_default=True)
+def simulate(
+    host: str,
+    port: int,
+    latency_ms: float,
+    rate_limit: float | None,
+    fault_rate: float,
+    seed: int,
+    labs_per_day: float,
+) -> None:
+    """Serve the API simulator (for trying things out and for tests)."""
+    _run(
+        lambda: _jobs.serve_simulator(
+            host=host,
+            port=port,
+            latency=latency_ms / 1000,
+            rate_limit=rate_limit,
+            fault_rate=fault_rate,
+            seed=seed,
+            labs_per_day=labs_per_day,
+            out=sys.stdout,
+        )
+    )
+
+
+def _print_json(options: dict[str, Any], fetch: Callable[[LodClient], Awaitable[Any]]) -> None:
+    make = _make_from_options(options)
+
+    async def job() -> None:
+        async with make() as client:
+            doc = await fetch(client)
+        _jobs.json_dump(doc)
+
+    _run(job)
+
+
+@cli.command()
+@click.argument("lab_instance_id", type=click.IntRange(1))
+@_connection_options
+def get(lab_instance_id: int, **options: Any) -> None:
+    """Print one lab instance result as JSON."""
+
+    async def fetch(client: LodClient) -> Any:
+        return unstructure_record(await client.result(lab_instance_id))
+
+    _print_json(options, fetch)
+
+
+@cli.command()
+@click.option("--minutes", type=click.IntRange(1, 10080), default=60, show_default=True)
+@_connection_options
+def latest(minutes: int, **options: Any) -> None:
+    """Print the results that changed in the last MINUTES as JSON."""
+
+    async def fetch(client: LodClient) -> Any:
+        return _jobs.records_envelope(await client.latest_results(minutes))
+
+    _print_json(options, fetch)
+
+
+def _make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
+    return _client_factory(
+        _api_key(options["api_key_file"]),
+        options["base_url"],
+        options["concurrency"],
+        options["rate_limit"],
+        options["timeout"],
+        options["max_retries"],
+    )
+
+
+@cli.command(name="export")
+@click.option(
+    "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.db"),
+    show_default=True,
+)  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
+    """Write the table as JSON lines (the API's shape) or CSV."""
+    if not db.exists():
+        raise click.BadParameter(f"{db} does not exist", param_hint="--db")
+
+    async def job() -> int:
+        if out is None:
+            return await _jobs.export(db, fmt, sys.stdout)
+        with out.open("w", newline="", encoding="utf-8") as f:
+            return await _jobs.export(db, fmt, f)
+
+    n = _run(job)
+    click.echo(f"export: {n:,} records", err=True)
+
+
+@cli.command()
+@click.option(
+    "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.db"),
+    show_default=True,
+)  # fmt: skip
+@click.option("--interval", type=click.FloatRange(1), default=60.0, show_default=True)
+@_connection_options
+def watch(db: Path, interval: float, **options: Any) -> None:
+    """Keep the table current by polling recent changes, until SIGTERM or Ctrl-C."""
+    make = _make_from_options(options)
+    _run(
+        lambda: _jobs.watch(make, db=db, interval=interval, out=sys.stderr),
+        on_interrupt="watch stopped.",
+    )

@@ -1,0 +1,50 @@
+"""Parsing of the CLI's date arguments (pure)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+
+from lodresults._windows import MAX_EPOCH
+
+__all__ = ["parse_when"]
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_when(text: str, *, end_of_day: bool = False) -> int:
+    """
+    Epoch seconds from ``YYYY-MM-DD``, an ISO-8601 datetime, ``now`` or epoch seconds.
+
+    A date alone means midnight UTC, or the day's last second with ``end_of_day`` (so
+    ``--until 2025-06-30`` includes June 30). A datetime without an offset is UTC.
+    Raises ValueError with a message fit for the user.
+    """
+    t = text.strip()
+    if t.lower() == "now":
+        return int(datetime.now(timezone.utc).timestamp())
+    if t.isdigit():
+        value = int(t)
+    elif _DATE.match(t):
+        try:
+            d = date.fromisoformat(t)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid date ({exc})") from None
+        start = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+        if end_of_day:
+            start += timedelta(days=1, seconds=-1)
+        value = int(start.timestamp())
+    else:
+        try:
+            dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a date: use YYYY-MM-DD, an ISO-8601 datetime such as "
+                "2024-01-31T12:00:00Z, 'now', or epoch seconds"
+            ) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        value = int(dt.timestamp())
+    if not 0 <= value <= MAX_EPOCH:
+        raise ValueError(f"{text!r} is outside 1970-01-01..9999-12-31")
+    return value

@@ -1,0 +1,353 @@
+"""
+The CLI's jobs as plain async functions (the click layer only parses and reports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from contextlib import aclosing
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any, Final
+
+import attrs
+import orjson
+
+from lodresults._client import LodClient
+from lodresults._exceptions import (
+    LodAuthError,
+    LodError,
+    LodInvalidArgument,
+    LodRedirectError,
+)
+from lodresults._models import CompletionStatus, LabResult
+from lodresults._store import COLUMNS, Store, StoreError
+from lodresults._windows import MAX_WINDOW_SECONDS
+from lodresults._wire import dump_record, unstructure_record
+from lodresults.cli._progress import Progress
+
+__all__ = [
+    "BackfillSummary",
+    "export",
+    "run_backfill",
+    "run_demo",
+    "serve_simulator",
+    "watch",
+]
+
+logger = logging.getLogger("lodresults.cli")
+
+ClientFactory = Callable[..., LodClient]
+
+
+@attrs.frozen
+class BackfillSummary:
+    """What a backfill did."""
+
+    windows: int
+    records: int
+    rows_in_db: int
+    seconds: float
+    skipped_windows: int
+    status_counts: dict[int, int]
+
+
+async def run_backfill(
+    make_client: ClientFactory,
+    *,
+    since: int,
+    until: int,
+    db: Path,
+    refresh: bool = False,
+    progress: Progress,
+) -> BackfillSummary:
+    """
+    Fetch every result in ``[since, until]`` into ``db``, resuming from its checkpoints.
+
+    Each window's rows and its checkpoint are committed together before the next window
+    is taken from the stream, so an interruption at any point loses at most the windows
+    in flight, which the next run fetches again.
+    """
+    store = await Store.open(db)
+    try:
+        done = [] if refresh else await store.completed_windows(since, until)
+        windows = 0
+        records = 0
+        started = time.monotonic()
+        async with make_client(on_event=progress.on_event) as client:
+            batches = client.iter_windows(since, until, skip=done)
+            try:
+                async for batch in batches:
+                    await store.write_window(batch.window.start, batch.window.end, batch.records)
+                    windows += 1
+                    records += len(batch.records)
+            finally:
+                await batches.aclose()
+        return BackfillSummary(
+            windows=windows,
+            records=records,
+            rows_in_db=await store.count(),
+            seconds=time.monotonic() - started,
+            skipped_windows=len(done),
+            status_counts=await store.status_counts(),
+        )
+    finally:
+        await store.close()
+
+
+def format_status_counts(counts: dict[int, int]) -> str:
+    """``Complete 812, Incomplete 201, ...`` for a summary line."""
+    parts = []
+    for code, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        name = CompletionStatus(code).name.replace("_", " ").title()
+        parts.append(f"{name} {n:,}")
+    return ", ".join(parts) or "none"
+
+
+async def run_demo(
+    *,
+    db: Path,
+    days: int,
+    latency: float,
+    seed: int,
+    labs_per_day: float,
+    progress: Progress,
+    out: IO[str],
+) -> tuple[BackfillSummary, int]:
+    """
+    Start the built-in simulator and backfill its last ``days`` into ``db``.
+
+    Returns the summary and how many labs the server held for the range.
+    """
+    from lodresults.testing import Simulator
+
+    now = int(time.time())
+    span = (now - (days + 10) * 86400, now)
+    async with Simulator(seed=seed, latency=latency, labs_per_day=labs_per_day, span=span) as sim:
+        print(
+            f"demo: simulator on {sim.base_url} ({len(sim.dataset):,} labs, "
+            f"{latency * 1000:.0f} ms latency); backfilling the last {days} days into {db}",
+            file=out,
+            flush=True,
+        )
+
+        def make(**kw: Any) -> LodClient:
+            return LodClient(
+                sim.api_key, base_url=sim.base_url, max_concurrency=4, rate_limit=20.0, **kw
+            )
+
+        summary = await run_backfill(
+            make, since=now - days * 86400, until=now, db=db, progress=progress
+        )
+        return summary, len(sim.ids_between(now - days * 86400, now))
+
+
+async def export(db: Path, fmt: str, out: IO[str]) -> int:
+    """Write every row of ``db`` as JSON lines (the API's shape) or CSV; returns the count."""
+    store = await Store.open(db)
+    try:
+        return await store.run_sync(lambda s: _write_export(s, fmt, out))
+    finally:
+        await store.close()
+
+
+def _iso(d: datetime | None) -> str:
+    return "" if d is None else d.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def csv_value(name: str, value: Any) -> str:
+    """How one LabResult field is spelled in the CSV export."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, CompletionStatus):
+        return str(int(value))
+    return str(value)
+
+
+def _write_export(store: Store, fmt: str, out: IO[str]) -> int:
+    n = 0
+    if fmt == "jsonl":
+        for r in store.iter_records_sync():
+            out.write(dump_record(r).decode())
+            out.write("\n")
+            n += 1
+    else:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for r in store.iter_records_sync():
+            writer.writerow([csv_value(c, getattr(r, c)) for c in COLUMNS])
+            n += 1
+    out.flush()
+    return n
+
+
+def _from_iso(v: str) -> datetime:
+    return datetime.strptime(v, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+_CSV_PARSERS: Final[dict[Any, Callable[[str], Any]]] = {
+    int: int,
+    str: str,
+    bool: lambda v: v == "true",
+    datetime: _from_iso,
+    Decimal: Decimal,
+    CompletionStatus: lambda v: CompletionStatus(int(v)),
+}
+
+
+def _csv_field(a: attrs.Attribute[Any]) -> tuple[str, bool, Callable[[str], Any]]:
+    args = getattr(a.type, "__args__", None)
+    base = next(x for x in args if x is not type(None)) if args else a.type
+    return a.name, bool(args), _CSV_PARSERS[base]
+
+
+_CSV_FIELDS: Final = [_csv_field(a) for a in attrs.fields(LabResult)]
+
+
+def record_from_csv(row: dict[str, str]) -> LabResult:
+    """
+    Parse one exported CSV row back into a LabResult (the inverse of the export).
+
+    An empty cell is null for nullable fields (CSV cannot tell an empty string apart).
+    """
+    values: dict[str, Any] = {
+        name: None if nullable and row[name] == "" else parse(row[name])
+        for name, nullable, parse in _CSV_FIELDS
+    }
+    return LabResult(**values)
+
+
+_LAST_POLL = "watch.last_success"
+
+
+async def watch(
+    make_client: ClientFactory,
+    *,
+    db: Path,
+    interval: float,
+    out: IO[str],
+    iterations: int | None = None,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """
+    Keep ``db`` current: poll LatestResults every ``interval`` seconds and upsert.
+
+    Each poll asks for the minutes since the last successful poll (kept in the database,
+    so a restart catches up; on a first run, since the newest change already in the table,
+    so a watch started after a backfill continues from it) plus a minute of overlap; if
+    that gap exceeds the command's 7-day limit, the gap is fetched with windowed Results
+    instead. Transient failures are
+    logged and retried at the next tick; the loop ends on cancellation (SIGTERM/Ctrl-C).
+    """
+    store = await Store.open(db)
+    try:
+        async with make_client() as client:
+            n = 0
+            while iterations is None or n < iterations:
+                n += 1
+                tick = clock()
+                last_raw = await store.get_meta(_LAST_POLL)
+                if last_raw is not None:
+                    last = float(last_raw)
+                else:
+                    newest = await store.newest_change()
+                    last = min(tick - interval, newest) if newest is not None else tick - interval
+                try:
+                    gap = tick - last + 60
+                    if gap > MAX_WINDOW_SECONDS:
+                        count = 0
+                        async with aclosing(client.iter_results(int(last) - 60, int(tick))) as it:
+                            batch: list[LabResult] = []
+                            async for r in it:
+                                batch.append(r)
+                                if len(batch) >= 5000:
+                                    count += await store.upsert(batch)
+                                    batch = []
+                            count += await store.upsert(batch)
+                    else:
+                        minutes = max(1, min(10080, math.ceil(gap / 60)))
+                        count = await store.upsert(await client.latest_results(minutes))
+                    await store.set_meta(_LAST_POLL, repr(tick))
+                    print(
+                        f"watch: {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} "
+                        f"upserted {count} records",
+                        file=out,
+                        flush=True,
+                    )
+                except LodError as exc:
+                    if isinstance(exc, _FATAL):
+                        raise
+                    print(f"watch: poll failed, will retry: {exc}", file=out, flush=True)
+                if iterations is None or n < iterations:
+                    await asyncio.sleep(interval)
+    finally:
+        await store.close()
+
+
+#: Failures that another poll cannot fix: watch stops on these.
+_FATAL: Final = (LodAuthError, LodRedirectError, LodInvalidArgument, StoreError)
+
+
+async def serve_simulator(
+    *,
+    host: str,
+    port: int,
+    latency: float,
+    rate_limit: float | None,
+    fault_rate: float,
+    seed: int,
+    labs_per_day: float,
+    out: IO[str],
+) -> None:
+    """Serve the simulator until cancelled."""
+    from lodresults.testing import FAULT_KINDS, Faults, Simulator
+
+    transient = tuple(k for k in FAULT_KINDS if k not in ("status0", "slow"))
+    sim = Simulator(
+        seed=seed,
+        host=host,
+        port=port,
+        latency=latency,
+        rate_limit=rate_limit,
+        faults=Faults(rate=fault_rate, kinds=transient),
+        labs_per_day=labs_per_day,
+        log_requests=False,
+    )
+    async with sim:
+        print(
+            f"simulator: {len(sim.dataset):,} labs on {sim.base_url}\n"
+            f"simulator: api key: {sim.api_key} (a test key; use it as LOD_API_KEY)\n"
+            f"simulator: try  LOD_BASE_URL={sim.base_url} LOD_API_KEY={sim.api_key} "
+            "lodresults latest --minutes 600",
+            file=out,
+            flush=True,
+        )
+        await asyncio.Event().wait()
+
+
+def json_dump(doc: Any, out: IO[str] = sys.stdout) -> None:
+    """Pretty JSON to ``out``."""
+    out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    out.write("\n")
+
+
+def records_envelope(records: list[LabResult]) -> dict[str, Any]:
+    """A Results-shaped document for printing."""
+    return {"Results": [unstructure_record(r) for r in records], "Status": 1, "Error": None}
+
+
+def read_csv(text: str) -> list[LabResult]:
+    """Parse a whole CSV export (used by tests and for re-import)."""
+    return [record_from_csv(row) for row in csv.DictReader(io.StringIO(text))]
