@@ -52,7 +52,7 @@ from lodresults._windows import (
     gaps,
     validate_range,
 )
-from lodresults._wire import decode_json, structure_result, structure_results
+from lodresults._wire import decode_json, decode_results, structure_result
 
 __all__ = ["DEFAULT_BASE_URL", "LodClient", "WindowBatch"]
 
@@ -207,7 +207,7 @@ class LodClient:
         command: str,
         params: dict[str, str],
         label: str,
-        parse: Callable[[Any], T],
+        parse: Callable[[bytes], T],
         on_event: EventHook | None = None,
     ) -> T:
         self._ensure_open()
@@ -223,7 +223,7 @@ class LodClient:
                     raw = await self._transport.get(command, params)
                 status = raw.status
                 self._check_status(command, raw)
-                value = parse(decode_json(raw.body, command=command))
+                value = parse(raw.body)
             except LodError as error:
                 self._scrub(error)
                 retry_after = error.retry_after if isinstance(error, LodRateLimitError) else None
@@ -323,7 +323,7 @@ class LodClient:
             "Result",
             {"labInstanceId": str(lab_instance_id)},
             f"id={lab_instance_id}",
-            lambda doc: structure_result(doc, lab_instance_id),
+            lambda body: structure_result(decode_json(body, command="Result"), lab_instance_id),
         )
 
     async def results(self, start: TimeLike, end: TimeLike) -> list[LabResult]:
@@ -348,7 +348,7 @@ class LodClient:
             "Results",
             {"start": str(window.start), "end": str(window.end)},
             str(window),
-            structure_results,
+            decode_results,
             on_event,
         )
 
@@ -367,7 +367,7 @@ class LodClient:
             "LatestResults",
             {"minutes": str(minutes)},
             f"minutes={minutes}",
-            lambda doc: structure_results(doc, command="LatestResults"),
+            lambda body: decode_results(body, command="LatestResults"),
         )
 
     # --- ranges of any length --------------------------------------------------------------

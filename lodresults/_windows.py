@@ -12,9 +12,8 @@ stream's dedup removes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Final
 
 import attrs
@@ -42,6 +41,9 @@ MAX_EPOCH: Final = 253402300799
 
 TimeLike = datetime | date | int
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SECOND: Final = timedelta(seconds=1)
+
 
 def _iso(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -60,7 +62,9 @@ def to_epoch(value: object, name: str = "time") -> int:
                 f"{name} is a naive datetime ({value.isoformat()}); pass an aware one, "
                 f"e.g. datetime(..., tzinfo=timezone.utc)"
             )
-        epoch = math.floor(value.timestamp())
+        # Exact integer arithmetic: value.timestamp() is a float, which rounds
+        # 23:59:59.999997 up to the next second for dates far from 1970.
+        epoch = (value - _EPOCH) // _SECOND
     elif isinstance(value, date):
         epoch = int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp())
     elif isinstance(value, int) and not isinstance(value, bool):

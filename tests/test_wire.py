@@ -14,16 +14,15 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lodresults import CompletionStatus, LabResult, LodApiError, LodJSONError, LodSchemaError
 from lodresults._exceptions import LodWindowTooLongError
 from lodresults._wire import (
-    _fast_record,
-    _Slow,
     converter,
     decode_json,
+    decode_results,
     dumps_records,
     structure_record,
     structure_result,
@@ -172,34 +171,66 @@ def test_round_trip_json_to_record_to_json(rec: dict[str, Any]) -> None:
     assert structure_record(back) == r
 
 
+def _body(recs: list[Any]) -> bytes:
+    # stdlib json: it writes integers of any size (orjson stops at 64 bits)
+    try:
+        text = json.dumps({"Results": recs, "Status": 1, "Error": None}, allow_nan=False)
+    except ValueError:
+        assume(False)  # NaN/Infinity are not JSON; a server cannot send them
+    return text.encode()
+
+
 @given(st.lists(records(), max_size=5))
-@settings(max_examples=150)
-def test_fast_path_equals_converter_on_valid_bodies(recs: list[dict[str, Any]]) -> None:
-    """The hot path and the cattrs converter agree record by record."""
-    fast = structure_results({"Results": recs, "Status": 1})
+@settings(max_examples=200)
+def test_hot_path_equals_converter_on_valid_bodies(recs: list[dict[str, Any]]) -> None:
+    """decode_results (msgspec) and the cattrs converter agree record by record."""
+    fast = decode_results(_body(recs))
     slow = [converter.structure(r, LabResult) for r in recs]
     assert fast == slow
-    assert [type(x.exam_score) for x in fast] == [type(x.exam_score) for x in slow]
+    assert [unstructure_record(x) for x in fast] == [unstructure_record(x) for x in slow]
 
 
-@given(damaged_records())
+@given(st.lists(st.one_of(records(), damaged_records()), min_size=1, max_size=4))
 @settings(max_examples=400)
-def test_fast_path_never_accepts_what_the_converter_rejects(rec: dict[str, Any]) -> None:
-    """On damaged records: equal results, or both reject (the fast path may defer)."""
+def test_hot_path_never_accepts_what_the_converter_rejects(recs: list[dict[str, Any]]) -> None:
+    """On damaged bodies: the same records, or the same LodSchemaError naming the field."""
     try:
-        expected: LabResult | None = structure_record(rec)
+        expected: list[LabResult] | str = [structure_record(r) for r in recs]
     except LodSchemaError:
-        expected = None
+        expected = "error"
     try:
-        got: LabResult | None = _fast_record(rec)
-    except _Slow:
-        got = expected  # deferred to the converter: same answer by construction
-    assert got == expected
-    # and through the public path: a record either decodes or names the field
-    try:
-        structure_results({"Results": [rec], "Status": 1})
+        got: list[LabResult] | str = decode_results(_body(recs))
     except LodSchemaError as exc:
         assert exc.field is None or exc.field in str(exc)
+        got = "error"
+    assert got == expected
+
+
+def test_hot_path_keeps_spelling_of_numbers() -> None:
+    """5 stays 5 and 5.0 stays 5.0 even though both are cached."""
+    a, b = _valid(), _valid()
+    a["ExamScore"], b["ExamScore"] = 5, 5.0
+    a["LabInstanceId"] = 9
+    out = decode_results(_body([a, b, a]))
+    assert [unstructure_record(r)["ExamScore"] for r in out] == [5, 5.0, 5]
+    assert [type(unstructure_record(r)["ExamScore"]) for r in out] == [int, float, int]
+
+
+def test_hot_path_tolerated_spellings_go_through_the_converter() -> None:
+    """A numeric UserId is not a plain string: still decoded, as the converter does."""
+    rec = _valid()
+    rec["UserId"] = 555
+    assert decode_results(_body([rec]))[0].user_id == "555"
+
+
+def test_hot_path_status_zero_and_not_json() -> None:
+    """Status 0 and non-JSON bodies raise the same errors as the converter path."""
+    with pytest.raises(LodWindowTooLongError):
+        decode_results(b'{"Error": "Timeframe cannot exceed 7 days", "Status": 0}')
+    with pytest.raises(LodJSONError):
+        decode_results(b'{"Results": [')
+    with pytest.raises(LodSchemaError):
+        decode_results(b'{"Results": 3, "Status": 1}')
 
 
 @given(junk)

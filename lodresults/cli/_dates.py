@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta, timezone
 
-from lodresults._windows import MAX_EPOCH
+from lodresults._windows import MAX_EPOCH, to_epoch
 
 __all__ = ["parse_when"]
 
@@ -33,7 +33,7 @@ def parse_when(text: str, *, end_of_day: bool = False) -> int:
         start = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
         if end_of_day:
             start += timedelta(days=1, seconds=-1)
-        value = int(start.timestamp())
+        value = to_epoch(start)
     else:
         try:
             dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -44,7 +44,10 @@ def parse_when(text: str, *, end_of_day: bool = False) -> int:
             ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
-        value = int(dt.timestamp())
+        try:
+            value = to_epoch(dt)
+        except ValueError:
+            raise ValueError(f"{text!r} is outside 1970-01-01..9999-12-31") from None
     if not 0 <= value <= MAX_EPOCH:
         raise ValueError(f"{text!r} is outside 1970-01-01..9999-12-31")
     return value
