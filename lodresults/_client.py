@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
+from datetime import datetime, timezone
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -83,9 +84,35 @@ class WindowBatch:
     records: list[LabResult]
 
 
-def _epoch_of(r: LabResult) -> tuple[int, int | None]:
-    end = r.end
-    return int(r.start.timestamp()), None if end is None else int(end.timestamp())
+def _new_records(window: Window, items: list[LabResult], dedup: Deduplicator) -> list[LabResult]:
+    """
+    The records of ``window`` not yielded before, in the server's order.
+
+    A lab that started and ended strictly inside the window cannot be in any other window
+    (windows share only their boundary seconds), so it only needs checking against this
+    window's own records (a window split in parts may repeat it). Only the few labs that
+    touch a boundary, span windows or are still running go through the bounded
+    ``Deduplicator``. This keeps the bookkeeping off the hot path.
+    """
+    ws = datetime.fromtimestamp(window.start, timezone.utc)
+    we = datetime.fromtimestamp(window.end, timezone.utc)
+    local: set[int] = set()
+    seen_here = local.__contains__
+    mark = local.add
+    admit = dedup.admit
+    fresh: list[LabResult] = []
+    append = fresh.append
+    for r in items:
+        lab_id = r.lab_instance_id
+        start = r.start
+        end = r.end
+        if end is not None and ws < start < we and ws < end < we:
+            if not seen_here(lab_id):
+                mark(lab_id)
+                append(r)
+        elif admit(lab_id, int(start.timestamp()), None if end is None else int(end.timestamp())):
+            append(r)
+    return fresh
 
 
 class LodClient:
@@ -215,11 +242,11 @@ class LodClient:
         while True:
             attempt += 1
             started = time.perf_counter()
-            sent_at = 0.0
+            generation = 0
             status: int | str = "-"
             try:
                 async with self._semaphore:
-                    sent_at = await self._limiter.acquire()
+                    generation = await self._limiter.acquire()
                     raw = await self._transport.get(command, params)
                 status = raw.status
                 self._check_status(command, raw)
@@ -237,7 +264,7 @@ class LodClient:
                         None if retry_after is None
                         else min(retry_after, self._policy.max_retry_after)
                     )  # fmt: skip
-                    self._limiter.on_throttled(sent_at, capped)
+                    self._limiter.on_throttled(generation, capped)
                     self._emit(Throttled(command, retry_after, self._limiter.rate), on_event)
                 if not is_retryable(error) or attempt > self.max_retries:
                     raise
@@ -429,12 +456,7 @@ class LodClient:
         )
         async with aclosing(stream):
             async for done in stream:
-                admit = dedup.admit
-                fresh = []
-                for r in done.items:
-                    s, e = _epoch_of(r)
-                    if admit(r.lab_instance_id, s, e):
-                        fresh.append(r)
+                fresh = _new_records(done.window, done.items, dedup)
                 if done.watermark is not None:
                     dedup.release_before(done.watermark)
                 self._emit(WindowCompleted(done.window, len(done.items), len(fresh)), on_event)

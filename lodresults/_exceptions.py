@@ -30,6 +30,7 @@ Every error stores plain fields only (no aiohttp objects, no headers), so ``str`
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 __all__ = [
     "LodApiError",
@@ -57,6 +58,18 @@ class LodError(Exception):
     """
     Base class of every error lodresults raises.
     """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields live in __dict__; rebuild without calling __init__ so that
+        # errors cross process boundaries (multiprocessing, pickled task results).
+        return (_rebuild, (type(self), self.args, dict(vars(self))))
+
+
+def _rebuild(cls: type[LodError], args: tuple[Any, ...], state: dict[str, Any]) -> LodError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class LodInvalidArgument(LodError, ValueError):
@@ -241,6 +254,3 @@ class LodWindowError(LodError):
     def end_iso(self) -> str:
         """The window's last second as ISO-8601 UTC."""
         return _iso(self.end)
-
-    def __reduce__(self) -> tuple[type[LodWindowError], tuple[int, int, LodError]]:
-        return (type(self), (self.start, self.end, self.error))

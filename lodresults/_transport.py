@@ -166,7 +166,11 @@ class Transport:
                         f"{self._max_bytes}",
                         command=command,
                     )
-                body = await self._read_capped(resp, command)
+                if length is not None:
+                    # Size known and within the cap: one read (aiohttp checks the length).
+                    body = await resp.read()
+                else:
+                    body = await self._read_capped(resp, command)
                 return RawResponse(
                     status=resp.status,
                     body=body,

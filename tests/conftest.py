@@ -93,3 +93,21 @@ def fast_client(sim: Simulator, **kwargs: Any) -> LodClient:
 def api_key() -> str:
     """The canary key used by tests that check it never leaks."""
     return KEY
+
+
+#: Rows of the fault matrix (fault, rate, requests, faults injected, retries, outcome),
+#: filled by tests/test_fault_matrix.py and printed at the end of the run.
+MATRIX: list[tuple[str, str, int, int, int, str]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the fault matrix table after the run."""
+    if not MATRIX:
+        return
+    tr = terminalreporter
+    tr.section("fault matrix (multi-month iter_results against the simulator)")
+    tr.write_line(
+        f"{'fault':<22} {'rate':>8} {'requests':>9} {'injected':>9} {'retries':>8}  outcome"
+    )
+    for fault, rate, requests, injected, retries, outcome in MATRIX:
+        tr.write_line(f"{fault:<22} {rate:>8} {requests:>9} {injected:>9} {retries:>8}  {outcome}")

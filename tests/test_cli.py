@@ -406,3 +406,19 @@ def test_records_round_trip_through_the_store(tmp_path: Path) -> None:
     back = asyncio.run(go())
     assert back == recs
     assert [unstructure_record(r) for r in back] == [unstructure_record(r) for r in recs]
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"LOD_BASE_URL": "ftp://example.com/api"}, "base_url"),
+        ({"LOD_BASE_URL": "http://203.0.113.9/api/v3"}, "unencrypted"),
+        ({"LOD_API_KEY": "   "}, "LOD_API_KEY"),
+    ],
+)
+async def test_bad_environment_exits_2(sim: Simulator, env: dict[str, str], needle: str) -> None:
+    """Bad LOD_BASE_URL / LOD_API_KEY values are usage errors; nothing is sent."""
+    r = await run(["latest"], _env(sim, **env))
+    assert r.code == 2, r.err
+    assert needle in r.err
+    assert sim.stats.total == 0

@@ -70,3 +70,49 @@ def test_exactly_once_over_windows_with_bounded_state(
                 assert max(s, e) >= w.end
     expected = {i for i, s, e in data if s <= end or (e is not None and e <= end)}
     assert sorted(admitted) == sorted(expected)
+
+
+@st.composite
+def window_runs(draw: st.DrawFn) -> tuple[list[tuple[int, int, int | None]], int, list[int], bool]:
+    data = draw(labs())
+    span = draw(st.integers(200, 1500))
+    n = len(list(plan_windows(0, 6000, span)))
+    order = draw(st.permutations(range(n)))
+    split = draw(st.booleans())
+    return data, span, list(order), split
+
+
+@given(window_runs())
+@settings(max_examples=300)
+def test_new_records_exactly_once_in_any_order(
+    run: tuple[list[tuple[int, int, int | None]], int, list[int], bool],
+) -> None:
+    """The client's per-window filter: every lab once, any window order, split windows too."""
+    from lodresults._client import _new_records
+    from lodresults._windows import Window
+    from lodresults._wire import structure_record
+    from tests.test_iter_results import _record
+
+    data, span, order, split = run
+    windows = list(plan_windows(0, 6000, span))
+    d = Deduplicator()
+    yielded: list[int] = []
+    done: set[int] = set()
+    prefix = 0
+    for i in order:
+        w = windows[i]
+        parts = [w] if not split or w.span < 2 else [
+            Window(w.start, w.start + w.span // 2), Window(w.start + w.span // 2, w.end)
+        ]  # fmt: skip
+        items = []
+        for p in parts:
+            for lab_id, s, e in data:
+                if p.start <= s <= p.end or (e is not None and p.start <= e <= p.end):
+                    items.append(structure_record(_record(lab_id, s, e)))
+        yielded += [r.lab_instance_id for r in _new_records(w, items, d)]
+        done.add(i)
+        while prefix in done:
+            prefix += 1
+            d.release_before(windows[prefix - 1].end)
+    expected = {i for i, s, e in data if s <= 6000 or (e is not None and e <= 6000)}
+    assert sorted(yielded) == sorted(expected)

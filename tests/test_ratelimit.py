@@ -25,7 +25,10 @@ async def test_paces_requests_evenly() -> None:
     """At rate 5, ten requests are granted 0.2 s apart."""
     clock = FakeClock()
     lim = AdaptiveRateLimiter(5.0, clock=clock, sleep=clock.sleep)
-    slots = [await lim.acquire() for _ in range(10)]
+    slots = []
+    for _ in range(10):
+        await lim.acquire()
+        slots.append(clock.now)
     gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert gaps == pytest.approx([0.2] * 9)
 
@@ -33,9 +36,14 @@ async def test_paces_requests_evenly() -> None:
 async def test_concurrent_callers_share_the_rate() -> None:
     """Slots are handed out in order without overlap even when asked concurrently."""
     clock = FakeClock()
-    lim = AdaptiveRateLimiter(10.0, clock=clock, sleep=lambda s: asyncio.sleep(0))
-    slots = await asyncio.gather(*(lim.acquire() for _ in range(20)))
-    assert sorted(slots) == pytest.approx([i * 0.1 for i in range(20)])
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    lim = AdaptiveRateLimiter(10.0, clock=clock, sleep=sleep)
+    await asyncio.gather(*(lim.acquire() for _ in range(20)))
+    assert sorted(waits) == pytest.approx([i * 0.1 for i in range(1, 20)])
 
 
 async def test_unlimited_never_waits() -> None:
@@ -57,8 +65,8 @@ async def test_throttle_pauses_everyone_and_halves_once_per_overshoot() -> None:
         lim.on_throttled(s, retry_after=2.0)
     assert lim.rate == 4.0
     assert lim.throttled == 4
-    granted = await lim.acquire()
-    assert granted >= 3.0  # paused until now + Retry-After
+    await lim.acquire()
+    assert clock.now >= 3.0  # paused until now + Retry-After
 
 
 async def test_additive_increase_recovers_to_the_ceiling() -> None:
@@ -90,9 +98,10 @@ async def test_converges_under_a_server_allowance() -> None:
     lim = AdaptiveRateLimiter(50.0, clock=clock, sleep=clock.sleep)
     allowance, tokens, last = 4.0, 1.0, 0.0
     ok_times: list[float] = []
-    throttled = 0
+    throttled = late_throttled = 0
     while clock.now < 120:
-        t = await lim.acquire()
+        generation = await lim.acquire()
+        t = clock.now
         tokens = min(1.0, tokens + (t - last) * allowance)
         last = t
         if tokens >= 1:
@@ -101,11 +110,13 @@ async def test_converges_under_a_server_allowance() -> None:
             ok_times.append(t)
         else:
             throttled += 1
-            lim.on_throttled(t, retry_after=1.0)
+            lim.on_throttled(generation, retry_after=1.0)
+            if t > 60:
+                late_throttled += 1
     late = [t for t in ok_times if t > 60]
     achieved = len(late) / 60
-    assert 2.0 <= achieved <= 4.05
-    assert throttled < 120  # not hammering: well under one 429 per second on average
+    assert 3.0 <= achieved <= 4.05  # settles just under the allowance
+    assert late_throttled <= 20  # probing is gentle: a 429 every few seconds at most
 
 
 def test_rejects_non_positive_rate() -> None:

@@ -288,6 +288,10 @@ def demo(db: Path, days: int, latency_ms: float, seed: int, labs_per_day: float)
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--labs-per-day", type=click.FloatRange(0, 1e6), default=40.0, show_default=True)
+@click.option(
+    "--days", type=click.IntRange(1, 36500), default=730, show_default=True,
+    help="Span of the generated data, ending now.",
+)  # fmt: skip
 def simulate(
     host: str,
     port: int,
@@ -296,8 +300,9 @@ def simulate(
     fault_rate: float,
     seed: int,
     labs_per_day: float,
+    days: int,
 ) -> None:
-    """Serve the API simulator (for trying things out and for tests)."""
+    """Serve the API simulator (for trying things out, tests and benchmarks)."""
     _run(
         lambda: _jobs.serve_simulator(
             host=host,
@@ -307,6 +312,7 @@ def simulate(
             fault_rate=fault_rate,
             seed=seed,
             labs_per_day=labs_per_day,
+            days=days,
             out=sys.stdout,
         )
     )

@@ -309,13 +309,16 @@ async def serve_simulator(
     fault_rate: float,
     seed: int,
     labs_per_day: float,
+    days: int,
     out: IO[str],
 ) -> None:
     """Serve the simulator until cancelled."""
     from lodresults.testing import FAULT_KINDS, Faults, Simulator
 
     transient = tuple(k for k in FAULT_KINDS if k not in ("status0", "slow"))
+    now = int(time.time())
     sim = Simulator(
+        span=(now - days * 86400, now),
         seed=seed,
         host=host,
         port=port,

@@ -29,7 +29,8 @@ FAULT_KINDS: Final = (
     "http500",  # 500 with an HTML body
     "http502",  # 502 with an HTML body
     "http503",  # 503 with an HTML body and Retry-After
-    "http429",  # 429 with Retry-After, regardless of the rate limit
+    "http429",  # 429 with Retry-After in seconds, regardless of the rate limit
+    "http429_date",  # 429 with Retry-After as an HTTP-date
     "reset",  # connection closed before any response
     "reset_body",  # headers and part of the body, then the connection is closed
     "truncate",  # Content-Length says more than is sent
@@ -132,6 +133,8 @@ class Simulator:
         max_window_seconds: The longest range Results accepts.
         redirect_to: Answer every request with a 307 to this origin (leak tests).
         compress: gzip answers for clients that accept it.
+        echo_headers: 5xx fault bodies quote the request headers, as some debugging
+            proxies do (tests that error texts never show the key).
         log_requests: Keep a ``RequestLog`` of each request in ``sim.log``.
         host, port: Where to listen (loopback, ephemeral port by default).
     """
@@ -158,6 +161,7 @@ class Simulator:
         base_path: str = "/api/v3",
         log_requests: bool = True,
         compress: bool = False,
+        echo_headers: bool = False,
     ) -> None:
         if retry_after_format not in ("seconds", "http-date"):
             raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
@@ -185,6 +189,7 @@ class Simulator:
         )
         self.redirect_to = redirect_to
         self.compress = compress
+        self.echo_headers = echo_headers
         self.host = host
         self.port = port
         self.base_path = "/" + base_path.strip("/").lower()
@@ -250,7 +255,8 @@ class Simulator:
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         arrived = time.monotonic()
-        stats.arrivals.append(arrived)
+        if self.log.maxlen:
+            stats.arrivals.append(arrived)
         status: int | None = None
         fault: str | None = None
         try:
@@ -372,17 +378,19 @@ class Simulator:
         if kind in ("http500", "http502", "http503"):
             code = int(kind[4:])
             headers = {"Retry-After": self.faults.retry_after} if code == 503 else {}
-            return web.Response(
-                status=code,
-                body=_HTML.replace(b"{code}", str(code).encode()),
-                content_type="text/html",
-                headers=headers,
-            )
-        if kind == "http429":
+            body = _HTML.replace(b"{code}", str(code).encode())
+            if self.echo_headers:
+                dump = "".join(f"{k}: {v}\n" for k, v in request.headers.items())
+                body += f"<pre>{dump}</pre>".encode()
+            return web.Response(status=code, body=body, content_type="text/html", headers=headers)
+        if kind in ("http429", "http429_date"):
+            value = self.faults.retry_after
+            if kind == "http429_date":
+                value = email.utils.formatdate(time.time() + float(value), usegmt=True)
             return self._json(
                 {"Error": "Too many requests", "Status": 0},
                 status=429,
-                headers={"Retry-After": self.faults.retry_after},
+                headers={"Retry-After": value},
             )
         if kind == "status0":
             return self._json({"Error": "An internal error occurred. (sim)", "Status": 0})
@@ -401,12 +409,12 @@ class Simulator:
                 transport.abort()
             return None
         # truncate / reset_body: promise the whole body, send part of it, hang up.
-        body = self._answer(command, params).body
-        assert isinstance(body, bytes)
+        full = self._answer(command, params).body
+        assert isinstance(full, bytes)
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        response.content_length = len(body) + (0 if kind == "reset_body" else 100)
+        response.content_length = len(full) + (0 if kind == "reset_body" else 100)
         await response.prepare(request)
-        await response.write(body[: max(1, len(body) // 2)])
+        await response.write(full[: max(1, len(full) // 2)])
         if transport is not None:
             transport.abort() if kind == "reset_body" else transport.close()
         return response
