@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import resource
 import sys
 import time
@@ -24,7 +26,24 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _DedupSize(logging.Handler):
+    """Reads the largest dedup state from the per-window debug lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.largest = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = re.search(r"dedup holds (\d+) ids", record.getMessage())
+        if m:
+            self.largest = max(self.largest, int(m.group(1)))
+
+
 async def main(base_url: str, key: str, years: int) -> dict[str, float]:
+    dedup = _DedupSize()
+    logger = logging.getLogger("lodresults")
+    logger.addHandler(dedup)
+    logger.setLevel(logging.DEBUG)
     baseline = _rss_mb()
     now = int(time.time())
     records = 0
@@ -39,7 +58,13 @@ async def main(base_url: str, key: str, years: int) -> dict[str, float]:
     async with client, aclosing(client.iter_results(now - years * 365 * 86400, now)) as it:
         async for _ in it:
             records += 1
-    return {"records": records, "windows": windows, "baseline_mb": baseline, "peak_mb": _rss_mb()}
+    return {
+        "records": records,
+        "windows": windows,
+        "baseline_mb": baseline,
+        "peak_mb": _rss_mb(),
+        "dedup_max": dedup.largest,
+    }
 
 
 if __name__ == "__main__":

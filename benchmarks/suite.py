@@ -217,13 +217,25 @@ def memory(sizes: Sizes) -> str:
             doc = json.loads(out)
             rows.append([f"{years} y", f"{doc['records']:,}", f"{doc['windows']}",
                          f"{doc['baseline_mb']:.1f} MB", f"{doc['peak_mb']:.1f} MB",
-                         f"{doc['peak_mb'] - doc['baseline_mb']:.1f} MB"])  # fmt: skip
+                         f"{doc['peak_mb'] - doc['baseline_mb']:.1f} MB",
+                         f"{doc['dedup_max']}"])  # fmt: skip
     held = _bytes_per_record(sizes)
     return (
         "Peak RSS of a fresh process that imports lodresults (baseline) and then streams "
         "`iter_results` over the range (concurrency 4, no rate limit), counting records "
         "without keeping them.\n\n"
-        + table(["range", "records", "windows", "baseline RSS", "peak RSS", "growth"], rows)
+        + table(
+            [
+                "range",
+                "records",
+                "windows",
+                "baseline RSS",
+                "peak RSS",
+                "growth",
+                "dedup ids held (max)",
+            ],
+            rows,
+        )
         + "\n\n"
         + held
     )

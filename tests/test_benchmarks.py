@@ -1,0 +1,54 @@
+"""The benchmarks stay runnable, and the peers they compare with are honest."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from benchmarks.peers import decode, gather, sequential
+from lodresults._wire import decode_results
+from lodresults.testing import Simulator
+from tests.conftest import fast_client
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = 86400
+
+
+async def test_peers_fetch_the_same_set_as_lodresults(sim: Simulator) -> None:
+    """Peer 1 and peer 2 return exactly the labs iter_results yields: a fair comparison."""
+    a = sim.span[0] + 30 * DAY
+    b = a + 60 * DAY
+    async with fast_client(sim, max_concurrency=4) as c:
+        ours = {r.lab_instance_id async for r in c.iter_results(a, b)}
+    p1 = await sequential.fetch_all(sim.base_url, sim.api_key, a, b)
+    p2 = await gather.fetch_all(sim.base_url, sim.api_key, a, b, 4)
+    assert {r["LabInstanceId"] for r in p1} == ours == {r["LabInstanceId"] for r in p2}
+    assert len(p1) == len(p2) == len(ours)
+
+
+def test_decode_ceilings_parse_the_same_records(sim: Simulator) -> None:
+    """The decode-only peers see the same records as decode_results."""
+    import orjson
+
+    body = orjson.dumps({"Results": sim.records[:500], "Status": 1, "Error": None})
+    ours = decode_results(body)
+    assert [r["LabInstanceId"] for r in decode.orjson_dicts(body)] == [
+        r.lab_instance_id for r in ours
+    ]
+    typed = decode.msgspec_typed(body)
+    assert [(t.Start, t.ExamScore) for t in typed] == [(r.start, r.exam_score) for r in ours]
+
+
+async def test_quick_benchmark_suite_runs() -> None:
+    """python -m benchmarks --quick runs every section end to end (figures not checked)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks", "--quick", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 300)
+    text = err.decode()
+    assert proc.returncode == 0, text[-2000:]
+    for title in ("Fan-out", "Throughput", "Memory", "Rate limiting", "Backfill"):
+        assert f"== {title}" in text
+    assert "wrote " not in text  # --quick never overwrites the committed table
