@@ -29,7 +29,7 @@ lodresults measured side by side with what a user would otherwise write
 (`benchmarks/peers/`), in one run on one machine. Reproduce with:
 
 ```sh
-.venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m benchmarks
+.venv/bin/pip install -q -e '.[cli]' && .venv/bin/python -m benchmarks
 ```
 
 """

@@ -402,7 +402,7 @@ _status_map: Final = CompletionStatus._value2member_map_
 # Decimal("5.0") "5.0".
 _DEC_INT: Final[dict[int, Decimal]] = {}
 _DEC_FLOAT: Final[dict[float, Decimal]] = {}
-_DEC_CACHE_MAX: Final = 1 << 16
+_DEC_CACHE_MAX: Final = 4096  # a few hundred kB at most; scores and city coordinates repeat
 
 
 class _Slow(Exception):
