@@ -71,6 +71,24 @@ def make_sim(**kwargs: Any) -> Simulator:
     return Simulator(**options)
 
 
+#: A fixed historical span (2024-01-01 plus 400 days). Fault draws are seeded by the
+#: request itself, so tests that count injected faults use it: the same requests, hence
+#: the same faults, on every run.
+FIXED_SPAN = (1_704_067_200, 1_704_067_200 + 400 * 86400)
+
+
+@functools.cache
+def fixed_history() -> tuple[dict[str, Any], ...]:
+    """Records over FIXED_SPAN (made once per test run)."""
+    a, b = FIXED_SPAN
+    return tuple(generate(seed=11, start=a, end=b, labs_per_day=40, now=b))
+
+
+def make_fixed_sim(**kwargs: Any) -> Simulator:
+    """A simulator over FIXED_SPAN: reproducible fault draws whatever the date."""
+    return make_sim(records=fixed_history(), span=FIXED_SPAN, **kwargs)
+
+
 @pytest_asyncio.fixture
 async def sim() -> AsyncIterator[Simulator]:
     """A default simulator: two years of data, no latency, no faults."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
+import time
 import warnings
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
 
 import aiohttp
 import pytest
@@ -20,7 +23,7 @@ from lodresults import (
     unstructure_record,
 )
 from lodresults.testing import Simulator
-from tests.conftest import fast_client
+from tests.conftest import fast_client, make_sim
 
 
 async def test_result_matches_the_server_record(sim: Simulator) -> None:
@@ -221,3 +224,37 @@ def test_repr_shows_options_not_the_key(api_key: str) -> None:
     c = LodClient(api_key)
     assert api_key not in repr(c)
     assert "labondemand.com" in repr(c)
+
+
+async def test_large_bodies_do_not_block_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A big body is decoded on a worker thread: the loop keeps serving other tasks."""
+    import lodresults._client as client_module
+
+    real = client_module.decode_results
+
+    def slow_decode(body: bytes, **kw: Any) -> Any:
+        time.sleep(0.5)  # stands for the CPU time of decoding a very large window
+        return real(body, **kw)
+
+    monkeypatch.setattr(client_module, "decode_results", slow_decode)
+    now = 1_700_000_000
+    sim = make_sim(span=(now - 8 * 86400, now), records=None, labs_per_day=400)
+    async with sim, fast_client(sim) as c:
+        stop = asyncio.Event()
+        stamps: list[float] = []
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                stamps.append(time.perf_counter())
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(ticker())
+        records = await c.results(now - 7 * 86400, now)
+        small = await c.results(now - 3600, now)  # a small body stays on the loop
+        stop.set()
+        await task
+    assert len(records) > 2_000 and len(small) < 100
+    longest = max(b - a for a, b in itertools.pairwise(stamps))
+    assert longest < 0.25, longest  # on the loop, the 0.5 s decode would stall it

@@ -21,7 +21,7 @@ from lodresults import (
     unstructure_record,
 )
 from lodresults.testing import Faults, Simulator
-from tests.conftest import fast_client, make_sim
+from tests.conftest import fast_client, make_fixed_sim, make_sim
 
 DAY = 86400
 
@@ -119,7 +119,7 @@ TRANSIENT = ("http500", "http502", "http503", "reset", "reset_body", "truncate",
 async def test_transient_faults_at_a_high_rate_yield_the_exact_set(kind: str) -> None:
     """40 % of requests fail (one kind, or all transient kinds): nothing lost, nothing twice."""
     kinds = TRANSIENT if kind == "all" else (kind,)
-    async with make_sim(faults=Faults(rate=0.4, kinds=kinds, retry_after="0")) as sim:
+    async with make_fixed_sim(faults=Faults(rate=0.4, kinds=kinds, retry_after="0")) as sim:
         async with fast_client(sim, max_retries=12) as c:
             a, b = _range(sim, 120)
             got = await _collect(c, a, b)
@@ -132,7 +132,10 @@ async def test_transient_faults_at_a_high_rate_yield_the_exact_set(kind: str) ->
 async def test_slow_answers_past_the_timeout_are_retried() -> None:
     """Answers slower than the client's timeout are abandoned and retried."""
     faults = Faults(rate=0.3, kinds=("slow",), slow_seconds=1.0)
-    async with make_sim(faults=faults) as sim, fast_client(sim, timeout=0.3, max_retries=10) as c:
+    async with (
+        make_fixed_sim(faults=faults) as sim,
+        fast_client(sim, timeout=0.3, max_retries=10) as c,
+    ):
         a, b = _range(sim, 40)
         got = await _collect(c, a, b)
         assert sorted(r.lab_instance_id for r in got) == sorted(sim.ids_between(a, b))
@@ -196,7 +199,7 @@ async def test_ordered_yields_windows_chronologically() -> None:
     """ordered=True: windows in order even when some answers are slow."""
     events: list[Event] = []
     faults = Faults(rate=0.3, kinds=("slow",), slow_seconds=0.15)
-    async with make_sim(faults=faults) as sim, fast_client(sim, max_concurrency=6) as c:
+    async with make_fixed_sim(faults=faults) as sim, fast_client(sim, max_concurrency=6) as c:
         a, b = _range(sim, 120)
         got = await _collect(c, a, b, on_event=events.append)
     done = [e.window.start for e in events if isinstance(e, WindowCompleted)]
@@ -209,7 +212,7 @@ async def test_unordered_yields_as_they_arrive_with_the_same_set() -> None:
     """ordered=False: same exact set, windows in arrival order (not necessarily sorted)."""
     events: list[Event] = []
     faults = Faults(rate=0.3, kinds=("slow",), slow_seconds=0.15)
-    async with make_sim(faults=faults) as sim, fast_client(sim, max_concurrency=6) as c:
+    async with make_fixed_sim(faults=faults) as sim, fast_client(sim, max_concurrency=6) as c:
         a, b = _range(sim, 120)
         got = await _collect(c, a, b, ordered=False, on_event=events.append)
         ids = [r.lab_instance_id for r in got]

@@ -127,7 +127,8 @@ class Simulator:
             beyond it, 429 with Retry-After.
         retry_after_format: ``"seconds"`` or ``"http-date"`` for the 429's Retry-After.
         faults: Random injected faults (see ``Faults``).
-        fail_range: ``(a, b)``: every Results request overlapping it answers 500, forever.
+        fail_range: ``(a, b)``: every Results request overlapping it fails, forever.
+        fail_kind: How requests in ``fail_range`` fail (a ``FAULT_KINDS`` name; 500 by default).
         strict_seven_days: Refuse a range of exactly 7 days too (the documents allow both
             readings of "cannot exceed 7 days").
         max_window_seconds: The longest range Results accepts.
@@ -153,6 +154,7 @@ class Simulator:
         retry_after_format: str = "seconds",
         faults: Faults | None = None,
         fail_range: tuple[int, int] | None = None,
+        fail_kind: str = "http500",
         strict_seven_days: bool = False,
         max_window_seconds: int = SEVEN_DAYS,
         redirect_to: str | None = None,
@@ -184,6 +186,9 @@ class Simulator:
         self.retry_after_format = retry_after_format
         self.faults = faults or Faults()
         self.fail_range = fail_range
+        if fail_kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fail_kind {fail_kind!r}; choose from {FAULT_KINDS}")
+        self.fail_kind = fail_kind
         self.max_window_seconds = (
             max_window_seconds - 1 if strict_seven_days else max_window_seconds
         )
@@ -282,7 +287,7 @@ class Simulator:
                 return throttled
             fault = self._draw_fault(command, params)
             if fault is None and self._in_fail_range(command, params):
-                fault = "http500"
+                fault = self.fail_kind
             if fault is not None:
                 stats.faults[fault] += 1
                 response = await self._fault(request, fault, command, params)
