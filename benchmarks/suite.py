@@ -7,12 +7,13 @@ import gc
 import json
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from contextlib import aclosing
+from contextlib import aclosing, closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -380,9 +381,7 @@ def backfill(sizes: Sizes) -> str:
                     env=env, capture_output=True, text=True, check=True,
                 )  # fmt: skip
                 values.append(time.perf_counter() - t0)
-                import sqlite3
-
-                with sqlite3.connect(db) as conn:
+                with closing(sqlite3.connect(db)) as conn:
                     records = conn.execute("SELECT COUNT(*) FROM lab_results").fetchone()[0]
                 assert "backfill:" in proc.stderr
         t = Timing(tuple(values))

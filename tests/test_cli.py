@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ async def run(args: Sequence[str], env: dict[str, str], timeout: float = 60) -> 
 
 
 def db_ids(db: Path) -> list[int]:
-    with sqlite3.connect(db) as c:
+    with closing(sqlite3.connect(db)) as c:
         return [r[0] for r in c.execute("SELECT lab_instance_id FROM lab_results")]
 
 
@@ -64,7 +65,7 @@ def windows_done(db: Path) -> int:
     if not db.exists():
         return 0
     try:
-        with sqlite3.connect(db) as c:
+        with closing(sqlite3.connect(db)) as c:
             return int(c.execute("SELECT COUNT(*) FROM backfill_windows").fetchone()[0])
     except sqlite3.Error:
         return 0
@@ -274,7 +275,7 @@ async def test_watch_stops_on_sigterm(sim: Simulator, tmp_path: Path) -> None:
 
 def _meta(db: Path, key: str) -> str | None:
     try:
-        with sqlite3.connect(db) as c:
+        with closing(sqlite3.connect(db)) as c:
             row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     except sqlite3.Error:
         return None
@@ -301,7 +302,7 @@ async def test_watch_survives_transient_errors_and_catches_up(tmp_path: Path) ->
         clock[0] += 10 * DAY
         await watch(lambda **kw: fast_client(sim, **kw), db=db, interval=0.01, out=out,
                     iterations=1, clock=lambda: clock[0])  # fmt: skip
-    with sqlite3.connect(db) as c:
+    with closing(sqlite3.connect(db)) as c:
         end, status = c.execute(
             'SELECT "end", completion_status FROM lab_results WHERE lab_instance_id = ?',
             (lab["LabInstanceId"],),
