@@ -7,10 +7,11 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
-__all__ = ["CompletionStatus", "LabResult"]
+__all__ = ["CompletionStatus", "LabResult", "field_types"]
 
 
 class CompletionStatus(enum.IntEnum):
@@ -92,3 +93,14 @@ class LabResult:
 
 # Resolve the string annotations once so that the converter sees real types.
 attrs.resolve_types(LabResult)
+
+
+def field_types() -> dict[str, tuple[type, bool]]:
+    """Each LabResult field's base type and whether it is nullable (``X | None``)."""
+    out: dict[str, tuple[type, bool]] = {}
+    for a in attrs.fields(LabResult):
+        t: Any = a.type
+        args = getattr(t, "__args__", None)
+        base = next(x for x in args if x is not type(None)) if args else t
+        out[a.name] = (base, bool(args))
+    return out

@@ -36,7 +36,7 @@ from lodresults._exceptions import (
     LodSchemaError,
     LodWindowTooLongError,
 )
-from lodresults._models import CompletionStatus, LabResult
+from lodresults._models import CompletionStatus, LabResult, field_types
 
 __all__ = [
     "WIRE_NAMES",
@@ -166,17 +166,12 @@ _BASE_HOOKS: Final[dict[type, Callable[[Any, Any], Any]]] = {
 }
 
 
-def _field_hook(a: attrs.Attribute[Any]) -> Callable[[Any, Any], Any]:
-    t: Any = a.type
-    base = t
-    args = getattr(t, "__args__", None)
-    if args:  # X | None
-        base = next(x for x in args if x is not type(None))
+def _field_hook(name: str, base: type) -> Callable[[Any, Any], Any]:
     hook = _BASE_HOOKS[base]
-    return _required(hook) if a.name in _REQUIRED else _optional(hook)
+    return _required(hook) if name in _REQUIRED else _optional(hook)
 
 
-_FIELD_HOOKS: Final = {a.name: _field_hook(a) for a in attrs.fields(LabResult)}
+_FIELD_HOOKS: Final = {name: _field_hook(name, base) for name, (base, _) in field_types().items()}
 
 
 def _renames() -> dict[str, Any]:

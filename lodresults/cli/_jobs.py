@@ -28,7 +28,7 @@ from lodresults._exceptions import (
     LodInvalidArgument,
     LodRedirectError,
 )
-from lodresults._models import CompletionStatus, LabResult
+from lodresults._models import CompletionStatus, LabResult, field_types
 from lodresults._store import COLUMNS, Store, StoreError
 from lodresults._windows import MAX_WINDOW_SECONDS
 from lodresults._wire import dump_record, unstructure_record
@@ -207,13 +207,9 @@ _CSV_PARSERS: Final[dict[Any, Callable[[str], Any]]] = {
 }
 
 
-def _csv_field(a: attrs.Attribute[Any]) -> tuple[str, bool, Callable[[str], Any]]:
-    args = getattr(a.type, "__args__", None)
-    base = next(x for x in args if x is not type(None)) if args else a.type
-    return a.name, bool(args), _CSV_PARSERS[base]
-
-
-_CSV_FIELDS: Final = [_csv_field(a) for a in attrs.fields(LabResult)]
+_CSV_FIELDS: Final = [
+    (name, nullable, _CSV_PARSERS[base]) for name, (base, nullable) in field_types().items()
+]
 
 
 def record_from_csv(row: dict[str, str]) -> LabResult:
