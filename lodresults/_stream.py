@@ -80,10 +80,9 @@ async def stream_windows(
     windows: dict[int, Window] = {}
     next_index = 0
     exhausted = False
-    # Unordered bookkeeping: indices yielded beyond the contiguous prefix.
-    yielded_beyond: set[int] = set()
+    # Windows yielded beyond the contiguous prefix (only ever more than one when unordered).
+    yielded: dict[int, Window] = {}
     prefix = 0  # every index < prefix has been yielded
-    prefix_window: dict[int, Window] = {}
     try:
         while True:
             oldest = min(tasks) if tasks else next_index
@@ -121,12 +120,10 @@ async def stream_windows(
                     raise LodWindowError(window.start, window.end, error) from error
                 raise error
             # Advance the watermark: the end of the contiguous prefix of yielded windows.
-            prefix_window[index] = window
-            yielded_beyond.add(index)
+            yielded[index] = window
             watermark: int | None = None
-            while prefix in yielded_beyond:
-                yielded_beyond.discard(prefix)
-                watermark = prefix_window.pop(prefix).end
+            while prefix in yielded:
+                watermark = yielded.pop(prefix).end
                 prefix += 1
             yield Finished(window, task.result(), watermark)
     finally:
