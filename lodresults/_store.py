@@ -8,7 +8,8 @@ at any instant leaves either the whole window (rows and checkpoint) or none of i
 aiosqlite would give the same thread hop; a single-worker executor is a few lines and
 keeps the transaction boundaries explicit.
 
-Knows no HTTP and no wire names: columns are the snake_case LabResult fields.
+Knows no HTTP and no wire names: columns are the snake_case LabResult fields (decimals are
+stored as the numbers they came as, by the wire module's one rule for that).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import attrs
 
 from lodresults._exceptions import LodError
 from lodresults._models import CompletionStatus, LabResult
+from lodresults._wire import decimal_of, number_of
 
 __all__ = ["COLUMNS", "Store", "StoreError"]
 
@@ -109,9 +111,7 @@ class StoreError(LodError):
 
 
 def _number(d: Decimal | None) -> int | float | None:
-    if d is None:
-        return None
-    return int(d) if d.as_tuple().exponent == 0 else float(d)
+    return None if d is None else number_of(d)
 
 
 def _epoch(d: datetime | None) -> int | None:
@@ -153,9 +153,7 @@ def _time(v: int | None) -> datetime | None:
 
 
 def _dec(v: float | int | None) -> Decimal | None:
-    if v is None:
-        return None
-    return Decimal(v) if isinstance(v, int) else Decimal(repr(v))
+    return None if v is None else decimal_of(v)
 
 
 def record_from_row(row: Sequence[Any]) -> LabResult:
@@ -350,13 +348,6 @@ class Store:
             "SELECT completion_status, COUNT(*) FROM lab_results GROUP BY 1 ORDER BY 1"
         ).fetchall()
         return {int(a): int(b) for a, b in rows}
-
-    async def ids(self) -> list[int]:
-        """Every lab_instance_id in the table (for tests and checks)."""
-        return await self._run(self._ids)
-
-    def _ids(self) -> list[int]:
-        return [int(r[0]) for r in self._conn.execute("SELECT lab_instance_id FROM lab_results")]
 
     def iter_records_sync(self, batch: int = 1000) -> Iterator[LabResult]:
         """All records in start order, read in batches (call from a worker thread)."""

@@ -41,10 +41,13 @@ from lodresults._models import CompletionStatus, LabResult, field_types
 __all__ = [
     "WIRE_NAMES",
     "converter",
+    "decimal_of",
     "decode_json",
     "decode_results",
     "dump_record",
     "dumps_records",
+    "number_of",
+    "results_envelope",
     "structure_record",
     "structure_result",
     "structure_results",
@@ -174,6 +177,20 @@ def _field_hook(name: str, base: type) -> Callable[[Any, Any], Any]:
 _FIELD_HOOKS: Final = {name: _field_hook(name, base) for name, (base, _) in field_types().items()}
 
 
+def number_of(d: Decimal) -> int | float:
+    """
+    A Decimal as the JSON number it came from: an int for integral values written
+    without a point, a float otherwise (the Decimal came from an int or a double, so this
+    gives back the very value the server sent).
+    """
+    return int(d) if d.as_tuple().exponent == 0 else float(d)
+
+
+def decimal_of(v: int | float | str) -> Decimal:
+    """The inverse of ``number_of``: an exact Decimal (raises ValueError/TypeError)."""
+    return _decimal(v)
+
+
 def _renames() -> dict[str, Any]:
     return {n: override(rename=w) for n, w in WIRE_NAMES.items()}
 
@@ -209,9 +226,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(datetime, lambda d: int(d.timestamp()))
     # JSON has one number type. The Decimal came from the shortest repr of a float (or an
     # int), so float(d) gives back the very value the server sent.
-    conv.register_unstructure_hook(
-        Decimal, lambda d: int(d) if d.as_tuple().exponent == 0 else float(d)
-    )
+    conv.register_unstructure_hook(Decimal, number_of)
     conv.register_unstructure_hook(CompletionStatus, int)
     conv.register_unstructure_hook(
         LabResult,
@@ -568,8 +583,11 @@ def dump_record(record: LabResult) -> bytes:
     return orjson.dumps(unstructure_record(record))
 
 
+def results_envelope(records: Iterable[LabResult]) -> dict[str, Any]:
+    """A ``Results`` envelope (``Status: 1``) holding ``records``, JSON-ready."""
+    return {"Results": [unstructure_record(r) for r in records], "Status": 1, "Error": None}
+
+
 def dumps_records(records: Iterable[LabResult]) -> bytes:
     """A ``Results`` envelope (``Status: 1``) holding ``records``, as JSON bytes."""
-    return orjson.dumps(
-        {"Results": [unstructure_record(r) for r in records], "Status": 1, "Error": None}
-    )
+    return orjson.dumps(results_envelope(records))

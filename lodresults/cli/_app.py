@@ -22,7 +22,7 @@ import click
 from lodresults import __version__
 from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._exceptions import LodError
-from lodresults._wire import unstructure_record
+from lodresults._wire import results_envelope, unstructure_record
 from lodresults.cli import _jobs
 from lodresults.cli._dates import parse_when
 from lodresults.cli._progress import Progress
@@ -348,7 +348,7 @@ def latest(minutes: int, **options: Any) -> None:
     """Print the results that changed in the last MINUTES as JSON."""
 
     async def fetch(client: LodClient) -> Any:
-        return _jobs.records_envelope(await client.latest_results(minutes))
+        return results_envelope(await client.latest_results(minutes))
 
     _print_json(options, fetch)
 

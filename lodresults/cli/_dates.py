@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta, timezone
 
-from lodresults._windows import MAX_EPOCH, to_epoch
+from lodresults._windows import to_epoch
 
 __all__ = ["parse_when"]
 
@@ -23,31 +23,28 @@ def parse_when(text: str, *, end_of_day: bool = False) -> int:
     t = text.strip()
     if t.lower() == "now":
         return int(datetime.now(timezone.utc).timestamp())
+    when: datetime | int
     if t.isdigit():
-        value = int(t)
+        when = int(t)
     elif _DATE.match(t):
         try:
             d = date.fromisoformat(t)
         except ValueError as exc:
             raise ValueError(f"{text!r} is not a valid date ({exc})") from None
-        start = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+        when = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
         if end_of_day:
-            start += timedelta(days=1, seconds=-1)
-        value = to_epoch(start)
+            when += timedelta(days=1, seconds=-1)
     else:
         try:
-            dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
+            when = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise ValueError(
                 f"{text!r} is not a date: use YYYY-MM-DD, an ISO-8601 datetime such as "
                 "2024-01-31T12:00:00Z, 'now', or epoch seconds"
             ) from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        try:
-            value = to_epoch(dt)
-        except ValueError:
-            raise ValueError(f"{text!r} is outside 1970-01-01..9999-12-31") from None
-    if not 0 <= value <= MAX_EPOCH:
-        raise ValueError(f"{text!r} is outside 1970-01-01..9999-12-31")
-    return value
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+    try:
+        return to_epoch(when)
+    except ValueError:
+        raise ValueError(f"{text!r} is outside 1970-01-01..9999-12-31") from None

@@ -31,7 +31,7 @@ from lodresults._exceptions import (
 from lodresults._models import CompletionStatus, LabResult, field_types
 from lodresults._store import COLUMNS, Store, StoreError
 from lodresults._windows import MAX_WINDOW_SECONDS
-from lodresults._wire import dump_record, unstructure_record
+from lodresults._wire import dump_record
 from lodresults.cli._progress import Progress
 
 __all__ = [
@@ -163,7 +163,7 @@ def _iso(d: datetime | None) -> str:
     return "" if d is None else d.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def csv_value(name: str, value: Any) -> str:
+def csv_value(value: Any) -> str:
     """How one LabResult field is spelled in the CSV export."""
     if value is None:
         return ""
@@ -187,7 +187,7 @@ def _write_export(store: Store, fmt: str, out: IO[str]) -> int:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(COLUMNS)
         for r in store.iter_records_sync():
-            writer.writerow([csv_value(c, getattr(r, c)) for c in COLUMNS])
+            writer.writerow([csv_value(getattr(r, c)) for c in COLUMNS])
             n += 1
     out.flush()
     return n
@@ -244,8 +244,8 @@ async def watch(
     so a restart catches up; on a first run, since the newest change already in the table,
     so a watch started after a backfill continues from it) plus a minute of overlap; if
     that gap exceeds the command's 7-day limit, the gap is fetched with windowed Results
-    instead. Transient failures are
-    logged and retried at the next tick; the loop ends on cancellation (SIGTERM/Ctrl-C).
+    instead. Transient failures are logged and retried at the next tick; the loop ends on
+    cancellation (SIGTERM/Ctrl-C).
     """
     store = await Store.open(db)
     try:
@@ -340,11 +340,6 @@ def json_dump(doc: Any, out: IO[str] = sys.stdout) -> None:
     """Pretty JSON to ``out``."""
     out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     out.write("\n")
-
-
-def records_envelope(records: list[LabResult]) -> dict[str, Any]:
-    """A Results-shaped document for printing."""
-    return {"Results": [unstructure_record(r) for r in records], "Status": 1, "Error": None}
 
 
 def read_csv(text: str) -> list[LabResult]:
