@@ -19,6 +19,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from lodresults._clock import Clock, sleep_unless, timer_for
 from lodresults._dedup import Deduplicator
 from lodresults._events import (
     Event,
@@ -41,7 +42,7 @@ from lodresults._exceptions import (
     LodStatusError,
 )
 from lodresults._models import LabResult
-from lodresults._ratelimit import AdaptiveRateLimiter
+from lodresults._ratelimit import AdaptiveRateLimiter, Ticket
 from lodresults._retry import RetryPolicy, is_retryable, parse_retry_after
 from lodresults._stream import stream_windows
 from lodresults._transport import ApiKey, RawResponse, Transport, check_base_url
@@ -137,6 +138,9 @@ class LodClient:
         on_event: Called with every ``Event`` (retries, throttling, window progress).
         retry_initial_wait: First backoff ceiling in seconds (doubles per attempt).
         retry_max_wait: Largest backoff between attempts, in seconds.
+        clock: Epoch seconds now (``time.time``). Tests pass a
+            ``lodresults.testing.ManualClock``: the client's waits (pacing, backoff,
+            deadlines) then run in its virtual time too.
 
     .. versionadded:: 0.1.0
     """
@@ -155,6 +159,7 @@ class LodClient:
         on_event: EventHook | None = None,
         retry_initial_wait: float = 0.5,
         retry_max_wait: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         key = ApiKey(api_key)
         url = check_base_url(base_url)
@@ -166,6 +171,8 @@ class LodClient:
         _check_positive("timeout", timeout)
         _check_positive("retry_initial_wait", retry_initial_wait, allow_zero=True)
         _check_positive("retry_max_wait", retry_max_wait, allow_zero=True)
+        if not callable(clock):
+            raise LodInvalidArgument("clock must be a callable returning epoch seconds")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise LodInvalidArgument("session must be an aiohttp.ClientSession or None")
         self._key = key
@@ -180,10 +187,15 @@ class LodClient:
         self._policy = RetryPolicy(
             max_retries=max_retries, initial_wait=retry_initial_wait, max_wait=retry_max_wait
         )
-        self._limiter = AdaptiveRateLimiter(rate_limit)
+        self._clock = clock
+        # Where waits happen: real time, or the virtual time of a ManualClock.
+        self._timer: Clock = timer_for(clock)
+        self._limiter = AdaptiveRateLimiter(rate_limit, clock=self._timer)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._hooks: list[EventHook] = [on_event] if on_event is not None else []
         self._closed = False
+        # Set by close(): wakes every request waiting for a rate slot or a retry.
+        self._stop = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -195,8 +207,15 @@ class LodClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection pool (unless the session is the caller's). Idempotent."""
+        """
+        Close the connection pool (unless the session is the caller's). Idempotent.
+
+        Requests still waiting for a rate slot or sleeping before a retry raise
+        ``LodClientClosed`` at once; none of them is sent afterwards.
+        """
         self._closed = True
+        self._stop.set()
+        self._limiter.close()
         await self._transport.close()
 
     @property
@@ -244,11 +263,14 @@ class LodClient:
         while True:
             attempt += 1
             started = time.perf_counter()
-            generation = 0
+            ticket: Ticket | None = None
             status: int | str = "-"
             try:
                 async with self._semaphore:
-                    generation = await self._limiter.acquire()
+                    ticket = await self._limiter.acquire()
+                    # close() may have run while this request waited: never send then
+                    # (the transport would open a new session that nobody closes).
+                    self._ensure_open()
                     raw = await self._transport.get(command, params)
                 status = raw.status
                 self._check_status(command, raw)
@@ -266,12 +288,8 @@ class LodClient:
                     command, label, status, attempt, time.perf_counter() - started,
                     type(error).__name__,
                 )  # fmt: skip
-                if isinstance(error, LodRateLimitError):
-                    capped = (
-                        None if retry_after is None
-                        else min(retry_after, self._policy.max_retry_after)
-                    )  # fmt: skip
-                    self._limiter.on_throttled(generation, capped)
+                if isinstance(error, LodRateLimitError) and ticket is not None:
+                    self._limiter.on_throttled(ticket)
                     self._emit(Throttled(command, retry_after, self._limiter.rate), on_event)
                 if not is_retryable(error) or attempt > self.max_retries:
                     raise
@@ -280,9 +298,12 @@ class LodClient:
                     RequestRetried(command, attempt, delay, f"{type(error).__name__}: {error}"),
                     on_event,
                 )
-                await asyncio.sleep(delay)
+                if await sleep_unless(self._timer, delay, self._stop):
+                    raise LodClientClosed(
+                        f"{command} {label}: the LodClient was closed while waiting to retry"
+                    ) from None
                 continue
-            self._limiter.on_success()
+            self._limiter.on_success(ticket)
             logger.debug(
                 "%s %s status=%s attempt=%d elapsed=%.3fs",
                 command, label, status, attempt, time.perf_counter() - started,

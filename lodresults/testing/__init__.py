@@ -15,6 +15,7 @@ For pytest, add ``pytest_plugins = ["lodresults.testing.pytest_plugin"]`` to a
 
 from __future__ import annotations
 
+from lodresults._clock import ManualClock
 from lodresults.testing._dataset import Dataset, generate
 from lodresults.testing._server import (
     FAULT_KINDS,
@@ -30,6 +31,7 @@ __all__ = [
     "TOO_LONG_TEXT",
     "Dataset",
     "Faults",
+    "ManualClock",
     "RequestLog",
     "Simulator",
     "SimulatorStats",

@@ -10,7 +10,7 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -136,6 +136,8 @@ class Simulator:
         compress: gzip answers for clients that accept it.
         echo_headers: 5xx fault bodies quote the request headers, as some debugging
             proxies do (tests that error texts never show the key).
+        clock: Seconds now (``time.time``), for the rate limit and arrival times; share a
+            ``ManualClock`` with the client to test pacing in virtual time.
         log_requests: Keep a ``RequestLog`` of each request in ``sim.log``.
         host, port: Where to listen (loopback, ephemeral port by default).
     """
@@ -164,6 +166,7 @@ class Simulator:
         log_requests: bool = True,
         compress: bool = False,
         echo_headers: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if retry_after_format not in ("seconds", "http-date"):
             raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
@@ -203,8 +206,9 @@ class Simulator:
             maxlen=200_000 if log_requests else 0
         )
         self._seen: collections.Counter[str] = collections.Counter()
+        self.clock = clock
         self._tokens = float(burst)
-        self._refilled = time.monotonic()
+        self._refilled = clock()
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -259,7 +263,7 @@ class Simulator:
         stats = self.stats
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-        arrived = time.monotonic()
+        arrived = self.clock()
         if self.log.maxlen:
             stats.arrivals.append(arrived)
         status: int | None = None
@@ -339,7 +343,7 @@ class Simulator:
     def _throttle(self) -> web.Response | None:
         if self.rate_limit is None:
             return None
-        now = time.monotonic()
+        now = self.clock()
         self._tokens = min(
             float(self.burst), self._tokens + (now - self._refilled) * self.rate_limit
         )
