@@ -92,8 +92,10 @@ class Progress:
             )
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._refresh(force=True)
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # A failure is reported in one line by the caller: no final status line then.
+        if exc_type is None:
+            self._refresh(force=True)
         if self._bar is not None:
             self._bar.stop()
 
