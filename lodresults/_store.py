@@ -40,7 +40,7 @@ from lodresults._exceptions import LodError
 from lodresults._models import CompletionStatus, LabResult, field_types
 from lodresults._wire import decimal_of
 
-__all__ = ["COLUMNS", "Store", "StoreError"]
+__all__ = ["CHUNK_ROWS", "COLUMNS", "Store", "StoreError"]
 
 T = TypeVar("T")
 
@@ -49,6 +49,9 @@ logger = logging.getLogger("lodresults.store")
 #: The version of the schema this lodresults writes (``meta.schema_version``).
 #: 1: decimals in NUMERIC columns. 2: decimals as TEXT (their exact spelling).
 SCHEMA_VERSION: Final = 2
+#: Rows per job when reading the whole table (``for_each_chunk``): the most a cancelled
+#: export still processes.
+CHUNK_ROWS: Final = 2000
 COLUMNS: Final = tuple(a.name for a in attrs.fields(LabResult))
 
 _SQL_TYPES: Final = {
@@ -258,10 +261,11 @@ def _connect(path: Path) -> sqlite3.Connection:
             _migrate(conn, version)
         for stmt in filter(str.strip, _SCHEMA.split(";")):
             conn.execute(stmt)
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        if version != SCHEMA_VERSION:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
         conn.execute("COMMIT")
         check = conn.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
@@ -533,7 +537,9 @@ class Store:
         while rows := cur.fetchmany(batch):
             yield from self._records(rows)
 
-    async def for_each_chunk(self, fn: Callable[[list[LabResult]], None], size: int = 2000) -> int:
+    async def for_each_chunk(
+        self, fn: Callable[[list[LabResult]], None], size: int = CHUNK_ROWS
+    ) -> int:
         """
         Call ``fn`` on the database thread with every record in start order, ``size``
         at a time, all from one consistent snapshot; returns the number of records.

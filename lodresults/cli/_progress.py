@@ -59,7 +59,9 @@ class Progress:
         self._task: Any = None
 
     def __enter__(self) -> Progress:
-        self.started = time.monotonic()
+        # The first plain line after one interval: a job that fails at once reports only
+        # its error line.
+        self.started = self._last_line = time.monotonic()
         if self.tty:
             from rich.console import Console
             from rich.progress import (
