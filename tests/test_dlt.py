@@ -278,3 +278,17 @@ async def test_readme_example_runs_verbatim(home: Path, sim: Simulator) -> None:
     assert set(got) <= set(truth(sim, now - 31 * DAY, now))
     assert all(got[i] == r for i, r in truth(sim, now - 29 * DAY, sim.span[1]).items())
     assert Decimal("0") <= min(r.task_complete_percent for r in got.values())
+
+
+async def test_warehouse_benchmark_runs() -> None:
+    """python -m benchmarks.warehouse --quick runs every job end to end (figures not checked)."""
+    root = README.parent
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.warehouse", "--quick", cwd=root,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    text = out.decode()
+    assert "| dlt pipeline into DuckDB (`lab_results`) | 1," in text
+    assert "wrote " not in err.decode()  # --quick never overwrites the committed table
