@@ -418,11 +418,13 @@ def _make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
     "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.db"),
     show_default=True,
 )  # fmt: skip
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl"
+)  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
     """
-    Write the table as JSON lines (the API's shape) or CSV.
+    Write the table as JSON lines (the API's shape), CSV or Parquet (needs --out).
 
     Opens the database read-only; with --out, the file appears only once complete.
     """
@@ -430,6 +432,9 @@ def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
         raise click.BadParameter(f"{db} does not exist", param_hint="--db")
     if out is not None and not out.parent.is_dir():
         raise click.BadParameter(f"directory {out.parent} does not exist", param_hint="--out")
+    if fmt == "parquet":
+        _export_parquet(db, out)
+        return
 
     async def job() -> int:
         if out is None:
@@ -438,6 +443,20 @@ def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
             return await _jobs.export(db, fmt, f)
 
     n = _run(job)
+    click.echo(f"export: {n:,} records", err=True)
+
+
+def _export_parquet(db: Path, out: Path | None) -> None:
+    if out is None:
+        raise click.UsageError("--format parquet writes a file: pass --out FILE")
+    try:
+        from lodresults.cli._export_parquet import export_parquet
+    except ImportError as exc:
+        raise click.UsageError(
+            f"--format parquet needs pyarrow ({exc}); install it with "
+            "pip install 'lodresults[parquet]'"
+        ) from None
+    n = _run(lambda: export_parquet(db, out))
     click.echo(f"export: {n:,} records", err=True)
 
 
