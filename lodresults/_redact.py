@@ -14,6 +14,7 @@ No library does this: ``re.escape``-style literal replacement sees one spelling 
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any, Final
 
@@ -41,8 +42,9 @@ _UNIT: Final = re.compile(
     | \\(?P<simple>[/\\"'bfnrt])
     | %(?P<ascii>[0-7][0-9a-fA-F])
     | (?P<utf8>(?:%[89a-fA-F][0-9a-fA-F])+)
-    | &\#(?P<dec>[0-9]{1,7});
-    | &\#[xX](?P<hex>[0-9a-fA-F]{1,6});
+    | &\#(?P<dec>[0-9]{1,7});?
+    | &\#[xX](?P<hex>[0-9a-fA-F]{1,6});?
+    | (?P<named>&[A-Za-z][A-Za-z0-9]{1,31};?)
     | (?P<nul>\x00)
     """,
     re.VERBOSE,
@@ -67,6 +69,8 @@ def _decode_unit(m: re.Match[str]) -> str:
         return _chr(int(m.group("dec")))
     if kind == "simple":
         return _SIMPLE_ESCAPES[m.group("simple")]
+    if kind == "named":
+        return html.unescape(m.group("named"))  # unchanged when it names nothing
     if kind == "utf8":
         return bytes.fromhex(m.group("utf8").replace("%", "")).decode("utf-8", "replace")
     return ""  # nul

@@ -260,7 +260,7 @@ class Transport:
                 if resp.status == 200:
                     body = await self._read(resp, self._max_bytes)
                     if body is None:
-                        return _Failed(self._too_large(command, resp.content_length))
+                        return _Failed(self._too_large(command, resp))
                 else:
                     body = await self._read(resp, _ERROR_BODY_BYTES, truncate=True) or b""
                 return _Reply(
@@ -329,11 +329,14 @@ class Transport:
         value = resp.headers.get(name)
         return None if value is None else self._redact.text(value[:_TEXT])
 
-    def _too_large(self, command: str, length: int | None) -> LodResponseTooLarge:
-        size = f"{length} bytes" if length is not None else "more"
+    def _too_large(self, command: str, resp: aiohttp.ClientResponse) -> LodResponseTooLarge:
+        length = resp.content_length
+        if length is not None and length > self._max_bytes:
+            what = f"response of {length} bytes (Content-Length) exceeds"
+        else:
+            what = "response body (counted inflated) exceeds"
         return LodResponseTooLarge(
-            f"{command}: response of {size} (inflated) exceeds max_response_bytes="
-            f"{self._max_bytes}; stopped reading",
+            f"{command}: {what} max_response_bytes={self._max_bytes}; stopped reading",
             command=command,
         )
 

@@ -34,6 +34,7 @@ def spellings(key: str) -> dict[str, str]:
         "percent": quote(key, safe=""),
         "percent-twice": quote(quote(key, safe=""), safe=""),
         "html-refs": "".join(f"&#{ord(c)};" for c in key),
+        "html-named": key.replace("+", "&plus;").replace("/", "&sol;").replace("-", "&hyphen;"),
         "utf-16": key.encode("utf-16-le").decode("latin-1"),
     }
 

@@ -353,3 +353,39 @@ def test_invalid_key_error_has_no_key_in_its_frames() -> None:
         LodClient(bad)
     text = _all_text(info.value).replace(repr(bad), "")  # the caller's own local
     assert key_pieces_in(text) == []
+
+
+# --- the redactor, property-tested against an independent decoder -----------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from lodresults._redact import Redactor  # noqa: E402
+from tests.hostile import PIECE  # noqa: E402
+
+_key_chars = st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.sampled_from("é€😀")
+
+
+@given(
+    key=st.text(_key_chars, min_size=PIECE, max_size=48),
+    before=st.text(max_size=30),
+    after=st.text(max_size=30),
+    spelling=st.sampled_from(sorted(spellings("k"))),
+    cut=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+)
+@settings(max_examples=300)
+def test_no_spelling_of_any_piece_survives(
+    key: str, before: str, after: str, spelling: str, cut: tuple[int, int]
+) -> None:
+    """Any key, any spelling, cut anywhere, inside any text: no piece of 8+ survives."""
+    spelled = spellings(key)[spelling]
+    spelled = spelled[cut[0] : len(spelled) - cut[1]]
+    out = Redactor(key).text(before + spelled + after)
+    assert key_pieces_in(out, key) == []
+
+
+@given(text=st.text(max_size=200), key=st.text(_key_chars, min_size=PIECE, max_size=40))
+def test_text_without_the_key_is_left_alone(text: str, key: str) -> None:
+    """A text that holds no piece of the key comes back unchanged."""
+    if not key_pieces_in(text, key):
+        assert Redactor(key).text(text) == text
