@@ -22,6 +22,7 @@ from lodresults._exceptions import (
     LodAuthError,
     LodClientClosed,
     LodConnectionError,
+    LodDeadlineError,
     LodDecodeError,
     LodError,
     LodInvalidArgument,
@@ -39,7 +40,7 @@ from lodresults._exceptions import (
 )
 from lodresults._models import CompletionStatus, LabResult
 from lodresults._windows import MAX_WINDOW_SECONDS, Window
-from lodresults._wire import converter, dump_record, unstructure_record
+from lodresults._wire import dump_record, unstructure_record
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "LodClient",
     "LodClientClosed",
     "LodConnectionError",
+    "LodDeadlineError",
     "LodDecodeError",
     "LodError",
     "LodInvalidArgument",
@@ -78,7 +80,6 @@ __all__ = [
     "WindowSplit",
     "WindowsPlanned",
     "__version__",
-    "converter",
     "dump_record",
     "unstructure_record",
 ]

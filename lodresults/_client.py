@@ -13,13 +13,12 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from datetime import datetime, timezone
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import aiohttp
 import attrs
-from yarl import URL
 
-from lodresults._clock import Clock, sleep_unless, timer_for
+from lodresults._clock import Clock, race, sleep_unless, timer_for
 from lodresults._dedup import Deduplicator
 from lodresults._events import (
     Event,
@@ -32,20 +31,17 @@ from lodresults._events import (
     WindowSplit,
 )
 from lodresults._exceptions import (
-    LodAuthError,
     LodClientClosed,
+    LodDeadlineError,
     LodError,
     LodInvalidArgument,
     LodRateLimitError,
-    LodRedirectError,
-    LodServerError,
-    LodStatusError,
 )
 from lodresults._models import LabResult
 from lodresults._ratelimit import AdaptiveRateLimiter, Ticket
-from lodresults._retry import RetryPolicy, is_retryable, parse_retry_after
+from lodresults._retry import RetryPolicy, is_retryable
 from lodresults._stream import stream_windows
-from lodresults._transport import ApiKey, RawResponse, Transport, check_base_url
+from lodresults._transport import ApiKey, Transport, check_base_url
 from lodresults._windows import (
     MAX_WINDOW_SECONDS,
     TimeLike,
@@ -68,9 +64,6 @@ DEFAULT_MAX_RETRIES: Final = 5
 #: 256 MiB: a 7-day window of 100,000 labs is about 50 MB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 MAX_LATEST_MINUTES: Final = 10080
-#: Bodies larger than this are decoded on a worker thread (about 2,000 records).
-_THREAD_DECODE_BYTES: Final = 1 << 20
-_EXCERPT: Final = 200
 
 T = TypeVar("T")
 
@@ -138,6 +131,9 @@ class LodClient:
         on_event: Called with every ``Event`` (retries, throttling, window progress).
         retry_initial_wait: First backoff ceiling in seconds (doubles per attempt).
         retry_max_wait: Largest backoff between attempts, in seconds.
+        deadline: Seconds each call may take in all, retries and waits included (like
+            stamina's ``timeout``); None for no limit. Past it the call raises
+            ``LodDeadlineError`` naming what was left. ``iter_results`` takes its own.
         clock: Epoch seconds now (``time.time``). Tests pass a
             ``lodresults.testing.ManualClock``: the client's waits (pacing, backoff,
             deadlines) then run in its virtual time too.
@@ -159,9 +155,11 @@ class LodClient:
         on_event: EventHook | None = None,
         retry_initial_wait: float = 0.5,
         retry_max_wait: float = 30.0,
+        deadline: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         key = ApiKey(api_key)
+        del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
         url = check_base_url(base_url)
         _check_int("max_concurrency", max_concurrency, 1, 1000)
         _check_int("max_retries", max_retries, 0, 100)
@@ -171,6 +169,8 @@ class LodClient:
         _check_positive("timeout", timeout)
         _check_positive("retry_initial_wait", retry_initial_wait, allow_zero=True)
         _check_positive("retry_max_wait", retry_max_wait, allow_zero=True)
+        if deadline is not None:
+            _check_positive("deadline", deadline)
         if not callable(clock):
             raise LodInvalidArgument("clock must be a callable returning epoch seconds")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
@@ -181,6 +181,7 @@ class LodClient:
         self.rate_limit = rate_limit
         self.timeout = float(timeout)
         self.max_retries = max_retries
+        self.deadline = deadline
         self._transport = Transport(
             url, key, timeout=timeout, max_response_bytes=max_response_bytes, session=session
         )
@@ -224,11 +225,10 @@ class LodClient:
         return self._closed
 
     def __repr__(self) -> str:
-        return (
-            f"LodClient(base_url={self.base_url!r}, max_concurrency={self.max_concurrency}, "
-            f"rate_limit={self.rate_limit}, timeout={self.timeout}, "
-            f"max_retries={self.max_retries})"
-        )
+        # Also for a client whose __init__ failed: a traceback formatter may show it.
+        options = ("base_url", "max_concurrency", "rate_limit", "timeout", "max_retries")
+        shown = ", ".join(f"{n}={getattr(self, n, '?')!r}" for n in options)
+        return f"LodClient({shown})"
 
     @property
     def current_rate(self) -> float | None:
@@ -257,8 +257,32 @@ class LodClient:
         label: str,
         parse: Callable[[bytes], T],
         on_event: EventHook | None = None,
+        deadline: float | None = None,
     ) -> T:
         self._ensure_open()
+        failures: list[str] = []
+        attempts = self._attempts(command, params, label, parse, on_event, failures)
+        if deadline is None:
+            return await attempts
+        task, _ = await race(attempts, self._timer.sleep(deadline))
+        if not task.cancelled():  # it finished (or failed) before the deadline
+            return cast(T, task.result())
+        last = f"; last failure: {failures[-1]}" if failures else ""
+        raise LodDeadlineError(
+            f"{command} {label}: deadline of {deadline:g} s passed before it finished "
+            f"({len(failures)} failed attempts{last})",
+            deadline=deadline,
+        )
+
+    async def _attempts(
+        self,
+        command: str,
+        params: dict[str, str],
+        label: str,
+        parse: Callable[[bytes], T],
+        on_event: EventHook | None,
+        failures: list[str],
+    ) -> T:
         attempt = 0
         while True:
             attempt += 1
@@ -271,33 +295,24 @@ class LodClient:
                     # close() may have run while this request waited: never send then
                     # (the transport would open a new session that nobody closes).
                     self._ensure_open()
-                    raw = await self._transport.get(command, params)
-                status = raw.status
-                self._check_status(command, raw)
-                if len(raw.body) > _THREAD_DECODE_BYTES:
-                    # Decoding 100,000 records takes most of a second: on a worker thread
-                    # the event loop keeps serving the application's other tasks meanwhile.
-                    value = await asyncio.to_thread(parse, raw.body)
-                else:
-                    value = parse(raw.body)
+                    answer = await self._transport.get(command, params)
+                status = answer.status
+                value = await self._transport.decode(command, answer, parse)
             except LodError as error:
-                self._scrub(error)
                 retry_after = error.retry_after if isinstance(error, LodRateLimitError) else None
                 logger.debug(
                     "%s %s status=%s attempt=%d elapsed=%.3fs error=%s",
                     command, label, status, attempt, time.perf_counter() - started,
                     type(error).__name__,
                 )  # fmt: skip
+                failures.append(f"{type(error).__name__}: {error}")
                 if isinstance(error, LodRateLimitError) and ticket is not None:
                     self._limiter.on_throttled(ticket)
                     self._emit(Throttled(command, retry_after, self._limiter.rate), on_event)
                 if not is_retryable(error) or attempt > self.max_retries:
                     raise
                 delay = self._policy.delay(attempt, retry_after)
-                self._emit(
-                    RequestRetried(command, attempt, delay, f"{type(error).__name__}: {error}"),
-                    on_event,
-                )
+                self._emit(RequestRetried(command, attempt, delay, failures[-1]), on_event)
                 if await sleep_unless(self._timer, delay, self._stop):
                     raise LodClientClosed(
                         f"{command} {label}: the LodClient was closed while waiting to retry"
@@ -309,52 +324,6 @@ class LodClient:
                 command, label, status, attempt, time.perf_counter() - started,
             )  # fmt: skip
             return value
-
-    def _scrub(self, error: BaseException) -> None:
-        """Remove the key from an error built from server text (a body may echo it)."""
-        key = self._key.reveal()
-        if any(isinstance(a, str) and key in a for a in error.args):
-            error.args = tuple(
-                a.replace(key, "***") if isinstance(a, str) else a for a in error.args
-            )
-        for name, value in list(vars(error).items()):
-            if isinstance(value, str) and key in value:
-                setattr(error, name, value.replace(key, "***"))
-
-    @staticmethod
-    def _check_status(command: str, raw: RawResponse) -> None:
-        status = raw.status
-        if status == 200:
-            return
-        excerpt = raw.body[:_EXCERPT].decode("utf-8", "replace").strip()
-        detail = f": {excerpt!r}" if excerpt else ""
-        if 300 <= status < 400:
-            raise LodRedirectError(
-                f"{command}: HTTP {status} redirect to {_origin(raw.location)} refused; "
-                "redirects are never followed so the api_key cannot leave the configured "
-                "host. Fix base_url",
-                status=status,
-                command=command,
-            )
-        if status in (401, 403):
-            raise LodAuthError(
-                f"{command}: HTTP {status}: the api_key was refused{detail}",
-                status=status,
-                command=command,
-            )
-        if status == 429:
-            ra = parse_retry_after(raw.retry_after)
-            raise LodRateLimitError(
-                f"{command}: HTTP 429 rate limited"
-                + (f" (Retry-After {ra:.1f} s)" if ra is not None else ""),
-                command=command,
-                retry_after=ra,
-            )
-        if status == 408 or status >= 500:
-            raise LodServerError(
-                f"{command}: HTTP {status}{detail}", status=status, command=command
-            )
-        raise LodStatusError(f"{command}: HTTP {status}{detail}", status=status, command=command)
 
     # --- commands ------------------------------------------------------------------------
 
@@ -379,6 +348,7 @@ class LodClient:
             {"labInstanceId": str(lab_instance_id)},
             f"id={lab_instance_id}",
             lambda body: structure_result(decode_json(body, command="Result"), lab_instance_id),
+            deadline=self.deadline,
         )
 
     async def results(self, start: TimeLike, end: TimeLike) -> list[LabResult]:
@@ -394,10 +364,10 @@ class LodClient:
                 f"results() sends one request and the server allows at most 7 days; this range "
                 f"is {(e - s) / 86400:.2f} days. Use iter_results() for longer ranges"
             )
-        return await self._fetch_window(Window(s, e))
+        return await self._fetch_window(Window(s, e), deadline=self.deadline)
 
     async def _fetch_window(
-        self, window: Window, on_event: EventHook | None = None
+        self, window: Window, on_event: EventHook | None = None, deadline: float | None = None
     ) -> list[LabResult]:
         return await self._request(
             "Results",
@@ -405,6 +375,7 @@ class LodClient:
             str(window),
             decode_results,
             on_event,
+            deadline,
         )
 
     async def latest_results(self, minutes: int = 60) -> list[LabResult]:
@@ -423,6 +394,7 @@ class LodClient:
             {"minutes": str(minutes)},
             f"minutes={minutes}",
             lambda body: decode_results(body, command="LatestResults"),
+            deadline=self.deadline,
         )
 
     # --- ranges of any length --------------------------------------------------------------
@@ -435,20 +407,25 @@ class LodClient:
         ordered: bool = True,
         skip: Sequence[tuple[int, int]] = (),
         on_event: EventHook | None = None,
+        deadline: float | None = None,
     ) -> AsyncGenerator[WindowBatch, None]:
         """
         Like ``iter_results``, but yields each window with its new records.
 
         ``skip`` lists ``(start, end)`` epoch intervals already fetched (a resumed
-        backfill's checkpoints); only the gaps between them are planned.
+        backfill's checkpoints); only the gaps between them are planned. ``deadline``
+        as for ``iter_results``.
 
         .. versionadded:: 0.1.0
         """
         s, e = validate_range(start, end)
         if not isinstance(ordered, bool):
             raise LodInvalidArgument("ordered must be a bool")
+        if deadline is not None:
+            _check_positive("deadline", deadline)
         self._ensure_open()
-        return self._iter_windows(s, e, ordered, gaps(s, e, skip), on_event)
+        limit = deadline if deadline is not None else self.deadline
+        return self._iter_windows(s, e, ordered, gaps(s, e, skip), on_event, deadline=limit)
 
     async def _iter_windows(
         self,
@@ -457,6 +434,8 @@ class LodClient:
         ordered: bool,
         ranges: list[tuple[int, int]],
         on_event: EventHook | None,
+        *,
+        deadline: float | None = None,
     ) -> AsyncGenerator[WindowBatch, None]:
         planner = WindowPlanner(ranges)
         self._emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
@@ -481,6 +460,8 @@ class LodClient:
             ordered=ordered,
             on_split=split,
             on_failed=failed,
+            deadline=deadline,
+            timer=self._timer,
         )
         async with aclosing(stream):
             async for done in stream:
@@ -501,6 +482,7 @@ class LodClient:
         *,
         ordered: bool = True,
         on_event: EventHook | None = None,
+        deadline: float | None = None,
     ) -> AsyncGenerator[LabResult, None]:
         """
         Every lab that started or ended in ``[start, end]``, each exactly once, streaming.
@@ -520,11 +502,19 @@ class LodClient:
             LodInvalidArgument: bad bounds (raised here, before anything is sent).
             LodWindowError: a window still failed after retries; ``.start``/``.end`` name
                 it and ``.error`` is the cause. With ``ordered=True`` all records of
-                earlier windows were yielded first.
+                earlier windows were yielded first, and later windows are cancelled as
+                soon as it fails (a permanent failure ends the call in about the time
+                one request takes to give up).
+            LodDeadlineError: ``deadline`` seconds (the client's by default) passed
+                before the end, the consumer's time included; ``.unfinished`` lists the
+                epoch ranges left (with ``ordered=True``, everything before them was
+                yielded).
 
         .. versionadded:: 0.1.0
         """
-        windows = self.iter_windows(start, end, ordered=ordered, on_event=on_event)
+        windows = self.iter_windows(
+            start, end, ordered=ordered, on_event=on_event, deadline=deadline
+        )
         return self._flatten(windows)
 
     @staticmethod
@@ -535,16 +525,6 @@ class LodClient:
             async for batch in windows:
                 for record in batch.records:
                     yield record
-
-
-def _origin(location: str | None) -> str:
-    if not location:
-        return "(no Location)"
-    try:
-        url = URL(location)
-    except ValueError:
-        return "(invalid Location)"
-    return str(url.origin()) if url.is_absolute() else "(same host)"
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:

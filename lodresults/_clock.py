@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "sleep_unless", "timer_for"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "race", "sleep_unless", "timer_for"]
 
 
 class Clock(Protocol):
@@ -127,18 +127,25 @@ def timer_for(clock: Callable[[], float]) -> Clock:
     return clock if isinstance(clock, ManualClock) else SystemClock()
 
 
+async def race(*awaitables: Awaitable[Any]) -> list[asyncio.Future[Any]]:
+    """
+    Run ``awaitables`` until the first one finishes, then cancel and await the others
+    (also when the caller is cancelled). Returns their futures, in order.
+    """
+    futures: list[asyncio.Future[Any]] = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in futures:
+            f.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)
+    return futures
+
+
 async def sleep_unless(clock: Clock, seconds: float, stop: asyncio.Event) -> bool:
     """Sleep ``seconds`` on ``clock`` unless ``stop`` is set first; True if it was."""
     if stop.is_set():
         return True
-    if seconds <= 0:
-        return False
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in (sleeper, stopper):
-            t.cancel()
-        await asyncio.gather(sleeper, stopper, return_exceptions=True)
+    if seconds > 0:
+        await race(clock.sleep(seconds), stop.wait())
     return stop.is_set()

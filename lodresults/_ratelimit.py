@@ -175,6 +175,8 @@ class AdaptiveRateLimiter:
     def _grant(self, now: float) -> Ticket:
         self._sends.append(now)
         pace = self.rate_at(now)
+        if self._w_max is None:
+            return Ticket(self._epoch, pace)  # not adapting yet: nothing to measure
         sending = self._send_rate(now)
         rate = pace if sending is None else sending if pace is None else min(pace, sending)
         return Ticket(self._epoch, rate)
@@ -224,10 +226,16 @@ class AdaptiveRateLimiter:
         self._accepted_since_decrease = False
 
     def _send_rate(self, now: float) -> float | None:
-        recent = [t for t in self._sends if now - t <= _WINDOW]
-        if len(recent) < 4:
+        count = 0
+        first = now
+        for t in reversed(self._sends):
+            if now - t > _WINDOW:
+                break
+            count += 1
+            first = t
+        if count < 4:
             return None  # too few to measure
-        return max(self.min_rate, (len(recent) - 1) / max(now - recent[0], _WINDOW / 8))
+        return max(self.min_rate, (count - 1) / max(now - first, _WINDOW / 8))
 
     def close(self) -> None:
         """Make every waiting and later ``acquire`` raise ``LodClientClosed``."""

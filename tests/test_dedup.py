@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from lodresults._dedup import Deduplicator
 from lodresults._windows import plan_windows
+from tests.strategies import labs, touches
 
 
 def test_admits_once() -> None:
@@ -38,17 +39,6 @@ def test_a_lab_seen_running_then_ended_is_kept_forever() -> None:
     assert 9 in d
 
 
-@st.composite
-def labs(draw: st.DrawFn) -> list[tuple[int, int, int | None]]:
-    n = draw(st.integers(0, 60))
-    out = []
-    for i in range(n):
-        s = draw(st.integers(0, 5000))
-        e = draw(st.none() | st.integers(s, s + 1500))
-        out.append((i, s, e))
-    return out
-
-
 @given(labs(), st.integers(50, 700))
 @settings(max_examples=300)
 def test_exactly_once_over_windows_with_bounded_state(
@@ -60,15 +50,14 @@ def test_exactly_once_over_windows_with_bounded_state(
     admitted: list[int] = []
     for w in plan_windows(start, end, span):
         for lab_id, s, e in data:
-            touches = w.start <= s <= w.end or (e is not None and w.start <= e <= w.end)
-            if touches and d.admit(lab_id, s, e):
+            if touches((lab_id, s, e), w.start, w.end) and d.admit(lab_id, s, e):
                 admitted.append(lab_id)
         d.release_before(w.end)
         # bounded: only labs spanning the watermark or running are remembered
         for lab_id, s, e in data:
             if lab_id in d and e is not None:
                 assert max(s, e) >= w.end
-    expected = {i for i, s, e in data if s <= end or (e is not None and e <= end)}
+    expected = {lab[0] for lab in data if touches(lab, start, end)}
     assert sorted(admitted) == sorted(expected)
 
 
@@ -107,12 +96,12 @@ def test_new_records_exactly_once_in_any_order(
         items = []
         for p in parts:
             for lab_id, s, e in data:
-                if p.start <= s <= p.end or (e is not None and p.start <= e <= p.end):
+                if touches((lab_id, s, e), p.start, p.end):
                     items.append(structure_record(_record(lab_id, s, e)))
         yielded += [r.lab_instance_id for r in _new_records(w, items, d)]
         done.add(i)
         while prefix in done:
             prefix += 1
             d.release_before(windows[prefix - 1].end)
-    expected = {i for i, s, e in data if s <= 6000 or (e is not None and e <= 6000)}
+    expected = {lab[0] for lab in data if touches(lab, 0, 6000)}
     assert sorted(yielded) == sorted(expected)
