@@ -279,6 +279,10 @@ HEADER_ATTACKS = {
     "reason": lambda k: http(500, b"", reason=k),
     "header-name": lambda k: f"HTTP/1.1 200 OK\r\n{k}\r\n\r\n".encode(),
     "lying-length": lambda k: http(200, k.encode(), "Content-Length: 100000"),
+    "long-header": lambda k: http(200, b"{}", f"X-{k}: {k * 400}"),
+    "bad-chunk": lambda k: f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{k}\r\n".encode(),
+    "bad-gzip": lambda k: http(200, k.encode() * 3, "Content-Encoding: gzip"),
+    "bad-length": lambda k: f"HTTP/1.1 200 OK\r\nContent-Length: {k}\r\n\r\n".encode(),
     "gzip-bomb": lambda k: http(
         200, gzip_bomb(4 << 20, k.encode()), "Content-Encoding: gzip", f"X-Echo: {k}"
     ),
@@ -313,8 +317,16 @@ async def test_hostile_headers_and_broken_http_never_leak_a_piece_of_the_key(
         ),
         (lambda k: f"HTTP/1.1 2{k} OK\r\n\r\n".encode(), ["latest"]),
         (lambda k: http(500, _cut(spellings(k)["json-escaped"])), ["backfill"]),
+        (lambda k: http(401, _cut(spellings(k)["percent"])), ["watch"]),
     ],
-    ids=["401-escaped-latest", "401-cut-get", "status0-latest", "status-line", "500-backfill"],
+    ids=[
+        "401-escaped-latest",
+        "401-cut-get",
+        "status0-latest",
+        "status-line",
+        "500-backfill",
+        "401-watch",
+    ],
 )
 async def test_cli_debug_output_never_shows_a_piece_of_the_key(
     body: Callable[[str], bytes], args: list[str], tmp_path: Path
@@ -325,6 +337,8 @@ async def test_cli_debug_output_never_shows_a_piece_of_the_key(
     if args == ["backfill"]:
         args = ["backfill", "--since", "0", "--until", str(20 * DAY), "--db",
                 str(tmp_path / "x.db"), "--max-retries", "0"]  # fmt: skip
+    if args == ["watch"]:
+        args = ["watch", "--db", str(tmp_path / "w.db")]
     if args[0] != "backfill":
         args = [*args, "--max-retries", "0"]
     async with hostile(body) as h:
