@@ -437,8 +437,9 @@ class LodClient:
         Raises:
             LodInvalidArgument: bad bounds (raised here, before anything is sent).
             LodWindowError: a window still failed after retries; ``.start``/``.end`` name
-                it and ``.error`` is the cause. With ``ordered=True`` all records of
-                earlier windows were yielded first.
+                it and ``.error`` is the cause. It is also an instance of the cause's
+                class (``except LodAuthError`` catches it). With ``ordered=True`` all
+                records of earlier windows were yielded first.
 
         .. versionadded:: 0.1.0
         """
