@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import pickle
@@ -348,6 +349,33 @@ async def test_cli_debug_output_never_shows_a_piece_of_the_key(
     assert r.code == 1 and plain.code == 1
     assert "Traceback" in r.err and "Traceback" not in plain.err
     assert key_pieces_in(r.out + r.err + plain.out + plain.err) == []
+
+
+@pytest.mark.parametrize("how", ["wait_for", "cancel"])
+async def test_cancelled_request_leaves_no_key_in_frames(how: str) -> None:
+    """Cancelled (or timed out by the caller) mid-body, while the frames of the exchange
+    held a response whose headers and body echo the key: the CancelledError or
+    TimeoutError the caller gets shows none of it, even formatted with locals."""
+
+    def answer(key: str) -> bytes:
+        head = f"HTTP/1.1 200 OK\r\nX-Echo: {key}\r\nContent-Length: 100000\r\n\r\n"
+        return head.encode() + b'{"Results": [{"UserId": "' + key.encode() * 50
+
+    async with (
+        hostile(answer, hang=True) as h,
+        LodClient(HOSTILE_KEY, base_url=h.base_url, rate_limit=None) as c,
+    ):
+        if how == "wait_for":
+            with pytest.raises(asyncio.TimeoutError) as info:
+                await asyncio.wait_for(c.results(0, 100), 0.3)
+        else:
+            task = asyncio.ensure_future(c.results(0, 100))
+            await h.answered.wait()
+            await asyncio.sleep(0.05)  # let the client read part of it (either way, no key)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await task
+    assert key_pieces_in(_all_text(info.value)) == []
 
 
 async def test_header_value_and_frames_never_show_the_key() -> None:

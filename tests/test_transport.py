@@ -292,3 +292,14 @@ async def test_decode_boundary_names_unexpected_errors_without_their_text(size: 
     assert e.__cause__ is None and e.__context__ is None
     assert KEY not in repr(vars(e)) + str(e)
     assert [f.name for f in traceback.extract_tb(e.__traceback__)][-1] == "decode"
+
+
+async def test_anything_else_aiohttp_raises_is_a_named_lod_error() -> None:
+    """A caller's session closed under the client (aiohttp raises RuntimeError): a
+    LodConnectionError naming it, not retried, with no chain."""
+    session = aiohttp.ClientSession()
+    await session.close()
+    async with LodClient(KEY, base_url=BASE, session=session, max_retries=3) as c:
+        with pytest.raises(LodConnectionError, match="RuntimeError: Session is closed") as info:
+            await c.results(0, 100)
+    assert not info.value.retryable and info.value.__context__ is None
