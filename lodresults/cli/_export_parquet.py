@@ -16,7 +16,7 @@ __all__ = ["export_parquet"]
 
 async def export_parquet(db: Path, out: Path) -> int:
     """Write every row of ``db`` to ``out`` as Parquet, in row groups; returns the count."""
-    store = await Store.open(db)
+    store = await Store.open(db, readonly=True)
     try:
         return await store.run_sync(lambda s: write_parquet(s.iter_records_sync(), out))
     finally:
