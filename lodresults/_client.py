@@ -501,10 +501,11 @@ class LodClient:
         Raises:
             LodInvalidArgument: bad bounds (raised here, before anything is sent).
             LodWindowError: a window still failed after retries; ``.start``/``.end`` name
-                it and ``.error`` is the cause. With ``ordered=True`` all records of
-                earlier windows were yielded first, and later windows are cancelled as
-                soon as it fails (a permanent failure ends the call in about the time
-                one request takes to give up).
+                it and ``.error`` is the cause. It is also an instance of the cause's
+                class (``except LodAuthError`` catches it). With ``ordered=True`` all
+                records of earlier windows were yielded first, and later windows are
+                cancelled as soon as it fails (a permanent failure ends the call in about
+                the time one request takes to give up).
             LodDeadlineError: ``deadline`` seconds (the client's by default) passed
                 before the end, the consumer's time included; ``.unfinished`` lists the
                 epoch ranges left (with ``ordered=True``, everything before them was
