@@ -148,8 +148,10 @@ class LodClient:
         retry_initial_wait: float = 0.5,
         retry_max_wait: float = 30.0,
     ) -> None:
-        key = ApiKey(api_key)
+        key = ApiKey.checked(api_key)
         del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
+        if isinstance(key, LodInvalidArgument):
+            raise key
         url = check_base_url(base_url)
         _check_int("max_concurrency", max_concurrency, 1, 1000)
         _check_int("max_retries", max_retries, 0, 100)
