@@ -387,3 +387,36 @@ async def test_a_completed_export_replaces_the_target(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert len(lines) == 4999 and all('"ExamScore":48.0,' in x for x in lines)
     assert names(tmp_path) == ["out.jsonl", "r.db"]
+
+
+async def test_a_cancelled_reader_stops_within_one_batch(tmp_path: Path) -> None:
+    """run_sync over iter_records_sync (the Parquet export's shape): cancelling the
+    caller stops the read at the next batch of 1,000 rows, not at the end of the table;
+    the store stays usable."""
+    import threading
+
+    db = tmp_path / "big.db"
+    await make_db(db, [structure_record(lab(i)) for i in range(1, 10_001)])
+    store = await Store.open(db, readonly=True)
+    started, proceed = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def read(s: Store) -> int:
+        started.set()
+        proceed.wait()  # the caller is cancelled before the first row is read
+        for r in s.iter_records_sync():
+            seen.append(r.lab_instance_id)
+        return len(seen)
+
+    try:
+        task = asyncio.create_task(store.run_sync(read))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        proceed.set()
+        assert await store.count() == 10_000  # queued behind the read: it has ended
+        assert len(seen) == 1000
+    finally:
+        proceed.set()
+        await store.close()
