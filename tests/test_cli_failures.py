@@ -134,6 +134,8 @@ def _cases() -> list[tuple[str, list[str], dict[str, str], int, str]]:
         ("export-empty-file", ["export", "--db", "{key_empty}"], {}, FAILURE, "not a usable"),
         ("export-out-no-dir", ["export", "--db", "{good}", "--out", "{tmp}/no/x.jsonl"], {},
          USAGE, "--out"),
+        ("export-out-is-db", ["export", "--db", "{good}", "--out", "{good}"], {}, USAGE,
+         "is the database itself"),
         # get and latest
         ("get-huge-id", ["get", "9" * 23], sim, USAGE, "LAB_INSTANCE_ID"),
         ("get-int64-max+1", ["get", str(2**63)], sim, USAGE, "LAB_INSTANCE_ID"),
@@ -163,7 +165,7 @@ def _cases() -> list[tuple[str, list[str], dict[str, str], int, str]]:
 async def test_every_failure_is_one_line_and_its_exit_code(sim: Simulator, tmp_path: Path) -> None:
     """No traceback, exactly the documented code, one error line on stderr; the key never."""
     files = await asyncio.to_thread(_files, tmp_path)
-    refused = ("corrupt", "foreign", "newer", "bad_meta")
+    refused = ("good", "corrupt", "foreign", "newer", "bad_meta")
     before = {name: _sha(files[name]) for name in refused}
     gate = asyncio.Semaphore(4)
     failures: list[str] = []
