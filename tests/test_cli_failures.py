@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -152,6 +153,8 @@ def _cases() -> list[tuple[str, list[str], dict[str, str], int, str]]:
         ("latest-auth", ["latest"], wrong, FAILURE, "401"),
         ("latest-unreachable", ["latest", "--max-retries", "0"], down, FAILURE, "connect"),
         ("latest-bad-minutes", ["latest", "--minutes", "99999"], sim, USAGE, "--minutes"),
+        ("simulate-port-in-use", ["simulate", "--port", "{busy_port}", "--days", "1"], {},
+         FAILURE, "address already in use"),
         # demo and the group
         ("demo-no-dir", ["demo", "--db", "{tmp}/no/such/dir/d.db", "--days", "1"], {}, FAILURE,
          "cannot open"),
@@ -172,7 +175,7 @@ async def test_every_failure_is_one_line_and_its_exit_code(sim: Simulator, tmp_p
 
     async def check(case: tuple[str, list[str], dict[str, str], int, str]) -> None:
         name, argv, extra, code, needle = case
-        args = [a.format(tmp=tmp_path, **files) for a in argv]
+        args = [a.format(tmp=tmp_path, busy_port=busy_port, **files) for a in argv]
         env = _env(sim, **{k: v for k, v in extra.items() if k != "LOCK"})
         async with gate:
             if "LOCK" in extra:
@@ -193,7 +196,11 @@ async def test_every_failure_is_one_line_and_its_exit_code(sim: Simulator, tmp_p
         if problems:
             failures.append(f"{name}: {'; '.join(problems)}")
 
-    await asyncio.gather(*(check(c) for c in _cases()))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        busy_port = busy.getsockname()[1]
+        await asyncio.gather(*(check(c) for c in _cases()))
     assert not failures, "\n".join(sorted(failures))
     assert {name: _sha(files[name]) for name in refused} == before  # refused, not changed
 
