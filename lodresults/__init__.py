@@ -39,7 +39,7 @@ from lodresults._exceptions import (
 )
 from lodresults._models import CompletionStatus, LabResult
 from lodresults._windows import MAX_WINDOW_SECONDS, Window
-from lodresults._wire import converter, dump_record, unstructure_record
+from lodresults._wire import dump_record, unstructure_record
 
 __version__ = "0.1.0"
 
@@ -78,7 +78,6 @@ __all__ = [
     "WindowSplit",
     "WindowsPlanned",
     "__version__",
-    "converter",
     "dump_record",
     "unstructure_record",
 ]

@@ -20,7 +20,8 @@ The one exception tree of lodresults.
     ├── LodDecodeError                         the body is not what the API documents
     │   ├── LodJSONError                       not JSON at all (retried: usually a cut body)
     │   └── LodSchemaError                     JSON, but a field does not fit (has .field)
-    └── LodWindowError                         iter_results gave up on one window (has bounds)
+    └── LodWindowError                         iter_results gave up on one window (has bounds);
+                                               also an instance of its cause's class
 
 Every error stores plain fields only (no aiohttp objects, no headers), so ``str`` and
 ``repr`` can never show the ``api_key``. aiohttp exceptions are translated in one place
@@ -66,7 +67,7 @@ class LodError(Exception):
 
 
 def _rebuild(cls: type[LodError], args: tuple[Any, ...], state: dict[str, Any]) -> LodError:
-    error = cls.__new__(cls)
+    error = Exception.__new__(cls)
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
@@ -233,17 +234,42 @@ class LodWindowError(LodError):
     """
     ``iter_results`` gave up on the window ``[start, end]`` (epoch seconds, inclusive).
 
-    The error that made it give up is ``__cause__`` and ``error``.
+    The error that made it give up is ``__cause__`` and ``error``. The raised object is
+    also an instance of the cause's class, with the cause's fields (``status``,
+    ``retry_after``, ``field``...): ``except LodAuthError`` catches a window that failed
+    on authentication as it catches ``results()`` failing on it, and ``except
+    LodWindowError`` still catches every window failure.
     """
 
+    start: int
+    end: int
+    error: LodError
+
+    def __new__(cls, start: int, end: int, error: LodError) -> LodWindowError:
+        if cls is LodWindowError:
+            cls = _window_class(type(error))
+        instance: LodWindowError = Exception.__new__(cls)
+        return instance
+
     def __init__(self, start: int, end: int, error: LodError) -> None:
+        # Not super().__init__: the next class in the MRO is the cause's, whose
+        # constructor wants its own fields; those are copied from the cause instead.
+        Exception.__init__(
+            self,
+            f"window {_iso(start)}..{_iso(end)} (epoch {start}..{end}) failed: "
+            f"{type(error).__name__}: {error}",
+        )
+        vars(self).update(vars(error))
         self.start = start
         self.end = end
         self.error = error
-        super().__init__(
-            f"window {_iso(start)}..{_iso(end)} (epoch {start}..{end}) failed: "
-            f"{type(error).__name__}: {error}"
-        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The derived class is made at run time: pickle the cause's (importable) class.
+        cause = _WINDOW_CAUSES.get(type(self))
+        if cause is None:
+            return super().__reduce__()
+        return (_rebuild_window, (cause, self.args, dict(vars(self))))
 
     @property
     def start_iso(self) -> str:
@@ -254,3 +280,31 @@ class LodWindowError(LodError):
     def end_iso(self) -> str:
         """The window's last second as ISO-8601 UTC."""
         return _iso(self.end)
+
+
+_WINDOW_CLASSES: dict[type[LodError], type[LodWindowError]] = {}
+_WINDOW_CAUSES: dict[type[LodWindowError], type[LodError]] = {}
+
+
+def _window_class(cause: type[LodError]) -> type[LodWindowError]:
+    """
+    The class of a window error caused by ``cause``: both ``LodWindowError`` and
+    ``cause``, made once per cause class (so ``type(a) is type(b)`` for equal causes).
+    """
+    if issubclass(cause, LodWindowError):
+        return cause
+    cls = _WINDOW_CLASSES.get(cause)
+    if cls is None:
+        # Same name as the base: messages and tracebacks read "LodWindowError: window ...".
+        namespace = {"__module__": __name__, "__qualname__": "LodWindowError"}
+        cls = type("LodWindowError", (LodWindowError, cause), namespace)
+        cls.__doc__ = LodWindowError.__doc__
+        cls = _WINDOW_CLASSES.setdefault(cause, cls)
+        _WINDOW_CAUSES[cls] = cause
+    return cls
+
+
+def _rebuild_window(
+    cause: type[LodError], args: tuple[Any, ...], state: dict[str, Any]
+) -> LodError:
+    return _rebuild(_window_class(cause), args, state)

@@ -8,14 +8,24 @@ at any instant leaves either the whole window (rows and checkpoint) or none of i
 aiosqlite would give the same thread hop; a single-worker executor is a few lines and
 keeps the transaction boundaries explicit.
 
-Knows no HTTP and no wire names: columns are the snake_case LabResult fields (decimals are
-stored as the numbers they came as, by the wire module's one rule for that).
+Knows no HTTP and no wire names: columns are the snake_case LabResult fields. Decimals are
+stored as TEXT, the Decimal's exact spelling (``48.0`` stays ``48.0``, ``-0.0`` stays
+``-0.0``; a NUMERIC column would respell both).
+
+The schema version is the ``meta`` row ``schema_version``. Opening for writing creates a
+new database, migrates an older lodresults database in one transaction, and refuses a
+newer one or a file that is not a lodresults database. ``readonly=True`` (export) opens
+the file with ``mode=ro``: it never creates tables, never switches the journal mode and
+never writes a byte; it reads any version up to the current one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,14 +37,21 @@ from typing import Any, Final, TypeVar
 import attrs
 
 from lodresults._exceptions import LodError
-from lodresults._models import CompletionStatus, LabResult
-from lodresults._wire import decimal_of, number_of
+from lodresults._models import CompletionStatus, LabResult, field_types
+from lodresults._wire import decimal_of
 
-__all__ = ["COLUMNS", "Store", "StoreError"]
+__all__ = ["CHUNK_ROWS", "COLUMNS", "Store", "StoreError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+logger = logging.getLogger("lodresults.store")
+
+#: The version of the schema this lodresults writes (``meta.schema_version``).
+#: 1: decimals in NUMERIC columns. 2: decimals as TEXT (their exact spelling).
+SCHEMA_VERSION: Final = 2
+#: Rows per job when reading the whole table (``for_each_chunk``): the most a cancelled
+#: export still processes.
+CHUNK_ROWS: Final = 2000
 COLUMNS: Final = tuple(a.name for a in attrs.fields(LabResult))
 
 _SQL_TYPES: Final = {
@@ -52,20 +69,22 @@ _SQL_TYPES: Final = {
     "exam_passed": "INTEGER CHECK (exam_passed IN (0, 1))",
     # NUMERIC keeps integers as INTEGER and decimals as REAL. Exact here: the API sends
     # JSON numbers, so each Decimal came from an int or a double in the first place.
-    "exam_score": "NUMERIC",
+    # TEXT keeps the Decimal's exact spelling (NUMERIC would store 48.0 as 48 and -0.0 as 0).
+    "exam_score": "TEXT",
     "exam_max_possible_score": "INTEGER",
     "exam_passing_score": "INTEGER",
     "ip_address": "TEXT",
     "country": "TEXT",
     "region": "TEXT",
     "city": "TEXT",
-    "latitude": "NUMERIC",
-    "longitude": "NUMERIC",
+    "latitude": "TEXT",
+    "longitude": "TEXT",
     "lab_host_id": "INTEGER",
     "datacenter_id": "INTEGER",
     "delivery_region_id": "INTEGER",
 }
 assert set(_SQL_TYPES) == set(COLUMNS)
+_DECIMALS: Final = tuple(name for name, (base, _) in field_types().items() if base is Decimal)
 
 _Q: Final = {c: f'"{c}"' for c in COLUMNS}
 
@@ -108,8 +127,8 @@ class StoreError(LodError):
     """The SQLite file cannot be used (corrupt, locked, not a database, wrong schema)."""
 
 
-def _number(d: Decimal | None) -> int | float | None:
-    return None if d is None else number_of(d)
+def _text(d: Decimal | None) -> str | None:
+    return None if d is None else str(d)
 
 
 def _epoch(d: datetime | None) -> int | None:
@@ -130,15 +149,15 @@ def _row(r: LabResult, now: int) -> tuple[Any, ...]:
         r.task_complete_percent,
         int(r.is_exam),
         None if r.exam_passed is None else int(r.exam_passed),
-        _number(r.exam_score),
+        _text(r.exam_score),
         r.exam_max_possible_score,
         r.exam_passing_score,
         r.ip_address,
         r.country,
         r.region,
         r.city,
-        _number(r.latitude),
-        _number(r.longitude),
+        _text(r.latitude),
+        _text(r.longitude),
         r.lab_host_id,
         r.datacenter_id,
         r.delivery_region_id,
@@ -150,7 +169,8 @@ def _time(v: int | None) -> datetime | None:
     return None if v is None else datetime.fromtimestamp(v, timezone.utc)
 
 
-def _dec(v: float | int | None) -> Decimal | None:
+def _dec(v: str | float | int | None) -> Decimal | None:
+    # TEXT since schema version 2; int or float in a version 1 file opened read-only.
     return None if v is None else decimal_of(v)
 
 
@@ -185,9 +205,162 @@ def record_from_row(row: Sequence[Any]) -> LabResult:
     )
 
 
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def _schema_version(conn: sqlite3.Connection, path: Path) -> int | None:
+    """
+    The lodresults schema version of ``conn``'s database, or None if it holds no table.
+
+    Raises StoreError for a file that is not a lodresults database, or whose version
+    is unreadable or newer than this lodresults knows.
+    """
+    tables = _tables(conn)
+    if not tables:
+        return None
+    row = None
+    if {"meta", "lab_results"} <= tables:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"{path} is not a lodresults database (it holds other tables: {names}); "
+            "pass another --db"
+        )
+    text = str(row[0])
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise StoreError(f"database {path}: schema version {text[:40]!r} is not a version number")
+    version = int(text)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database {path} has schema version {version}, newer than this lodresults "
+            f"(version {SCHEMA_VERSION}); upgrade lodresults"
+        )
+    return version
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open for writing: create, or check and migrate, the schema."""
+    try:
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from None
+    try:
+        # Identify the file before changing anything in it (journal mode included).
+        _schema_version(conn, path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("BEGIN IMMEDIATE")
+        version = _schema_version(conn, path)  # again, now that no one else can write
+        if version is not None and version < SCHEMA_VERSION:
+            _migrate(conn, version)
+        for stmt in filter(str.strip, _SCHEMA.split(";")):
+            conn.execute(stmt)
+        if version != SCHEMA_VERSION:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        conn.execute("COMMIT")
+        check = conn.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise StoreError(f"{path} failed an integrity check: {check}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(_describe(path, exc)) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """
+    Open for reading only: ``mode=ro``, nothing created, the journal mode left alone.
+
+    The file is identified first through an ``immutable`` connection, which creates no
+    ``-wal``/``-shm`` file beside it, so a foreign file is refused untouched. A WAL-mode
+    database in a directory this process cannot write (where SQLite cannot create its
+    shared-memory file) and without a ``-wal`` file is then read as immutable too.
+    """
+    if not path.is_file():
+        raise StoreError(f"database {path} does not exist or is not a file")
+    uri = path.absolute().as_uri()
+    try:
+        probe = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from None
+    try:
+        if _schema_version(probe, path) is None:
+            raise StoreError(f"{path} is not a lodresults database (it holds no tables)")
+    except sqlite3.Error as exc:
+        raise StoreError(_describe(path, exc)) from None
+    finally:
+        probe.close()
+    conn = None
+    try:
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            _schema_version(conn, path)
+        except sqlite3.OperationalError:
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists() or os.access(path.parent, os.W_OK):
+                raise
+            conn.close()
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                check_same_thread=False,
+            )  # fmt: skip
+            _schema_version(conn, path)
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise StoreError(_describe(path, exc)) from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    return conn
+
+
+def _decimal_text(v: str | float | int | None) -> str | None:
+    return None if v is None else str(decimal_of(v))
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a lodresults database from ``version`` to SCHEMA_VERSION (inside a transaction)."""
+    if version == 1:
+        # Decimal columns NUMERIC -> TEXT. SQLite cannot change a column's type: copy the
+        # table. A NUMERIC column had already respelled 48.0 as 48; those values stay so.
+        conn.create_function("lod_decimal_text", 1, _decimal_text, deterministic=True)
+        create = _SCHEMA[_SCHEMA.index("CREATE TABLE") : _SCHEMA.index(";")]
+        conn.execute(create.replace("lab_results", "lab_results_v2", 1))
+        cols = ", ".join(_Q[c] for c in COLUMNS)
+        values = ", ".join(
+            f"lod_decimal_text({_Q[c]})" if c in _DECIMALS else _Q[c] for c in COLUMNS
+        )
+        conn.execute(
+            f"INSERT INTO lab_results_v2 ({cols}, fetched_at) "  # noqa: S608 (fixed names)
+            f"SELECT {values}, fetched_at FROM lab_results"
+        )
+        conn.execute("DROP TABLE lab_results")
+        conn.execute("ALTER TABLE lab_results_v2 RENAME TO lab_results")
+        version = 2
+    assert version == SCHEMA_VERSION, version
+
+
 class Store:
     """
     The backfill database. Open with ``await Store.open(path)``; close with ``close()``.
+
+    Every operation runs in its own transaction on the database thread; any exception in
+    one (including ``KeyboardInterrupt`` and ``CancelledError``) rolls it back, so the
+    connection stays usable.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection, pool: concurrent.futures.Executor):
@@ -196,53 +369,24 @@ class Store:
         self._pool = pool
 
     @classmethod
-    async def open(cls, path: str | Path) -> Store:
-        """Open (creating if needed) and check the database; raises ``StoreError``."""
+    async def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
+        """
+        Open and check the database; raises ``StoreError``.
+
+        For writing (the default) a missing file is created and an older lodresults
+        schema migrated. With ``readonly`` nothing is ever written: the file must exist
+        and be a lodresults database of this version or an older one.
+        """
         p = Path(path)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lod-sqlite")
         loop = asyncio.get_running_loop()
+        connect = _connect_readonly if readonly else _connect
         try:
-            conn = await loop.run_in_executor(pool, cls._connect, p)
+            conn = await loop.run_in_executor(pool, connect, p)
         except BaseException:
             pool.shutdown(wait=True)
             raise
         return cls(p, conn, pool)
-
-    @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from None
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(stmt)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif row[0] != str(SCHEMA_VERSION):
-                raise StoreError(
-                    f"{path} has schema version {row[0]}; this lodresults writes "
-                    f"version {SCHEMA_VERSION}"
-                )
-            conn.execute("COMMIT")
-            check = conn.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                raise StoreError(f"{path} failed an integrity check: {check}")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreError(_describe(path, exc)) from None
-        except StoreError:
-            conn.close()
-            raise
-        return conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -255,9 +399,21 @@ class Store:
         try:
             return fn(*args)
         except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(_describe(self.path, exc)) from None
+        except BaseException:
+            # Anything else (a value SQLite cannot bind, KeyboardInterrupt, ...) must not
+            # leave the transaction open either: the next write would fail to begin.
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the original error is the one to report
+            logger.warning("database %s: rollback failed: %s", self.path, exc)
 
     # --- writes -------------------------------------------------------------------------
 
@@ -329,6 +485,30 @@ class Store:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    async def get_meta_number(self, key: str) -> float | None:
+        """A number stored with ``set_meta``, or None; StoreError if it is not one."""
+        text = await self.get_meta(key)
+        if text is None:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise StoreError(
+                f"database {self.path}: meta value {key!r} is {text[:40]!r}, not a number; "
+                "the file is damaged (delete that row to start over)"
+            )
+        return value
+
+    def _int(self, where: str, v: object) -> int:
+        if type(v) is int:
+            return v
+        raise StoreError(
+            f"database {self.path}: {where} holds {str(v)[:40]!r}, not an integer; "
+            "the file is damaged (restore it, or delete that row)"
+        )
+
     async def completed_windows(self, start: int, end: int) -> list[tuple[int, int]]:
         """Checkpointed windows overlapping ``[start, end]``."""
         return await self._run(self._completed, start, end)
@@ -339,7 +519,9 @@ class Store:
             'ORDER BY "start"',
             (start, end),
         ).fetchall()
-        return [(int(a), int(b)) for a, b in rows]
+        return [
+            (self._int("backfill_windows", a), self._int("backfill_windows", b)) for a, b in rows
+        ]
 
     async def count(self) -> int:
         """Rows in ``lab_results``."""
@@ -357,7 +539,7 @@ class Store:
             'SELECT MAX(MAX("start", COALESCE("end", 0), COALESCE(last_activity, 0))) '
             "FROM lab_results"
         ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        return None if row is None or row[0] is None else self._int("lab_results", row[0])
 
     async def status_counts(self) -> dict[int, int]:
         """Rows per completion status code."""
@@ -367,14 +549,55 @@ class Store:
         rows = self._conn.execute(
             "SELECT completion_status, COUNT(*) FROM lab_results GROUP BY 1 ORDER BY 1"
         ).fetchall()
-        return {int(a): int(b) for a, b in rows}
+        return {self._int("lab_results.completion_status", a): int(b) for a, b in rows}
 
     def iter_records_sync(self, batch: int = 1000) -> Iterator[LabResult]:
         """All records in start order, read in batches (call from a worker thread)."""
         cur = self._conn.execute(_SELECT_ALL)
         while rows := cur.fetchmany(batch):
-            for row in rows:
-                yield record_from_row(row)
+            yield from self._records(rows)
+
+    async def for_each_chunk(
+        self, fn: Callable[[list[LabResult]], None], size: int = CHUNK_ROWS
+    ) -> int:
+        """
+        Call ``fn`` on the database thread with every record in start order, ``size``
+        at a time, all from one consistent snapshot; returns the number of records.
+
+        Each chunk (read and ``fn``) is one job, so a cancelled caller stops within one
+        chunk rather than at the end of the table.
+        """
+        cur = await self._run(self._conn.execute, _SELECT_ALL)
+        try:
+            n = 0
+            while count := await self._run(self._chunk_to, cur, size, fn):
+                n += count
+            return n
+        finally:
+            await self._run(cur.close)
+
+    def _chunk_to(
+        self, cur: sqlite3.Cursor, size: int, fn: Callable[[list[LabResult]], None]
+    ) -> int:
+        chunk = self._read_chunk(cur, size)
+        if chunk:
+            fn(chunk)
+        return len(chunk)
+
+    def _read_chunk(self, cur: sqlite3.Cursor, size: int) -> list[LabResult]:
+        return self._records(cur.fetchmany(size))
+
+    def _records(self, rows: list[Any]) -> list[LabResult]:
+        out = []
+        for row in rows:
+            try:
+                out.append(record_from_row(row))
+            except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+                raise StoreError(
+                    f"database {self.path}: the row of lab_instance_id {str(row[0])[:40]} "
+                    f"cannot be read ({exc}); the file is damaged"
+                ) from None
+        return out
 
     async def run_sync(self, fn: Callable[[Store], T]) -> T:
         """Run ``fn(self)`` on the database thread (for streaming exports)."""

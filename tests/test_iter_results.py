@@ -204,8 +204,11 @@ async def test_ordered_yields_windows_chronologically() -> None:
         got = await _collect(c, a, b, on_event=events.append)
     done = [e.window.start for e in events if isinstance(e, WindowCompleted)]
     assert done == sorted(done)
+    # The simulator answers in start order and a lab starting in the range is yielded by
+    # the window holding its start: with windows in order and each window's records in
+    # the server's order, the starts come out sorted (and there are many of them).
     starts = [r.start for r in got if a <= r.start.timestamp()]
-    assert starts  # records within a window keep server order (start order here)
+    assert len(starts) > 100 and starts == sorted(starts)
 
 
 async def test_unordered_yields_as_they_arrive_with_the_same_set() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import gc
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -17,8 +19,18 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from lodresults import CompletionStatus, LabResult, LodApiError, LodJSONError, LodSchemaError
+import lodresults
+from lodresults import (
+    CompletionStatus,
+    LabResult,
+    LodApiError,
+    LodDecodeError,
+    LodError,
+    LodJSONError,
+    LodSchemaError,
+)
 from lodresults._exceptions import LodWindowTooLongError
+from lodresults._retry import is_retryable
 from lodresults._wire import (
     converter,
     decode_json,
@@ -29,7 +41,7 @@ from lodresults._wire import (
     structure_results,
     unstructure_record,
 )
-from tests.strategies import damaged_records, junk, records
+from tests.strategies import damaged_records, envelopes, junk, records
 
 SPEC = Path(__file__).parent / "data" / "Skillable-lab-OpenAPI.yaml"
 
@@ -154,7 +166,7 @@ def test_missing_required_field_is_named() -> None:
         structure_results({"Results": [rec], "Status": 1})
 
 
-@pytest.mark.parametrize("doc", [[], "x", 3, None, {"Results": {}}, {"Results": None, "Status": 1}])
+@pytest.mark.parametrize("doc", [[], "x", 3, None, {"Results": {}}, {"Status": 1}])
 def test_envelopes_that_are_not_documented_shapes(doc: Any) -> None:
     """Non-object bodies and a non-array Results are schema errors."""
     with pytest.raises(LodSchemaError):
@@ -257,6 +269,162 @@ def test_dumps_records_is_the_api_envelope() -> None:
     doc = json.loads(dumps_records(r))
     assert doc["Status"] == 1 and doc["Error"] is None
     assert structure_results(doc) == r
+
+
+def _outcome(decode: Any, body: bytes) -> Any:
+    try:
+        return decode(body)
+    except LodError as exc:
+        return (type(exc).__name__, getattr(exc, "field", None))
+
+
+def _careful(body: bytes) -> Any:
+    return structure_results(decode_json(body))
+
+
+@given(envelopes(st.lists(st.one_of(records(), damaged_records()), max_size=3)))
+@settings(max_examples=400)
+def test_one_envelope_rule_on_both_paths(doc: dict[str, Any]) -> None:
+    """Every envelope spelling: the hot path and the careful path give the same outcome."""
+    body = _body_of(doc)
+    assert _outcome(decode_results, body) == _outcome(_careful, body)
+
+
+@pytest.mark.parametrize(
+    ("doc", "count"),
+    [
+        ({"Results": "recs", "Status": 1}, 2),
+        ({"Results": "recs", "Status": None}, 2),
+        ({"Results": "recs"}, 2),
+        ({"Results": "recs", "Status": None, "Error": ""}, 2),
+        ({"Results": None, "Status": 1}, 0),
+        ({"Results": None, "Status": 1, "Error": None}, 0),
+        ({"Results": None}, 0),
+    ],
+)
+def test_envelopes_that_mean_records(doc: dict[str, Any], count: int) -> None:
+    """Status null/absent without an Error is success; Results null is an empty window."""
+    if doc["Results"] == "recs":
+        doc["Results"] = [_valid(), {**_valid(), "LabInstanceId": 7}]
+    body = json.dumps(doc).encode()
+    assert len(decode_results(body)) == count
+    assert len(_careful(body)) == count
+
+
+@pytest.mark.parametrize(
+    ("doc", "error"),
+    [
+        ({"Results": [], "Status": None, "Error": "boom"}, LodApiError),
+        ({"Status": 1}, LodSchemaError),
+        ({"Results": [], "Status": 2}, LodSchemaError),
+        ({"Results": [], "Status": True}, LodSchemaError),
+        ({"Results": [], "Status": "1"}, LodSchemaError),
+    ],
+)
+def test_envelopes_that_mean_errors(doc: dict[str, Any], error: type[LodError]) -> None:
+    """An Error text without Status, a missing Results and a wrong Status fail on both paths."""
+    body = json.dumps(doc).encode()
+    for decode in (decode_results, _careful):
+        with pytest.raises(error):
+            decode(body)
+
+
+INT64 = 2**63
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("LabInstanceId", INT64),
+        ("LabInstanceId", 2**70),
+        ("LabInstanceId", -3),
+        ("LabInstanceId", 0),
+        ("LabProfileId", -1),
+        ("LabHostId", 2**64),
+        ("LabHostId", INT64),
+        ("DatacenterId", -INT64 - 1),
+        ("DeliveryRegionId", 2**64 - 1),
+        ("TotalRunTimeSeconds", INT64),
+        ("ExamMaxPossibleScore", INT64 + 5),
+        ("CompletionStatus", INT64),
+        ("ExamScore", INT64),
+        ("Latitude", -INT64 - 1),
+    ],
+)
+def test_every_integer_is_bounded_on_both_paths(field: str, value: int) -> None:
+    """Integers SQLite cannot hold (ids: also zero and negatives) are schema errors naming
+    the field, on the hot path and the careful one."""
+    rec = _valid()
+    rec[field] = value
+    body = json.dumps({"Results": [_valid(), rec], "Status": 1}).encode()
+    for decode in (decode_results, _careful):
+        with pytest.raises(LodSchemaError) as info:
+            decode(body)
+        assert info.value.field == field
+        assert f"Results[1].{field}" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [INT64 - 1, -INT64])
+def test_int64_edges_are_accepted(value: int) -> None:
+    """The int64 edges themselves decode (the bounds are inclusive)."""
+    rec = _valid()
+    rec["LabHostId"] = value
+    rec["LabInstanceId"] = INT64 - 1
+    body = json.dumps({"Results": [rec], "Status": 1}).encode()
+    assert decode_results(body)[0].lab_host_id == value == _careful(body)[0].lab_host_id
+
+
+@pytest.mark.parametrize("field", ["UserId", "City", "IpAddress"])
+def test_lone_surrogates_are_schema_errors_on_both_paths(field: str) -> None:
+    """ "\\ud800" is valid JSON but no UTF-8 text: refused naming the field."""
+    body = json.dumps({"Results": [{**_valid(), field: "ab\ud800c"}], "Status": 1}).encode()
+    for decode in (decode_results, _careful):
+        with pytest.raises(LodSchemaError) as info:
+            decode(body)
+        assert info.value.field == field
+    pair = json.dumps({"Results": [{**_valid(), field: "\U0001f600"}], "Status": 1}).encode()
+    assert getattr(decode_results(pair)[0], "user_id" if field == "UserId" else
+                   "city" if field == "City" else "ip_address") == "\U0001f600"  # fmt: skip
+
+
+@pytest.mark.parametrize("depth", [990, 1000, 1100, 5000])
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_deep_unknown_field_is_a_decode_error_not_retried(depth: int, kind: str) -> None:
+    """An unknown field nested ~1,000 deep: a LodDecodeError (never RecursionError), final."""
+    inner = "[" * depth + "]" * depth if kind == "list" else '{"x":' * depth + "1" + "}" * depth
+    rec = json.dumps(_valid())[:-1] + ', "Unknown": ' + inner + "}"
+    body = ('{"Results": [' + rec + '], "Status": 1}').encode()
+    try:
+        got = decode_results(body)
+    except LodDecodeError as exc:
+        assert "nested too deeply" in str(exc) or exc.field is not None
+        assert not is_retryable(exc)
+    else:
+        assert len(got) == 1  # shallow enough for the parser: the unknown field is ignored
+
+
+def test_decoding_never_touches_the_garbage_collector() -> None:
+    """No process-global state: the collector is neither switched off nor on."""
+    body = dumps_records(structure_results({"Results": [_valid()] * 3000, "Status": 1}))
+    with (
+        mock.patch.object(gc, "disable", side_effect=AssertionError("gc.disable")),
+        mock.patch.object(gc, "enable", side_effect=AssertionError("gc.enable")),
+    ):
+        assert len(decode_results(body)) == 3000
+
+
+def test_the_converter_is_not_public() -> None:
+    """The hot path does not read the converter, so changing it is not offered."""
+    assert "converter" not in lodresults.__all__
+    assert not hasattr(lodresults, "converter")
+
+
+def _body_of(doc: Any) -> bytes:
+    try:
+        return json.dumps(doc, allow_nan=False).encode()
+    except ValueError:
+        assume(False)
+        raise
 
 
 def _valid() -> dict[str, Any]:

@@ -27,6 +27,7 @@ from lodresults._settle import DEFAULT_SETTLE, parse_duration
 from lodresults._wire import results_envelope, unstructure_record
 from lodresults.cli import _jobs
 from lodresults.cli._dates import parse_when
+from lodresults.cli._keyfile import decode_key
 from lodresults.cli._progress import Progress
 
 T = TypeVar("T")
@@ -40,6 +41,55 @@ EXIT_INTERRUPTED = 130
 
 class Interrupted(Exception):
     """The job was stopped by a signal."""
+
+
+class _Cli(click.Group):
+    """
+    The command group, holding every failure to one line on stderr and its exit code:
+    usage errors (2), anything unexpected (1; the traceback only with ``--debug``) and
+    Ctrl-C outside a job (130).
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:  # click's form of KeyboardInterrupt outside a job
+            click.echo("interrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:
+            _quiet_stdout()
+            ctx.exit(EXIT_FAILURE)
+        except Exception as exc:
+            # Expected failures are reported where they happen; this is a bug. Its
+            # message is not shown: it could quote anything, the key included.
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            click.echo(
+                f"error: unexpected {type(exc).__name__} (a bug in lodresults; "
+                "run with --debug for the traceback)",
+                err=True,
+            )
+            ctx.exit(EXIT_FAILURE)
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (``| head``): stop writing quietly, as Unix tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _run(job: Callable[[], Awaitable[T]], *, on_interrupt: str | None = None) -> T:
@@ -71,13 +121,12 @@ def _run(job: Callable[[], Awaitable[T]], *, on_interrupt: str | None = None) ->
 
     try:
         return asyncio.run(main())
-    except Interrupted as exc:
-        click.echo(f"\ninterrupted ({exc}). {on_interrupt or ''}".rstrip(), err=True)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        how = f" ({exc})" if isinstance(exc, Interrupted) else ""
+        click.echo(f"\ninterrupted{how}. {on_interrupt or ''}".rstrip(), err=True)
         ctx.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
-        # The reader went away (``| head``): stop quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet_stdout()
         ctx.exit(EXIT_FAILURE)
     except (LodError, OSError) as exc:
         if debug:
@@ -87,7 +136,7 @@ def _run(job: Callable[[], Awaitable[T]], *, on_interrupt: str | None = None) ->
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 400 else text[:397] + "..."
 
@@ -95,12 +144,11 @@ def _one_line(exc: BaseException) -> str:
 def _api_key(key_file: Path | None) -> str:
     if key_file is not None:
         try:
-            key = key_file.read_text().strip()
+            return decode_key(key_file.read_bytes())
         except OSError as exc:
             raise click.UsageError(f"cannot read --api-key-file: {exc.strerror}") from None
-        if not key:
-            raise click.UsageError(f"--api-key-file {key_file} is empty")
-        return key
+        except ValueError as exc:
+            raise click.UsageError(f"--api-key-file {key_file} {exc}") from None
     key = os.environ.get("LOD_API_KEY", "").strip()
     if not key:
         raise click.UsageError(
@@ -190,7 +238,7 @@ def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lodresults")
 @click.option("--debug", is_flag=True, help="Debug logging and tracebacks on errors.")
 def cli(debug: bool) -> None:
@@ -363,7 +411,8 @@ def _print_json(options: dict[str, Any], fetch: Callable[[LodClient], Awaitable[
 
 
 @cli.command()
-@click.argument("lab_instance_id", type=click.IntRange(1))
+# Ids are positive int64 values (LodClient.result refuses any other).
+@click.argument("lab_instance_id", type=click.IntRange(1, 2**63 - 1))
 @_connection_options
 def get(lab_instance_id: int, **options: Any) -> None:
     """Print one lab instance result as JSON."""
@@ -402,20 +451,45 @@ def _make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
     "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.db"),
     show_default=True,
 )  # fmt: skip
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl"
+)  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
-    """Write the table as JSON lines (the API's shape) or CSV."""
+    """
+    Write the table as JSON lines (the API's shape), CSV or Parquet (needs --out).
+
+    Opens the database read-only; with --out, the file appears only once complete.
+    """
     if not db.exists():
         raise click.BadParameter(f"{db} does not exist", param_hint="--db")
+    if out is not None and not out.parent.is_dir():
+        raise click.BadParameter(f"directory {out.parent} does not exist", param_hint="--out")
+    if fmt == "parquet":
+        _export_parquet(db, out)
+        return
 
     async def job() -> int:
         if out is None:
             return await _jobs.export(db, fmt, sys.stdout)
-        with out.open("w", newline="", encoding="utf-8") as f:
+        with _jobs.atomic_output(out) as f:
             return await _jobs.export(db, fmt, f)
 
     n = _run(job)
+    click.echo(f"export: {n:,} records", err=True)
+
+
+def _export_parquet(db: Path, out: Path | None) -> None:
+    if out is None:
+        raise click.UsageError("--format parquet writes a file: pass --out FILE")
+    try:
+        from lodresults.cli._export_parquet import export_parquet
+    except ImportError as exc:
+        raise click.UsageError(
+            f"--format parquet needs pyarrow ({exc}); install it with "
+            "pip install 'lodresults[parquet]'"
+        ) from None
+    n = _run(lambda: export_parquet(db, out))
     click.echo(f"export: {n:,} records", err=True)
 
 

@@ -9,9 +9,12 @@ import csv
 import io
 import logging
 import math
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +41,7 @@ from lodresults.cli._progress import Progress
 
 __all__ = [
     "BackfillSummary",
+    "atomic_output",
     "export",
     "run_backfill",
     "run_demo",
@@ -186,12 +190,39 @@ async def run_demo(
 
 
 async def export(db: Path, fmt: str, out: IO[str]) -> int:
-    """Write every row of ``db`` as JSON lines (the API's shape) or CSV; returns the count."""
-    store = await Store.open(db)
+    """
+    Write every row of ``db`` as JSON lines (the API's shape) or CSV; returns the count.
+
+    The database is opened read-only. Rows are read and written a chunk at a time, so a
+    cancellation (Ctrl-C) stops the export within one chunk.
+    """
+    store = await Store.open(db, readonly=True)
     try:
-        return await store.run_sync(lambda s: _write_export(s, fmt, out))
+        n = await store.for_each_chunk(_EXPORT_WRITERS[fmt](out))
+        await store.run_sync(lambda _: out.flush())
+        return n
     finally:
         await store.close()
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[IO[str]]:
+    """
+    A text file that appears at ``path`` only once complete: written beside it under a
+    temporary name and renamed over ``path`` on success, removed on any failure or
+    interruption (an existing ``path`` is then left untouched).
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with open(fd, "w", newline="", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _iso(d: datetime | None) -> str:
@@ -211,21 +242,27 @@ def csv_value(value: Any) -> str:
     return str(value)
 
 
-def _write_export(store: Store, fmt: str, out: IO[str]) -> int:
-    n = 0
-    if fmt == "jsonl":
-        for r in store.iter_records_sync():
-            out.write(dump_record(r).decode())
-            out.write("\n")
-            n += 1
-    else:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for r in store.iter_records_sync():
-            writer.writerow([csv_value(getattr(r, c)) for c in COLUMNS])
-            n += 1
-    out.flush()
-    return n
+def _jsonl_writer(out: IO[str]) -> Callable[[list[LabResult]], None]:
+    def write(chunk: list[LabResult]) -> None:
+        out.write("".join(dump_record(r).decode() + "\n" for r in chunk))
+
+    return write
+
+
+def _csv_writer(out: IO[str]) -> Callable[[list[LabResult]], None]:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+
+    def write(chunk: list[LabResult]) -> None:
+        writer.writerows([csv_value(getattr(r, c)) for c in COLUMNS] for r in chunk)
+
+    return write
+
+
+_EXPORT_WRITERS: Final[dict[str, Callable[[IO[str]], Callable[[list[LabResult]], None]]]] = {
+    "jsonl": _jsonl_writer,
+    "csv": _csv_writer,
+}
 
 
 def _from_iso(v: str) -> datetime:
@@ -320,33 +357,29 @@ async def _watch_tick(
     client: LodClient, store: Store, interval: float, settle: int, reconcile: float
 ) -> str:
     tick = client.clock()
-    last_raw = await store.get_meta(_LAST_POLL)
-    if last_raw is not None:
-        last = float(last_raw)
+    last_saved = await store.get_meta_number(_LAST_POLL)
+    if last_saved is not None:
+        last = last_saved
     else:
         newest = await store.newest_change()
         last = min(tick - interval, newest) if newest is not None else tick - interval
-    since_raw = await store.get_meta(_SINCE)
-    if since_raw is None:
+    since_saved = await store.get_meta_number(_SINCE)
+    if since_saved is None:
         # The tail the watch keeps settling: from the end of the settled checkpoints, or
         # from ``settle`` before the first poll.
         settled = [b for _, b in await store.completed_windows(0, int(tick))]
         since = int(min(last, tick - settle, max(settled, default=tick)))
         await store.set_meta(_SINCE, str(since))
     else:
-        since = int(since_raw)
-    reconciled_raw = await store.get_meta(_LAST_RECONCILE)
+        since = int(since_saved)
+    reconciled = await store.get_meta_number(_LAST_RECONCILE)
     gap = tick - last + _OVERLAP
     parts = []
     if gap <= MAX_WINDOW_SECONDS:
         minutes = max(1, min(MAX_LATEST_MINUTES, math.ceil(gap / 60)))
         count = await store.apply(await client.latest_results(minutes), fetched_at=tick)
         parts.append(f"upserted {count} records")
-    if (
-        gap > MAX_WINDOW_SECONDS
-        or reconciled_raw is None
-        or tick - float(reconciled_raw) >= reconcile
-    ):
+    if gap > MAX_WINDOW_SECONDS or reconciled is None or tick - reconciled >= reconcile:
         # Beyond LatestResults' reach, or time to settle the tail: windowed Results.
         result = await backfill(client, store, since, int(tick), settle=settle)
         await store.set_meta(_LAST_RECONCILE, repr(tick))

@@ -59,7 +59,9 @@ class Progress:
         self._task: Any = None
 
     def __enter__(self) -> Progress:
-        self.started = time.monotonic()
+        # The first plain line after one interval: a job that fails at once reports only
+        # its error line.
+        self.started = self._last_line = time.monotonic()
         if self.tty:
             from rich.console import Console
             from rich.progress import (
@@ -92,8 +94,10 @@ class Progress:
             )
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._refresh(force=True)
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # A failure is reported in one line by the caller: no final status line then.
+        if exc_type is None:
+            self._refresh(force=True)
         if self._bar is not None:
             self._bar.stop()
 

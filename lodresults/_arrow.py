@@ -1,0 +1,61 @@
+"""
+LabResult records as Arrow tables: the typed columns of ``_columns`` in pyarrow types.
+
+Imports pyarrow, so only the optional features (Parquet export, the dlt source) import
+this module; ``import lodresults`` never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any, Final
+
+import pyarrow as pa
+
+from lodresults._columns import COLUMNS, DECIMAL_PRECISION, DECIMAL_SCALE
+from lodresults._exceptions import LodError
+from lodresults._models import LabResult
+
+__all__ = ["ARROW_SCHEMA", "ArrowConversionError", "to_arrow"]
+
+_ARROW_TYPES: Final[dict[str, pa.DataType]] = {
+    "int": pa.int64(),
+    "status": pa.int64(),
+    "text": pa.string(),
+    "bool": pa.bool_(),
+    # Microseconds: the unit every Parquet reader and warehouse takes for a UTC instant.
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "decimal": pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE),
+}
+
+#: The schema of every table ``to_arrow`` builds (and of the Parquet export).
+ARROW_SCHEMA: Final = pa.schema(
+    [pa.field(c.name, _ARROW_TYPES[c.kind], nullable=c.nullable) for c in COLUMNS]
+)
+
+_GETTERS: Final = tuple((c.name, attrgetter(c.name), c.kind == "status") for c in COLUMNS)
+
+
+class ArrowConversionError(LodError):
+    """A record's value does not fit its typed column (e.g. a decimal beyond DECIMAL(38, 18))."""
+
+
+def to_arrow(records: Sequence[LabResult]) -> pa.Table:
+    """
+    ``records`` as one Arrow table with ``ARROW_SCHEMA``, in the given order.
+
+    Raises:
+        ArrowConversionError: a value does not fit its column; the message names the
+            column (values are never rounded or truncated).
+    """
+    arrays: list[pa.Array] = []
+    for (name, get, is_status), field in zip(_GETTERS, ARROW_SCHEMA, strict=True):
+        values: list[Any] = [get(r) for r in records]
+        if is_status:
+            values = [int(v) for v in values]
+        try:
+            arrays.append(pa.array(values, type=field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise ArrowConversionError(f"column {name} ({field.type}): {exc}") from None
+    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)

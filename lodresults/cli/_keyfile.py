@@ -1,0 +1,48 @@
+"""Reading the API key from a file, whatever editor or shell wrote it (pure, no I/O)."""
+
+from __future__ import annotations
+
+import codecs
+from typing import Final
+
+__all__ = ["decode_key"]
+
+# The longer BOMs first: UTF-32-LE's BOM begins with UTF-16-LE's.
+_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def decode_key(data: bytes) -> str:
+    """
+    The key in a key file's bytes: decoded by its byte-order mark (UTF-16 as written by
+    PowerShell 5's ``>``, UTF-8 with a BOM as written by Notepad, UTF-32), UTF-8 without
+    one; the BOM and surrounding whitespace and line breaks stripped.
+
+    Raises ValueError, with a message that quotes no part of the content, if the bytes
+    are not such text, or hold no key, or a character that cannot be in a key (anything
+    but printable ASCII, or whitespace inside it).
+    """
+    encoding, body = "utf-8", data
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, body = name, data[len(bom) :]
+            break
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError:
+        # The codec's message quotes the offending bytes: they belong to the key.
+        raise ValueError("is not text (UTF-8, or UTF-16/UTF-32 with a byte-order mark)") from None
+    key = text.strip()
+    if not key:
+        raise ValueError("is empty")
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+        raise ValueError(
+            "holds a character other than printable ASCII, or whitespace inside the key "
+            "(one key on one line is expected)"
+        )
+    return key

@@ -1,0 +1,294 @@
+"""The dlt source: real dlt pipelines into a real DuckDB file, against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import closing
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lodresults import CompletionStatus, LabResult, LodWindowError
+from lodresults._columns import COLUMNS
+from lodresults._wire import structure_record
+from lodresults.testing import Simulator
+from tests.conftest import make_sim
+
+dlt = pytest.importorskip("dlt")
+duckdb = pytest.importorskip("duckdb")
+pytest.importorskip("pyarrow")
+
+from dlt.common.configuration.container import Container  # noqa: E402
+from dlt.common.pipeline import PipelineContext  # noqa: E402
+
+from lodresults.dlt import FETCHED_AT, _merge, lab_results  # noqa: E402
+
+DAY = 86400
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """dlt confined to ``tmp_path``: its data dir, cwd and config; no telemetry."""
+    for name in list(os.environ):
+        if name.startswith(("SOURCES__", "DLT_", "RUNTIME__")) or name == "API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt-data"))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    Container()[PipelineContext].deactivate()
+
+
+def pipeline(root: Path, name: str = "lodresults") -> Any:
+    return dlt.pipeline(
+        name,
+        destination=dlt.destinations.duckdb(str(root / f"{name}.duckdb")),
+        dataset_name="lod",
+        pipelines_dir=str(root / "pipelines"),
+    )
+
+
+def rows(db: Path, table: str = "lod.lab_results") -> dict[int, LabResult]:
+    """The table's rows as LabResults (fetched_at dropped), by id; ids must be unique."""
+    names = [c.name for c in COLUMNS]
+    with closing(duckdb.connect(str(db), read_only=True)) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        got = con.execute(f"SELECT {', '.join(map(repr_ident, names))} FROM {table}").fetchall()
+    out: dict[int, LabResult] = {}
+    for values in got:
+        d = dict(zip(names, values, strict=True))
+        d["completion_status"] = CompletionStatus(d["completion_status"])
+        r = LabResult(**d)
+        assert r.lab_instance_id not in out, f"{r.lab_instance_id} twice"
+        out[r.lab_instance_id] = r
+    return out
+
+
+def repr_ident(name: str) -> str:
+    return f'"{name}"'
+
+
+def truth(sim: Simulator, a: int, b: int) -> dict[int, LabResult]:
+    return {r.lab_instance_id: r for r in map(structure_record, sim.between(a, b))}
+
+
+async def run(p: Any, resource: Any) -> Any:
+    """``pipeline.run`` on a worker thread while the simulator serves on this loop."""
+    return await asyncio.to_thread(p.run, resource)
+
+
+async def test_loads_the_exact_set_with_typed_columns(home: Path, sim: Simulator) -> None:
+    """The table holds the server's ids once each, typed, equal to the records."""
+    a = sim.span[0] + 30 * DAY
+    b = a + 60 * DAY
+    p = pipeline(home)
+    await run(p, lab_results(a, b, api_key=sim.api_key, base_url=sim.base_url, rate_limit=None))
+    expected = truth(sim, a, b)
+    assert len(expected) > 1000
+    assert rows(home / "lodresults.duckdb") == expected
+    assert any(r.exam_score is not None and r.exam_score % 1 for r in expected.values())
+    with closing(duckdb.connect(str(home / "lodresults.duckdb"), read_only=True)) as con:
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type || ':' || is_nullable "
+                "FROM information_schema.columns WHERE table_name = 'lab_results'"
+            ).fetchall()
+        )
+    assert types["lab_instance_id"] == "BIGINT:NO"
+    assert types["start"] == "TIMESTAMP WITH TIME ZONE:NO"
+    assert types["end"] == "TIMESTAMP WITH TIME ZONE:YES"
+    assert types["exam_score"] == "DECIMAL(38,18):YES"
+    assert types["latitude"] == "DECIMAL(38,18):YES"
+    assert types["completion_status"] == "BIGINT:NO"
+    assert types["exam_max_possible_score"] == "BIGINT:YES"
+    assert types["is_exam"] == "BOOLEAN:NO"
+    assert types[FETCHED_AT] == "TIMESTAMP WITH TIME ZONE:NO"
+
+
+async def test_rerun_fetches_only_the_unsettled_tail(home: Path, sim: Simulator) -> None:
+    """Run again, the pipeline skips the settled windows its dlt state remembers."""
+    a = sim.span[1] - 100 * DAY
+    p = pipeline(home)
+
+    def resource() -> Any:
+        return lab_results(a, api_key=sim.api_key, base_url=sim.base_url, rate_limit=None)
+
+    await run(p, resource())
+    first = sim.stats.requests["Results"]
+    assert first == 15  # 100 days in 7-day windows, up to now
+    settled = p.state["sources"]["lodresults"]["resources"]["lab_results"]["settled"]
+    assert len(settled) == 1 and settled[0][0] == a
+    # The default settle period is two days: the last window (2 days) is not settled.
+    assert sim.span[1] - 3 * DAY < settled[0][1] <= sim.span[1] - 2 * DAY
+    await run(p, resource())
+    assert sim.stats.requests["Results"] - first == 1
+    assert rows(home / "lodresults.duckdb") == truth(sim, a, sim.span[1])
+
+
+async def test_settle_zero_and_range_in_the_past(home: Path, sim: Simulator) -> None:
+    """A range that ended long ago settles whole: a second run sends no request."""
+    a = sim.span[0] + 10 * DAY
+    p = pipeline(home)
+
+    def resource() -> Any:
+        return lab_results(
+            a, a + 20 * DAY, api_key=sim.api_key, base_url=sim.base_url, settle=0, rate_limit=None
+        )
+
+    await run(p, resource())
+    before = sim.stats.total
+    await run(p, resource())
+    assert sim.stats.total == before
+    assert rows(home / "lodresults.duckdb") == truth(sim, a, a + 20 * DAY)
+
+
+@given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 30)), max_size=12))
+def test_merge_covers_the_union(spans: list[tuple[int, int]]) -> None:
+    """Settled intervals merge into disjoint sorted ones covering exactly the same seconds."""
+    merged: list[list[int]] = []
+    covered: set[int] = set()
+    for start, length in spans:
+        merged = _merge(merged, start, start + length)
+        covered |= set(range(start, start + length + 1))
+    assert [s for a, b in merged for s in range(a, b + 1)] == sorted(covered)
+    assert all(b1 < a2 for (_, b1), (a2, _) in itertools.pairwise(merged))
+
+
+# --- credentials -------------------------------------------------------------------------
+
+CANARY = "canary-DLT-5e1f0a77c3"
+
+
+def encodings(key: str) -> list[bytes]:
+    raw = key.encode()
+    return [
+        raw,
+        base64.b64encode(raw),
+        raw.hex().encode(),
+        urllib.parse.quote(key).encode(),
+        key[4:-4].encode(),
+    ]
+
+
+def files_holding(root: Path, needles: list[bytes]) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits += [f"{path}: {n!r}" for n in needles if n in data]
+    return hits
+
+
+@pytest.mark.parametrize("how", ["argument", "secrets"])
+async def test_the_key_appears_nowhere(
+    home: Path, how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """
+    Given as an argument or through dlt's secrets: neither the pipeline's files (state,
+    trace, schemas, load packages), nor the DuckDB file, nor logs, nor the exception of a
+    failed run, nor its traceback with frame locals hold the key in any encoding.
+    """
+    caplog.set_level(logging.DEBUG)
+    a = make_sim().span[0] + 10 * DAY
+    if how == "secrets":
+        monkeypatch.setenv("SOURCES__LODRESULTS__API_KEY", CANARY)
+
+    def resource(*args: Any, **kwargs: Any) -> Any:
+        # No frame local of the test itself holds the key (the traceback below shows them).
+        if how == "argument":
+            return lab_results(*args, api_key=CANARY, **kwargs)
+        return lab_results(*args, **kwargs)
+
+    async with make_sim(api_key=CANARY) as sim:
+        p = pipeline(home)
+        await run(p, resource(a, a + 20 * DAY, base_url=sim.base_url))
+        assert len(rows(home / "lodresults.duckdb")) == len(sim.ids_between(a, a + 20 * DAY))
+    async with make_sim(api_key=CANARY, fail_range=(a + 30 * DAY, a + 31 * DAY)) as sim:
+        failing = resource(a, a + 40 * DAY, base_url=sim.base_url, max_retries=0)
+        with pytest.raises(Exception) as info:
+            await run(p, failing)
+    chain: list[BaseException] = []
+    e: BaseException | None = info.value
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    assert any(isinstance(x, LodWindowError) for x in chain)
+    te = traceback.TracebackException.from_exception(info.value, capture_locals=True)
+    texts = [
+        "".join(te.format()),
+        *map(repr, chain),
+        *map(str, chain),
+        caplog.text,
+        str(p.last_trace),
+        repr(p.state),
+    ]
+    needles = encodings(CANARY)
+    for text in texts:
+        for n in map(bytes.decode, needles):
+            at = text.find(n)
+            assert at < 0, f"{n!r} in: {text[max(0, at - 1500) : at + 100]}"
+    assert files_holding(home, needles) == []
+
+
+# --- the README example -------------------------------------------------------------------
+
+
+def readme_pipeline() -> str:
+    text = README.read_text()
+    section = text.split("## Load into your warehouse", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+async def test_readme_example_runs_verbatim(home: Path, sim: Simulator) -> None:
+    """The README's pipeline, run as written (key and API root from dlt's config)."""
+    code = readme_pipeline()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 7
+    env = {
+        **os.environ,
+        "SOURCES__LODRESULTS__API_KEY": sim.api_key,
+        "SOURCES__LODRESULTS__BASE_URL": sim.base_url,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, cwd=home, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    got = rows(home / "lodresults.duckdb")
+    now = int(time.time())
+    # The example loads the last 30 days: every lab of the range, and nothing older.
+    assert set(truth(sim, now - 29 * DAY, sim.span[1])) <= set(got)
+    assert set(got) <= set(truth(sim, now - 31 * DAY, now))
+    assert all(got[i] == r for i, r in truth(sim, now - 29 * DAY, sim.span[1]).items())
+    assert Decimal("0") <= min(r.task_complete_percent for r in got.values())
+
+
+async def test_warehouse_benchmark_runs() -> None:
+    """python -m benchmarks.warehouse --quick runs every job end to end (figures not checked)."""
+    root = README.parent
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.warehouse", "--quick", cwd=root,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    text = out.decode()
+    assert "| dlt pipeline into DuckDB (`lab_results`) | 1," in text
+    assert "wrote " not in err.decode()  # --quick never overwrites the committed table

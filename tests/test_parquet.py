@@ -1,0 +1,223 @@
+"""Parquet export: typed columns, row groups, round trip through pyarrow, the CLI branch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lodresults import LabResult
+from lodresults._columns import COLUMNS, DECIMAL_PRECISION, DECIMAL_SCALE
+from lodresults._store import Store
+from lodresults._wire import structure_record
+from lodresults.testing import Simulator
+from tests import strategies
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from lodresults._arrow import ARROW_SCHEMA, ArrowConversionError  # noqa: E402
+from lodresults._parquet import write_parquet  # noqa: E402
+
+DAY = 86400
+
+
+def as_row(r: LabResult) -> dict[str, Any]:
+    """A record as the plain values its Parquet row must hold (status as its code)."""
+    row = {c.name: getattr(r, c.name) for c in COLUMNS}
+    row["completion_status"] = int(r.completion_status)
+    return row
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    table = pq.read_table(path)
+    assert table.schema.equals(ARROW_SCHEMA)
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
+def fits(d: Decimal | None) -> bool:
+    """Whether a decimal is exactly representable as DECIMAL(38, 18)."""
+    if d is None:
+        return True
+    exponent = d.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return exponent >= -DECIMAL_SCALE and abs(d) < 10 ** (DECIMAL_PRECISION - DECIMAL_SCALE)
+
+
+def test_schema_types() -> None:
+    """UTC microsecond timestamps, DECIMAL(38, 18), int64 status, nullability from the model."""
+    s = ARROW_SCHEMA
+    assert s.field("start").type == pa.timestamp("us", tz="UTC")
+    assert not s.field("start").nullable
+    assert s.field("end").type == pa.timestamp("us", tz="UTC") and s.field("end").nullable
+    assert s.field("exam_score").type == pa.decimal128(38, 18)
+    assert s.field("latitude").type == pa.decimal128(38, 18)
+    assert s.field("completion_status").type == pa.int64()
+    assert s.field("exam_max_possible_score").type == pa.int64()
+    assert s.field("exam_max_possible_score").nullable
+    assert s.field("is_exam").type == pa.bool_() and not s.field("is_exam").nullable
+    assert s.field("exam_passed").type == pa.bool_() and s.field("exam_passed").nullable
+    assert s.field("user_id").type == pa.string()
+    assert s.names == [c.name for c in COLUMNS]
+
+
+@given(st.lists(strategies.records(), max_size=6))
+def test_round_trip_or_refused(tmp_path_factory: pytest.TempPathFactory, docs: Any) -> None:
+    """
+    Any valid records: the file reads back equal (decimal spellings, nulls, far dates), or,
+    when a decimal does not fit DECIMAL(38, 18), the write fails naming the column and no
+    file is left behind.
+    """
+    out = tmp_path_factory.mktemp("pq") / "r.parquet"
+    records = [structure_record(d) for d in docs]
+    if all(fits(r.exam_score) and fits(r.latitude) and fits(r.longitude) for r in records):
+        assert write_parquet(records, out, row_group_size=4) == len(records)
+        assert read_rows(out) == [as_row(r) for r in records]
+    else:
+        with pytest.raises(ArrowConversionError, match=r"column (exam_score|latitude|longitude)"):
+            write_parquet(records, out, row_group_size=4)
+        assert list(out.parent.iterdir()) == []
+
+
+def test_row_groups_bound_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records are written one row group at a time, and the iterator is consumed lazily."""
+    base = structure_record(
+        {**_doc(1), "ExamScore": 87.5, "Latitude": -33.8688, "Longitude": 151.2093}
+    )
+    pulled = 0
+
+    def records() -> Any:
+        nonlocal pulled
+        for i in range(2500):
+            pulled += 1
+            # The writer holds at most one group: never more than 1000 pulled ahead.
+            assert pulled - written() <= 1000
+            yield _with_id(base, i + 1)
+
+    out = tmp_path / "r.parquet"
+    groups: list[int] = []
+
+    def written() -> int:
+        return sum(groups)
+
+    real = pq.ParquetWriter.write_table
+
+    def spy(self: Any, table: Any, *args: Any, **kwargs: Any) -> None:
+        groups.append(table.num_rows)
+        real(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", spy)
+    assert write_parquet(records(), out, row_group_size=1000) == 2500
+    monkeypatch.undo()
+    assert groups == [1000, 1000, 500]
+    meta = pq.ParquetFile(out).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
+    rows = read_rows(out)
+    assert [r["lab_instance_id"] for r in rows] == list(range(1, 2501))
+    assert rows[0]["exam_score"] == Decimal("87.5") and rows[0]["latitude"] == Decimal("-33.8688")
+
+
+def test_failure_keeps_the_old_file(tmp_path: Path) -> None:
+    """A value that does not fit fails the export; an existing file stays as it was."""
+    out = tmp_path / "r.parquet"
+    good = structure_record(_doc(1))
+    write_parquet([good], out)
+    before = out.read_bytes()
+    bad = structure_record({**_doc(2), "Latitude": 1e-30})
+    with pytest.raises(ArrowConversionError, match="column latitude"):
+        write_parquet([good] * 3 + [bad], out, row_group_size=2)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.parquet"]
+
+
+def _doc(lab_id: int) -> dict[str, Any]:
+    return {
+        "LabInstanceId": lab_id, "LabProfileId": 5, "Start": 1_700_000_000, "End": None,
+        "LastActivity": None, "UserId": "u", "ClassId": None, "CompletionStatus": 3,
+        "TotalRunTimeSeconds": 0, "TaskCompletePercent": 0, "IsExam": False,
+        "ExamPassed": None, "ExamScore": None, "ExamMaxPossibleScore": None,
+        "ExamPassingScore": None, "IpAddress": None, "Country": None, "Region": None,
+        "City": None, "Latitude": None, "Longitude": None, "LabHostId": None,
+        "DatacenterId": None, "DeliveryRegionId": None,
+    }  # fmt: skip
+
+
+def _with_id(r: LabResult, lab_id: int) -> LabResult:
+    import attrs
+
+    return attrs.evolve(r, lab_instance_id=lab_id)
+
+
+# --- the CLI ---------------------------------------------------------------------------
+
+
+async def _cli(*args: str, pre: str = "") -> tuple[int, str]:
+    code = f"import sys; {pre}from lodresults.cli import main; sys.argv[0] = 'lodresults'; main()"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOD_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_cli_export_parquet_equals_the_table(sim: Simulator, tmp_path: Path) -> None:
+    """``export --format parquet`` writes the table's records, typed, in start order."""
+    db = tmp_path / "r.db"
+    a = sim.span[0] + 10 * DAY
+    truth = [structure_record(d) for d in sim.between(a, a + 30 * DAY)]
+    store = await Store.open(db)
+    try:
+        await store.upsert(truth)
+        expected = await store.run_sync(lambda s: list(s.iter_records_sync()))
+    finally:
+        await store.close()
+    out = tmp_path / "r.parquet"
+    code, err = await _cli("export", "--db", str(db), "--format", "parquet", "--out", str(out))
+    assert code == 0, err
+    assert f"export: {len(truth):,} records" in err
+    assert read_rows(out) == [as_row(r) for r in expected]
+    assert sorted(r.lab_instance_id for r in expected) == sorted(sim.ids_between(a, a + 30 * DAY))
+    assert any(r.exam_score is not None for r in expected)
+    assert any(r.end is None for r in expected) or any(r.latitude is not None for r in expected)
+
+
+async def test_cli_parquet_needs_out_and_pyarrow(tmp_path: Path) -> None:
+    """Without --out, or without pyarrow installed: a clear usage error (exit 2)."""
+    db = tmp_path / "r.db"
+    store = await Store.open(db)
+    await store.close()
+    code, err = await _cli("export", "--db", str(db), "--format", "parquet")
+    assert code == 2 and "pass --out FILE" in err
+    out = tmp_path / "r.parquet"
+    code, err = await _cli(
+        "export", "--db", str(db), "--format", "parquet", "--out", str(out),
+        pre="sys.modules['pyarrow'] = None; ",
+    )  # fmt: skip
+    assert code == 2
+    assert "pip install 'lodresults[parquet]'" in err
+    assert not out.exists()
+
+
+async def test_import_lodresults_loads_neither_dlt_nor_pyarrow() -> None:
+    """The optional extras stay optional: the SDK and the CLI import neither."""
+    code = (
+        "import sys, lodresults, lodresults.cli, lodresults.testing; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dlt', 'pyarrow', 'duckdb')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
