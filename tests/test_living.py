@@ -148,8 +148,18 @@ async def test_a_settled_range_is_nothing_to_do(tmp_path: Path) -> None:
     assert len(await table(db)) == 1
 
 
+class SlowSimulator(Simulator):
+    """A server whose every answer takes ten minutes of its clock."""
+
+    def _answer(self, command: str, params: Mapping[str, str]) -> Any:
+        assert isinstance(self.clock, ManualClock)
+        self.clock.advance(600)
+        return super()._answer(command, params)
+
+
 async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
-    """Running when its start window is fetched, ended when its end window is: an update."""
+    """Running when its start window is fetched, ended when its end window is: an update.
+    fetched_at is the moment before each request was sent, not when it came back."""
     clock = ManualClock(T0)
     lab = make_lab(1, T0 - 8 * DAY, T0 + 3600)
 
@@ -158,7 +168,7 @@ async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
             clock.advance(2 * 3600)  # time passes while the run goes on
 
     async with (
-        Simulator(records=[lab], clock=clock) as sim,
+        SlowSimulator(records=[lab], clock=clock) as sim,
         client_for(sim, clock, max_concurrency=1) as c,
     ):
         batches = c.iter_windows(T0 - 14 * DAY, T0 + 7 * DAY, on_event=tick)
@@ -166,7 +176,31 @@ async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
     assert [len(b.records) for b in got] == [1, 0, 0]
     assert got[0].records[0].end is None
     assert [r.end is not None for r in got[2].updates] == [True]
-    assert [b.fetched_at for b in got] == [T0, T0 + 2 * 3600, T0 + 4 * 3600]
+    step = 2 * 3600 + 600
+    assert [b.fetched_at for b in got] == [T0, T0 + step, T0 + 2 * step]
+
+
+async def test_a_grade_landing_mid_run_reaches_the_table(tmp_path: Path) -> None:
+    """An exam graded between the fetch of its start window and of its end window: the
+    backfill writes the update, so the table ends graded in the same run."""
+    clock = ManualClock(T0)
+    exam = make_lab(1, T0 - 10 * DAY, T0 - 5 * DAY, graded=T0 + 3600, exam=True)
+
+    def tick(event: object) -> None:
+        if isinstance(event, WindowCompleted):
+            clock.advance(2 * 3600)
+
+    db = tmp_path / "g.db"
+    async with Simulator(records=[exam], clock=clock) as sim:
+        store = await Store.open(db)
+        try:
+            async with client_for(sim, clock, max_concurrency=1, on_event=tick) as c:
+                result = await backfill(c, store, T0 - 14 * DAY, T0)
+        finally:
+            await store.close()
+    assert (result.records, result.updates) == (1, 1)
+    rows = await table(db)
+    assert rows[1].completion_status == 4 and str(rows[1].exam_score) == "91.5"
 
 
 @pytest.mark.parametrize(
@@ -175,7 +209,8 @@ async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
         Sloppiness(duplicate_rate=0.5),
         Sloppiness(skew=DAY - 1),
         Sloppiness(skew=-(DAY - 1)),
-        Sloppiness(everywhere=(1_000_010, 9)),
+        # a lab inside the range and one outside it, returned by every window
+        Sloppiness(everywhere=(8, 9)),
     ],
     ids=["duplicates", "skew+", "skew-", "everywhere"],
 )
@@ -184,9 +219,11 @@ async def test_exactly_once_against_a_sloppy_server(sloppy: Sloppiness, ordered:
     """Same id twice in an answer, a skewed filter, a lab in every answer: each id once."""
     clock = ManualClock(T0)
     labs = generate_labs(seed=9, start=T0 - 120 * DAY, end=T0, labs_per_day=20)
+    inside = make_lab(8, T0 - 50 * DAY, T0 - 49 * DAY)
     outside = make_lab(9, T0 - 400 * DAY, T0 - 399 * DAY)  # outside the range asked for
     a, b = T0 - 100 * DAY, T0 - 10 * DAY
-    async with Simulator(records=[*labs, outside], clock=clock, sloppy=sloppy) as sim:
+    records = [*labs, inside, outside]
+    async with Simulator(records=records, clock=clock, sloppy=sloppy) as sim:
         async with (
             client_for(sim, clock, max_concurrency=3) as c,
             aclosing(c.iter_results(a, b, ordered=ordered)) as it,
