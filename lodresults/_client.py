@@ -88,7 +88,6 @@ class WindowBatch:
     answer shows every lab as it was at that moment or later.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 ``updates`` and ``fetched_at``.
     """
 
     window: Window
