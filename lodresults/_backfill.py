@@ -29,9 +29,10 @@ class BackfillResult:
     What one backfill run did.
 
     ``windows``: windows fetched; ``records``: labs written (each once per run, also those
-    the table held already); ``updates``: changed copies written after them; ``skipped``: checkpointed stretches not fetched;
-    ``settled_until``: every second of ``[since, settled_until]`` is checkpointed (None if
-    none is); ``complete``: the whole range is settled, so another run has nothing to do.
+    the table held already); ``updates``: changed copies written after them; ``skipped``:
+    checkpointed stretches not fetched; ``settled_until``: every second of ``[since,
+    settled_until]`` is checkpointed (None if none is); ``complete``: the whole range is
+    settled, so another run has nothing to do.
     """
 
     windows: int

@@ -17,7 +17,6 @@ from typing import Final, TypeVar
 
 import aiohttp
 import attrs
-from yarl import URL
 
 from lodresults._dedup import Deduplicator
 from lodresults._events import (
@@ -31,20 +30,16 @@ from lodresults._events import (
     WindowSplit,
 )
 from lodresults._exceptions import (
-    LodAuthError,
     LodClientClosed,
     LodError,
     LodInvalidArgument,
     LodRateLimitError,
-    LodRedirectError,
-    LodServerError,
-    LodStatusError,
 )
 from lodresults._models import LabResult
 from lodresults._ratelimit import AdaptiveRateLimiter
-from lodresults._retry import RetryPolicy, is_retryable, parse_retry_after
+from lodresults._retry import RetryPolicy, is_retryable
 from lodresults._stream import stream_windows
-from lodresults._transport import ApiKey, RawResponse, Transport, check_base_url
+from lodresults._transport import ApiKey, Transport, check_base_url
 from lodresults._windows import (
     MAX_WINDOW_SECONDS,
     TimeLike,
@@ -67,9 +62,6 @@ DEFAULT_MAX_RETRIES: Final = 5
 #: 256 MiB: a 7-day window of 100,000 labs is about 50 MB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 MAX_LATEST_MINUTES: Final = 10080
-#: Bodies larger than this are decoded on a worker thread (about 2,000 records).
-_THREAD_DECODE_BYTES: Final = 1 << 20
-_EXCERPT: Final = 200
 
 T = TypeVar("T")
 
@@ -143,6 +135,7 @@ class LodClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         key = ApiKey(api_key)
+        del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
         url = check_base_url(base_url)
         _check_int("max_concurrency", max_concurrency, 1, 1000)
         _check_int("max_retries", max_retries, 0, 100)
@@ -194,11 +187,10 @@ class LodClient:
         return self._closed
 
     def __repr__(self) -> str:
-        return (
-            f"LodClient(base_url={self.base_url!r}, max_concurrency={self.max_concurrency}, "
-            f"rate_limit={self.rate_limit}, timeout={self.timeout}, "
-            f"max_retries={self.max_retries})"
-        )
+        # Also for a client whose __init__ failed: a traceback formatter may show it.
+        options = ("base_url", "max_concurrency", "rate_limit", "timeout", "max_retries")
+        shown = ", ".join(f"{n}={getattr(self, n, '?')!r}" for n in options)
+        return f"LodClient({shown})"
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -243,17 +235,10 @@ class LodClient:
             try:
                 async with self._semaphore:
                     generation = await self._limiter.acquire()
-                    raw = await self._transport.get(command, params)
-                status = raw.status
-                self._check_status(command, raw)
-                if len(raw.body) > _THREAD_DECODE_BYTES:
-                    # Decoding 100,000 records takes most of a second: on a worker thread
-                    # the event loop keeps serving the application's other tasks meanwhile.
-                    value = await asyncio.to_thread(parse, raw.body)
-                else:
-                    value = parse(raw.body)
+                    answer = await self._transport.get(command, params)
+                status = answer.status
+                value = await self._transport.decode(command, answer, parse)
             except LodError as error:
-                self._scrub(error)
                 retry_after = error.retry_after if isinstance(error, LodRateLimitError) else None
                 logger.debug(
                     "%s %s status=%s attempt=%d elapsed=%.3fs error=%s",
@@ -282,52 +267,6 @@ class LodClient:
                 command, label, status, attempt, time.perf_counter() - started,
             )  # fmt: skip
             return value
-
-    def _scrub(self, error: BaseException) -> None:
-        """Remove the key from an error built from server text (a body may echo it)."""
-        key = self._key.reveal()
-        if any(isinstance(a, str) and key in a for a in error.args):
-            error.args = tuple(
-                a.replace(key, "***") if isinstance(a, str) else a for a in error.args
-            )
-        for name, value in list(vars(error).items()):
-            if isinstance(value, str) and key in value:
-                setattr(error, name, value.replace(key, "***"))
-
-    @staticmethod
-    def _check_status(command: str, raw: RawResponse) -> None:
-        status = raw.status
-        if status == 200:
-            return
-        excerpt = raw.body[:_EXCERPT].decode("utf-8", "replace").strip()
-        detail = f": {excerpt!r}" if excerpt else ""
-        if 300 <= status < 400:
-            raise LodRedirectError(
-                f"{command}: HTTP {status} redirect to {_origin(raw.location)} refused; "
-                "redirects are never followed so the api_key cannot leave the configured "
-                "host. Fix base_url",
-                status=status,
-                command=command,
-            )
-        if status in (401, 403):
-            raise LodAuthError(
-                f"{command}: HTTP {status}: the api_key was refused{detail}",
-                status=status,
-                command=command,
-            )
-        if status == 429:
-            ra = parse_retry_after(raw.retry_after)
-            raise LodRateLimitError(
-                f"{command}: HTTP 429 rate limited"
-                + (f" (Retry-After {ra:.1f} s)" if ra is not None else ""),
-                command=command,
-                retry_after=ra,
-            )
-        if status == 408 or status >= 500:
-            raise LodServerError(
-                f"{command}: HTTP {status}{detail}", status=status, command=command
-            )
-        raise LodStatusError(f"{command}: HTTP {status}{detail}", status=status, command=command)
 
     # --- commands ------------------------------------------------------------------------
 
@@ -510,8 +449,9 @@ class LodClient:
         Raises:
             LodInvalidArgument: bad bounds (raised here, before anything is sent).
             LodWindowError: a window still failed after retries; ``.start``/``.end`` name
-                it and ``.error`` is the cause. With ``ordered=True`` all records of
-                earlier windows were yielded first.
+                it and ``.error`` is the cause. It is also an instance of the cause's
+                class (``except LodAuthError`` catches it). With ``ordered=True`` all
+                records of earlier windows were yielded first.
 
         .. versionadded:: 0.1.0
         """
@@ -526,16 +466,6 @@ class LodClient:
             async for batch in windows:
                 for record in batch.records:
                     yield record
-
-
-def _origin(location: str | None) -> str:
-    if not location:
-        return "(no Location)"
-    try:
-        url = URL(location)
-    except ValueError:
-        return "(invalid Location)"
-    return str(url.origin()) if url.is_absolute() else "(same host)"
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:

@@ -67,8 +67,6 @@ _SQL_TYPES: Final = {
     "task_complete_percent": "INTEGER NOT NULL",
     "is_exam": "INTEGER NOT NULL CHECK (is_exam IN (0, 1))",
     "exam_passed": "INTEGER CHECK (exam_passed IN (0, 1))",
-    # NUMERIC keeps integers as INTEGER and decimals as REAL. Exact here: the API sends
-    # JSON numbers, so each Decimal came from an int or a double in the first place.
     # TEXT keeps the Decimal's exact spelling (NUMERIC would store 48.0 as 48 and -0.0 as 0).
     "exam_score": "TEXT",
     "exam_max_possible_score": "INTEGER",

@@ -16,17 +16,19 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lodresults._store import CHUNK_ROWS
 from lodresults._wire import structure_record
+from lodresults.cli._dates import parse_when
 from lodresults.cli._keyfile import decode_key
 from lodresults.testing import Simulator
 from tests.conftest import KEY
@@ -344,3 +346,81 @@ def test_a_failing_export_leaves_no_partial_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
         "r.db"
     ]
+
+
+# --- dates, unexpected errors, progress ----------------------------------------------------
+
+
+@example("²", False)  # a Unicode digit
+@example("٣٣٣", False)  # Arabic-Indic digits
+@given(st.text(max_size=40), st.booleans())
+def test_any_date_text_is_an_epoch_or_a_clear_error(text: str, end_of_day: bool) -> None:
+    """Whatever is typed: epoch seconds in range, or a ValueError quoting the text."""
+    try:
+        when = parse_when(text, end_of_day=end_of_day)
+    except ValueError as exc:
+        assert str(exc).startswith(repr(text))
+    else:
+        assert 0 <= when <= 253_402_300_799
+        assert text.strip().lower() == "now" or text.isascii()
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "line"),
+    [
+        (RuntimeError("internal detail"), FAILURE, "error: unexpected RuntimeError"),
+        (KeyboardInterrupt(), INTERRUPTED, "interrupted"),
+    ],
+)
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_exception_is_one_line_without_debug(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    exc: BaseException,
+    code: int,
+    line: str,
+    debug: bool,
+) -> None:
+    """A bug (any exception no layer expected) or Ctrl-C outside a job: one line and its
+    code, the exception's text not shown (it could quote anything); --debug adds the
+    traceback of a bug."""
+    from click.testing import CliRunner
+
+    from lodresults.cli import _app
+
+    def boom(*args: object) -> str:
+        raise exc
+
+    monkeypatch.setattr(_app, "_api_key", boom)
+    args = [*(["--debug"] if debug else []), "latest"]
+    r = CliRunner().invoke(_app.cli, args, prog_name="lodresults")
+    assert r.exit_code == code
+    err = r.stderr
+    if debug and code == FAILURE:
+        assert "Traceback" in err and err.strip().splitlines()[-1].startswith(line)
+    else:
+        assert "Traceback" not in err and "internal detail" not in err
+        assert err.strip().count("\n") == 0 and err.strip().startswith(line)
+
+
+def test_progress_is_silent_when_the_job_fails() -> None:
+    """A job that fails prints its one error line, not a status line before it; a job
+    that succeeds ends with one status line."""
+    import io
+
+    from lodresults._events import WindowsPlanned
+    from lodresults.cli._progress import Progress
+
+    out = io.StringIO()
+    # An interval the job never reaches, but which a clock counted from zero has passed.
+    interval = time.monotonic() / 2
+    with (
+        pytest.raises(RuntimeError),
+        Progress("backfill", stream=out, tty=False, interval=interval) as p,
+    ):
+        p.on_event(WindowsPlanned(total=3, start=0, end=1))
+        raise RuntimeError
+    assert out.getvalue() == ""
+    with Progress("backfill", stream=out, tty=False, interval=interval) as p:
+        p.on_event(WindowsPlanned(total=3, start=0, end=1))
+    assert out.getvalue().startswith("backfill: 0/3 windows") and out.getvalue().count("\n") == 1

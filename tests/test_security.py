@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import pickle
 import traceback
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -15,6 +19,7 @@ from lodresults import (
     LodError,
     LodInvalidArgument,
     LodRedirectError,
+    LodServerError,
     LodWindowError,
 )
 from lodresults.testing import Faults, Simulator
@@ -150,3 +155,279 @@ async def test_cli_debug_output_never_shows_the_key(tmp_path) -> None:  # type: 
         assert res.code == 1
         assert "Traceback" in res.err
         assert KEY not in res.out + res.err
+
+
+# --- a hostile server echoing the key in every spelling ---------------------------------
+
+from tests.hostile import (  # noqa: E402
+    HOSTILE_KEY,
+    gzip_bomb,
+    hostile,
+    http,
+    key_pieces_in,
+    spellings,
+)
+
+
+def _all_text(exc: BaseException) -> str:
+    """
+    Everything an error can show, over its whole chain (``__cause__``, ``__context__``,
+    ``.error``, suppressed or not): str, repr, args, attributes, and the traceback formatted
+    with every frame's locals (what error trackers such as Sentry record).
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        parts += [str(e), repr(e), repr(e.args), repr(vars(e))]
+        tb = traceback.TracebackException(type(e), e, e.__traceback__, capture_locals=True)
+        parts += tb.format()
+        todo += [x for x in (e.__cause__, e.__context__, getattr(e, "error", None)) if x]
+    return "\n".join(parts)
+
+
+async def _every_call(base_url: str, **kw: object) -> list[BaseException]:
+    """Each public call once against ``base_url``; what each raised."""
+    errors: list[BaseException] = []
+    opts: dict[str, object] = {"rate_limit": None, "retry_initial_wait": 0, "retry_max_wait": 0}
+    opts.update(kw)
+    async with LodClient(HOSTILE_KEY, base_url=base_url, **opts) as c:  # type: ignore[arg-type]
+        for call in (
+            lambda: c.result(5),
+            lambda: c.results(0, 100),
+            lambda: c.latest_results(5),
+            lambda: _drain(c, 0, 20 * DAY),
+        ):
+            try:
+                await call()
+            except LodError as exc:
+                errors.append(exc)
+    return errors
+
+
+def _cut(spelled: str) -> bytes:
+    # The excerpt shown is 200 characters: the key is cut after its first 20.
+    return (b"x" * 180 + spelled.encode("latin-1", "backslashreplace"))[:400]
+
+
+ECHO_STATUSES = [(401, LodAuthError), (403, LodAuthError), (500, LodServerError), (404, LodError)]
+
+
+@pytest.mark.parametrize("spelling", sorted(spellings("k")))
+@pytest.mark.parametrize(("status", "error"), ECHO_STATUSES)
+async def test_hostile_error_bodies_never_leak_a_piece_of_the_key(
+    spelling: str, status: int, error: type[LodError], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error body echoing the key (any spelling, whole or cut by the excerpt): no piece
+    of it in any error, chain, traceback local or log line, from any call."""
+    caplog.set_level(logging.DEBUG)
+
+    def answer(key: str) -> bytes:
+        spelled = spellings(key)[spelling]
+        body = f"denied for {spelled}; ".encode("latin-1", "backslashreplace") + _cut(spelled)
+        return http(status, body, "Content-Type: text/plain")
+
+    async with hostile(answer) as h:
+        errors = await _every_call(h.base_url, max_retries=1)
+    assert len(errors) == 4 and all(isinstance(e, error) for e in errors)
+    assert isinstance(errors[-1], LodWindowError)
+    for exc in errors:
+        assert key_pieces_in(_all_text(exc)) == [], spelling
+    assert key_pieces_in(caplog.text) == []
+    assert "HTTP" in str(errors[0])
+
+
+def _bodies_of_200(key: str, spelling: str) -> dict[str, bytes]:
+    spelled = spellings(key)[spelling]
+    enc = spelled.encode("latin-1", "backslashreplace")
+    return {
+        "not-json": b"<html>" + enc + b"</html>",
+        "status0": b'{"Status": 0, "Error": "bad key ' + enc + b'"}',
+        "schema": b'{"Status": 1, "Results": [{"LabInstanceId": 1, "UserId": "'
+        + enc
+        + b'", "Start": "' + enc + b'"}]}',
+        "deep": b'{"Status": 1, "Results": [{"X": "' + enc + b'", "Y": '
+        + b"[" * 3000 + b"]" * 3000 + b"}]}",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["not-json", "status0", "schema", "deep"])
+@pytest.mark.parametrize("spelling", ["raw", "json-escaped", "all-u-escapes", "percent"])
+async def test_hostile_200_bodies_never_leak_a_piece_of_the_key(
+    kind: str, spelling: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decode errors quote the body: the quotes, chain and frame locals stay key-free."""
+    caplog.set_level(logging.DEBUG)
+
+    async with hostile(lambda key: http(200, _bodies_of_200(key, spelling)[kind])) as h:
+        errors = await _every_call(h.base_url, max_retries=1)
+    assert len(errors) == 4
+    for exc in errors:
+        assert key_pieces_in(_all_text(exc)) == [], (kind, spelling)
+    assert key_pieces_in(caplog.text) == []
+
+
+HEADER_ATTACKS = {
+    "location-host": lambda k: http(302, b"", f"Location: https://{k}.evil.example/x"),
+    "location-userinfo": lambda k: http(307, b"", f"Location: //{quote(k, safe='')}@evil/x"),
+    "location-relative": lambda k: http(301, b"", "Location: //evil.example/path"),
+    "retry-after": lambda k: http(429, b"", f"Retry-After: {k}"),
+    "status-line": lambda k: f"HTTP/1.1 2{k} OK\r\n\r\n".encode(),
+    "reason": lambda k: http(500, b"", reason=k),
+    "header-name": lambda k: f"HTTP/1.1 200 OK\r\n{k}\r\n\r\n".encode(),
+    "lying-length": lambda k: http(200, k.encode(), "Content-Length: 100000"),
+    "long-header": lambda k: http(200, b"{}", f"X-{k}: {k * 400}"),
+    "bad-chunk": lambda k: f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{k}\r\n".encode(),
+    "bad-gzip": lambda k: http(200, k.encode() * 3, "Content-Encoding: gzip"),
+    "bad-length": lambda k: f"HTTP/1.1 200 OK\r\nContent-Length: {k}\r\n\r\n".encode(),
+    "gzip-bomb": lambda k: http(
+        200, gzip_bomb(4 << 20, k.encode()), "Content-Encoding: gzip", f"X-Echo: {k}"
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(HEADER_ATTACKS))
+async def test_hostile_headers_and_broken_http_never_leak_a_piece_of_the_key(
+    attack: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redirects to the key as a host, the key as Retry-After, as a status line, as a
+    header line, with a lying length or in a gzip bomb: every error stays key-free."""
+    caplog.set_level(logging.DEBUG)
+    async with hostile(HEADER_ATTACKS[attack]) as h:
+        errors = await _every_call(h.base_url, max_retries=1, max_response_bytes=1 << 20)
+    assert len(errors) == 4
+    for exc in errors:
+        assert key_pieces_in(_all_text(exc)) == [], attack
+    assert key_pieces_in(caplog.text) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "args"),
+    [
+        (lambda k: http(401, _cut(spellings(k)["json-escaped"])), ["latest"]),
+        (lambda k: http(401, _cut(k)), ["get", "5"]),
+        (
+            lambda k: http(
+                200, b'{"Status": 0, "Error": "' + spellings(k)["json-escaped"].encode() + b'"}'
+            ),
+            ["latest"],
+        ),
+        (lambda k: f"HTTP/1.1 2{k} OK\r\n\r\n".encode(), ["latest"]),
+        (lambda k: http(500, _cut(spellings(k)["json-escaped"])), ["backfill"]),
+        (lambda k: http(401, _cut(spellings(k)["percent"])), ["watch"]),
+    ],
+    ids=[
+        "401-escaped-latest",
+        "401-cut-get",
+        "status0-latest",
+        "status-line",
+        "500-backfill",
+        "401-watch",
+    ],
+)
+async def test_cli_debug_output_never_shows_a_piece_of_the_key(
+    body: Callable[[str], bytes], args: list[str], tmp_path: Path
+) -> None:
+    """The CLI with --debug (tracebacks, debug logs) against a hostile server."""
+    from tests.test_cli import _env, run
+
+    if args == ["backfill"]:
+        args = ["backfill", "--since", "0", "--until", str(20 * DAY), "--db",
+                str(tmp_path / "x.db"), "--max-retries", "0"]  # fmt: skip
+    if args == ["watch"]:
+        args = ["watch", "--db", str(tmp_path / "w.db")]
+    if args[0] != "backfill":
+        args = [*args, "--max-retries", "0"]
+    async with hostile(body) as h:
+        env = _env(None, LOD_API_KEY=HOSTILE_KEY, LOD_BASE_URL=h.base_url)
+        r = await run(["--debug", *args], env)
+        plain = await run(args, env)
+    assert r.code == 1 and plain.code == 1
+    assert "Traceback" in r.err and "Traceback" not in plain.err
+    assert key_pieces_in(r.out + r.err + plain.out + plain.err) == []
+
+
+@pytest.mark.parametrize("how", ["wait_for", "cancel"])
+async def test_cancelled_request_leaves_no_key_in_frames(how: str) -> None:
+    """Cancelled (or timed out by the caller) mid-body, while the frames of the exchange
+    held a response whose headers and body echo the key: the CancelledError or
+    TimeoutError the caller gets shows none of it, even formatted with locals."""
+
+    def answer(key: str) -> bytes:
+        head = f"HTTP/1.1 200 OK\r\nX-Echo: {key}\r\nContent-Length: 100000\r\n\r\n"
+        return head.encode() + b'{"Results": [{"UserId": "' + key.encode() * 50
+
+    async with (
+        hostile(answer, hang=True) as h,
+        LodClient(HOSTILE_KEY, base_url=h.base_url, rate_limit=None) as c,
+    ):
+        if how == "wait_for":
+            with pytest.raises(asyncio.TimeoutError) as info:
+                await asyncio.wait_for(c.results(0, 100), 0.3)
+        else:
+            task = asyncio.ensure_future(c.results(0, 100))
+            await h.answered.wait()
+            await asyncio.sleep(0.05)  # let the client read part of it (either way, no key)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await task
+    assert key_pieces_in(_all_text(info.value)) == []
+
+
+async def test_header_value_and_frames_never_show_the_key() -> None:
+    """The header value's repr is '***' (a headers dict in a frame's locals shows no key)."""
+    c = LodClient(HOSTILE_KEY, base_url="http://127.0.0.1:1/api/v3", max_retries=0)
+    assert repr({"api_key": c._key.reveal()}) == "{'api_key': '***'}"
+    with pytest.raises(LodError) as info:
+        await c.latest_results(5)  # connection refused
+    await c.close()
+    assert key_pieces_in(_all_text(info.value)) == []
+
+
+def test_invalid_key_error_has_no_key_in_its_frames() -> None:
+    """A key refused at construction is not a local of the frames of the error raised."""
+    bad = HOSTILE_KEY + "\n"
+    with pytest.raises(LodInvalidArgument) as info:
+        LodClient(bad)
+    text = _all_text(info.value).replace(repr(bad), "")  # the caller's own local
+    assert key_pieces_in(text) == []
+
+
+# --- the redactor, property-tested against an independent decoder -----------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from lodresults._redact import Redactor  # noqa: E402
+from tests.hostile import PIECE  # noqa: E402
+
+_key_chars = st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.sampled_from("é€😀")
+
+
+@given(
+    key=st.text(_key_chars, min_size=PIECE, max_size=48),
+    before=st.text(max_size=30),
+    after=st.text(max_size=30),
+    spelling=st.sampled_from(sorted(spellings("k"))),
+    cut=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+)
+@settings(max_examples=300)
+def test_no_spelling_of_any_piece_survives(
+    key: str, before: str, after: str, spelling: str, cut: tuple[int, int]
+) -> None:
+    """Any key, any spelling, cut anywhere, inside any text: no piece of 8+ survives."""
+    spelled = spellings(key)[spelling]
+    spelled = spelled[cut[0] : len(spelled) - cut[1]]
+    out = Redactor(key).text(before + spelled + after)
+    assert key_pieces_in(out, key) == []
+
+
+@given(text=st.text(max_size=200), key=st.text(_key_chars, min_size=PIECE, max_size=40))
+def test_text_without_the_key_is_left_alone(text: str, key: str) -> None:
+    """A text that holds no piece of the key comes back unchanged."""
+    if not key_pieces_in(text, key):
+        assert Redactor(key).text(text) == text

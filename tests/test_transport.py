@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import traceback
+from typing import Any
 
 import aiohttp
 import pytest
@@ -90,7 +92,7 @@ async def test_connection_errors_are_mapped_and_not_chained() -> None:
             with pytest.raises(LodConnectionError) as info:
                 await c.results(0, 100)
     assert info.value.__cause__ is None
-    assert info.value.__suppress_context__
+    assert info.value.__context__ is None  # not merely hidden: no aiohttp error on the chain
     assert [len(v) for v in m.requests.values()] == [3]
 
 
@@ -164,3 +166,140 @@ async def test_transport_url_building() -> None:
     t = Transport(check_base_url(BASE), ApiKey(KEY), timeout=1, max_response_bytes=10)
     assert str(t.url_for("Results")) == f"{BASE}/Results"
     await t.close()
+
+
+# --- bodies and limits against a hostile server on loopback -----------------------------
+
+from tests.hostile import gzip_bomb, hostile, http  # noqa: E402
+
+OK_PREFIX = b'{"Results": [], "Status": 1, "Pad": "'
+
+
+def _deflate_bomb(inflated: int) -> bytes:
+    import zlib
+
+    return zlib.compress(OK_PREFIX + b" " * (inflated - len(OK_PREFIX)) + b'"}', 9)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", lambda: gzip_bomb(40 << 20, OK_PREFIX)),
+        ("deflate", lambda: _deflate_bomb(40 << 20)),
+        ("gzip", lambda: gzip_bomb(40 << 20, b"not json")),
+    ],
+    ids=["gzip-valid-json", "deflate-valid-json", "gzip-not-json"],
+)
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
+async def test_compressed_body_is_capped_by_its_inflated_size(
+    encoding: str, body: Any, length: bool
+) -> None:
+    """A 40 KB body inflating to 40 MiB with a 1 MiB cap: refused while reading, with the
+    compressed Content-Length (under the cap) or none; refused once, never retried."""
+    data = body()
+    assert len(data) < 1 << 20
+    if length:
+        answer = http(200, data, f"Content-Encoding: {encoding}")
+    else:
+        answer = http(200, data, f"Content-Encoding: {encoding}", "Content-Length: x")
+        answer = answer.replace(b"Content-Length: x\r\n", b"")  # close-delimited
+    assert await _requests_until(answer, LodResponseTooLarge, "inflated") == 1
+
+
+async def _requests_until(answer: bytes, error: type[Exception], match: str, **kw: Any) -> int:
+    """Call ``results`` against a server sending ``answer``: it raises ``error``; how many
+    requests did the server see?"""
+    opts: dict[str, Any] = {"rate_limit": None, "max_retries": 3, "max_response_bytes": 1 << 20}
+    opts.update(retry_initial_wait=0, retry_max_wait=0, **kw)
+    async with hostile(lambda key: answer) as h, LodClient(KEY, base_url=h.base_url, **opts) as c:
+        with pytest.raises(error, match=match):
+            await c.results(0, 100)
+    return h.requests
+
+
+async def test_declared_length_over_the_cap_is_refused_before_reading() -> None:
+    """Content-Length above the cap: refused at once, not retried."""
+    answer = http(200, b"{}", "Content-Length: 999999999")
+    assert await _requests_until(answer, LodResponseTooLarge, "999999999") == 1
+
+
+async def test_lying_content_length_is_a_cut_body_and_retried() -> None:
+    """Content-Length says more than is sent: a LodConnectionError, retried."""
+    answer = http(200, b'{"Results": []', "Content-Length: 5000")
+    assert await _requests_until(answer, LodConnectionError, "cut short", max_retries=2) == 3
+
+
+@pytest.mark.parametrize(
+    ("location", "named"),
+    [
+        ("//evil.example/path", "http://evil.example"),
+        ("//evil.example:8443/p?q=1", "http://evil.example:8443"),
+        ("https://evil.example/x", "https://evil.example"),
+        ("/same/host", "(same host)"),
+        ("http://[::1", "(invalid Location)"),
+        ("", "(no Location)"),
+    ],
+)
+async def test_any_location_is_a_redirect_error_naming_the_origin(
+    location: str, named: str
+) -> None:
+    """A 3xx with a protocol-relative, relative, absolute, broken or empty Location: a
+    LodRedirectError naming where it pointed (origin only), never a raw ValueError."""
+    header = f"Location: {location}" if location else "X-None: 1"
+    async with (
+        hostile(lambda key: http(302, b"", header)) as h,
+        LodClient(KEY, base_url=h.base_url, rate_limit=None) as c,
+    ):
+        with pytest.raises(LodRedirectError) as info:
+            await c.latest_results(5)
+    assert f"redirect to {named} refused" in str(info.value)
+    assert h.requests == 1
+
+
+async def test_deep_json_is_a_decode_error_wrapped_by_its_window() -> None:
+    """An unknown field nested 1,000 deep through the client: a LodDecodeError, not
+    retried; through iter_results a LodWindowError that is also a LodDecodeError."""
+    from lodresults import LodDecodeError, LodWindowError
+
+    deep = b'{"Status": 1, "Results": [{"X": ' + b"[" * 1000 + b"]" * 1000 + b"}]}"
+    async with (
+        hostile(lambda key: http(200, deep)) as h,
+        LodClient(KEY, base_url=h.base_url, rate_limit=None, max_retries=3) as c,
+    ):
+        with pytest.raises(LodDecodeError):
+            await c.results(0, 100)
+        assert h.requests == 1
+        with pytest.raises(LodDecodeError) as info:
+            async for _ in c.iter_results(0, 100):
+                pass
+    assert isinstance(info.value, LodWindowError) and info.value.start == 0
+
+
+@pytest.mark.parametrize("size", [10, 2 << 20], ids=["inline", "worker-thread"])
+async def test_decode_boundary_names_unexpected_errors_without_their_text(size: int) -> None:
+    """A decoder bug (any exception) leaves the transport as a LodDecodeError naming its
+    type only: no text, no chain, no traceback below the boundary (they may hold the body)."""
+    from lodresults import LodDecodeError
+    from lodresults._transport import Answer
+
+    def parse(body: bytes) -> object:
+        raise KeyError(f"{KEY} {body[:5]!r}")
+
+    t = Transport(check_base_url(BASE), ApiKey(KEY), timeout=1, max_response_bytes=10)
+    with pytest.raises(LodDecodeError, match=r"could not be decoded \(KeyError\)") as info:
+        await t.decode("Results", Answer(200, b"x" * size), parse)
+    e = info.value
+    assert e.__cause__ is None and e.__context__ is None
+    assert KEY not in repr(vars(e)) + str(e)
+    assert [f.name for f in traceback.extract_tb(e.__traceback__)][-1] == "decode"
+
+
+async def test_anything_else_aiohttp_raises_is_a_named_lod_error() -> None:
+    """A caller's session closed under the client (aiohttp raises RuntimeError): a
+    LodConnectionError naming it, not retried, with no chain."""
+    session = aiohttp.ClientSession()
+    await session.close()
+    async with LodClient(KEY, base_url=BASE, session=session, max_retries=3) as c:
+        with pytest.raises(LodConnectionError, match="RuntimeError: Session is closed") as info:
+            await c.results(0, 100)
+    assert not info.value.retryable and info.value.__context__ is None

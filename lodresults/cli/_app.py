@@ -76,12 +76,12 @@ class _Cli(click.Group):
         except Exception as exc:
             # Expected failures are reported where they happen; this is a bug. Its
             # message is not shown: it could quote anything, the key included.
-            if ctx.params.get("debug"):
+            debug = bool(ctx.params.get("debug"))
+            if debug:
                 traceback.print_exc()
+            hint = "the traceback is above" if debug else "run with --debug for the traceback"
             click.echo(
-                f"error: unexpected {type(exc).__name__} (a bug in lodresults; "
-                "run with --debug for the traceback)",
-                err=True,
+                f"error: unexpected {type(exc).__name__} (a bug in lodresults; {hint})", err=True
             )
             ctx.exit(EXIT_FAILURE)
 

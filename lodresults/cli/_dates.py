@@ -9,7 +9,7 @@ from lodresults._windows import to_epoch
 
 __all__ = ["parse_when"]
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 
 
 def parse_when(text: str, *, end_of_day: bool = False) -> int:
@@ -24,7 +24,7 @@ def parse_when(text: str, *, end_of_day: bool = False) -> int:
     if t.lower() == "now":
         return int(datetime.now(timezone.utc).timestamp())
     when: datetime | int
-    if t.isdigit():
+    if t.isascii() and t.isdigit():  # not "²" or other Unicode digits
         when = int(t)
     elif _DATE.match(t):
         try:
