@@ -7,7 +7,9 @@ this module; ``import lodresults`` never does.
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Sequence
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any, Final
 
@@ -34,7 +36,12 @@ ARROW_SCHEMA: Final = pa.schema(
     [pa.field(c.name, _ARROW_TYPES[c.kind], nullable=c.nullable) for c in COLUMNS]
 )
 
-_GETTERS: Final = tuple((c.name, attrgetter(c.name), c.kind == "status") for c in COLUMNS)
+_GETTERS: Final = tuple((c.name, attrgetter(c.name), c.kind) for c in COLUMNS)
+
+_QUANTUM: Final = Decimal(1).scaleb(-DECIMAL_SCALE)
+_LIMIT: Final = Decimal(10) ** (DECIMAL_PRECISION - DECIMAL_SCALE)
+#: Enough digits to quantize any value below _LIMIT to DECIMAL_SCALE places exactly.
+_EXACT: Final = decimal.Context(prec=DECIMAL_PRECISION + 2)
 
 
 class ArrowConversionError(LodError):
@@ -50,12 +57,33 @@ def to_arrow(records: Sequence[LabResult]) -> pa.Table:
             column (values are never rounded or truncated).
     """
     arrays: list[pa.Array] = []
-    for (name, get, is_status), field in zip(_GETTERS, ARROW_SCHEMA, strict=True):
+    for (name, get, kind), field in zip(_GETTERS, ARROW_SCHEMA, strict=True):
         values: list[Any] = [get(r) for r in records]
-        if is_status:
+        if kind == "status":
             values = [int(v) for v in values]
+        elif kind == "decimal":
+            _check_decimals(name, values)
         try:
             arrays.append(pa.array(values, type=field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             raise ArrowConversionError(f"column {name} ({field.type}): {exc}") from None
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+
+def _check_decimals(name: str, values: list[Decimal | None]) -> None:
+    """
+    Refuse values DECIMAL(38, 18) cannot hold exactly. pyarrow itself refuses most, but
+    turns a very small one (such as 4.6e-233) into 0 without a word (pyarrow 21-26).
+    """
+    for v in values:
+        if v is None:
+            continue
+        exponent = v.as_tuple().exponent
+        if (
+            not isinstance(exponent, int)
+            or v.copy_abs() >= _LIMIT
+            or (exponent < -DECIMAL_SCALE and _EXACT.quantize(v, _QUANTUM) != v)
+        ):
+            raise ArrowConversionError(
+                f"column {name} ({ARROW_SCHEMA.field(name).type}): {v} does not fit exactly"
+            )

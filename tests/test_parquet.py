@@ -87,6 +87,33 @@ def test_round_trip_or_refused(tmp_path_factory: pytest.TempPathFactory, docs: A
         assert list(out.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("99999999999999999999.999999999999999999", True),
+        ("-0.000000000000000001", True),
+        ("1.50000000000000000000", True),  # more places than 18, all zero: exact
+        ("0E-30", True),
+        ("1E+20", False),
+        ("1E-19", False),
+        ("1.0000000000000000001", False),
+        ("4.6445269329559015E-233", False),  # pyarrow alone would write 0 here
+    ],
+)
+def test_decimals_exact_or_refused(tmp_path: Path, value: str, ok: bool) -> None:
+    """A decimal is written exactly or refused naming its column, never rounded."""
+    import attrs
+
+    record = attrs.evolve(structure_record(_doc(1)), exam_score=Decimal(value))
+    out = tmp_path / "r.parquet"
+    if ok:
+        write_parquet([record], out)
+        assert read_rows(out)[0]["exam_score"] == Decimal(value)
+    else:
+        with pytest.raises(ArrowConversionError, match="column exam_score"):
+            write_parquet([record], out)
+
+
 def test_row_groups_bound_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Records are written one row group at a time, and the iterator is consumed lazily."""
     base = structure_record(
@@ -212,7 +239,7 @@ async def test_cli_parquet_needs_out_and_pyarrow(tmp_path: Path) -> None:
 async def test_import_lodresults_loads_neither_dlt_nor_pyarrow() -> None:
     """The optional extras stay optional: the SDK and the CLI import neither."""
     code = (
-        "import sys, lodresults, lodresults.cli, lodresults.testing; "
+        "import sys, lodresults, lodresults.cli._app, lodresults.cli._jobs, lodresults.testing; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dlt', 'pyarrow', 'duckdb')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
