@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -103,8 +104,8 @@ CREATE TABLE IF NOT EXISTS backfill_windows (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# Keep the newest state: never replace an ended lab by a running copy of it, nor a later
-# last_activity by an earlier one.
+# The newest state wins, by fetch order: the copy written last replaces the row, whatever
+# its last_activity or end say (callers write copies in the order they were received).
 # The SQL below is built from the fixed column names above, never from input.
 _UPSERT: Final = f"""
 INSERT INTO lab_results ({", ".join(_Q[c] for c in COLUMNS)}, fetched_at)
@@ -112,8 +113,6 @@ VALUES ({", ".join("?" for _ in COLUMNS)}, ?)
 ON CONFLICT (lab_instance_id) DO UPDATE SET
     {", ".join(f"{_Q[c]} = excluded.{_Q[c]}" for c in COLUMNS[1:])},
     fetched_at = excluded.fetched_at
-WHERE NOT (excluded."end" IS NULL AND lab_results."end" IS NOT NULL)
-  AND COALESCE(excluded.last_activity, 0) >= COALESCE(lab_results.last_activity, 0)
 """  # noqa: S608
 
 
@@ -367,6 +366,8 @@ class Store:
         self.path = path
         self._conn = conn
         self._pool = pool
+        # Set by the database thread to the running job's cancel flag (see ``_run``).
+        self._job_cancelled: threading.Event | None = None
 
     @classmethod
     async def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
@@ -391,11 +392,18 @@ class Store:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         # shield: if the caller is cancelled mid-write, the transaction still completes
-        # (or rolls back) on its thread before anything else touches the connection.
-        future = loop.run_in_executor(self._pool, self._guard, fn, *args)
-        return await asyncio.shield(future)
+        # (or rolls back) on its thread before anything else touches the connection. A
+        # long read (``iter_records_sync``) sees the flag and stops at its next batch.
+        cancelled = threading.Event()
+        future = loop.run_in_executor(self._pool, self._guard, cancelled, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
 
-    def _guard(self, fn: Callable[..., T], *args: Any) -> T:
+    def _guard(self, cancelled: threading.Event, fn: Callable[..., T], *args: Any) -> T:
+        self._job_cancelled = cancelled
         try:
             return fn(*args)
         except sqlite3.Error as exc:
@@ -406,6 +414,8 @@ class Store:
             # leave the transaction open either: the next write would fail to begin.
             self._rollback()
             raise
+        finally:
+            self._job_cancelled = None
 
     def _rollback(self) -> None:
         if not self._conn.in_transaction:
@@ -419,32 +429,54 @@ class Store:
 
     async def write_window(self, start: int, end: int, records: Iterable[LabResult]) -> int:
         """Upsert ``records`` and checkpoint ``[start, end]`` in one transaction."""
-        rows = [_row(r, int(time.time())) for r in records]
-        return await self._run(self._write_window, start, end, rows)
+        return await self.apply(records, checkpoint=(start, end))
 
-    def _write_window(self, start: int, end: int, rows: list[tuple[Any, ...]]) -> int:
+    async def apply(
+        self,
+        records: Iterable[LabResult],
+        *,
+        checkpoint: tuple[int, int] | None = None,
+        fetched_at: float | None = None,
+    ) -> int:
+        """
+        Upsert ``records`` in their order (a later copy of a lab replaces an earlier one)
+        and, if given, checkpoint ``checkpoint = (start, end)``, in one transaction.
+
+        ``fetched_at``: when the copies were requested (epoch seconds; now by default),
+        kept in each row's ``fetched_at``.
+        """
+        stamp = int(time.time() if fetched_at is None else fetched_at)
+        rows = [_row(r, stamp) for r in records]
+        return await self._run(self._apply, rows, checkpoint)
+
+    def _apply(self, rows: list[tuple[Any, ...]], checkpoint: tuple[int, int] | None) -> int:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         c.executemany(_UPSERT, rows)
-        c.execute(
-            'INSERT OR REPLACE INTO backfill_windows ("start", "end", records, completed_at) '
-            "VALUES (?, ?, ?, ?)",
-            (start, end, len(rows), int(time.time())),
-        )
+        if checkpoint is not None:
+            c.execute(
+                'INSERT OR REPLACE INTO backfill_windows ("start", "end", records, completed_at) '
+                "VALUES (?, ?, ?, ?)",
+                (*checkpoint, len(rows), int(time.time())),
+            )
         c.execute("COMMIT")
         return len(rows)
+
+    async def reset(self) -> None:
+        """Delete every row, checkpoint and piece of state but the schema version."""
+        await self._run(self._reset)
+
+    def _reset(self) -> None:
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("DELETE FROM lab_results")
+        c.execute("DELETE FROM backfill_windows")
+        c.execute("DELETE FROM meta WHERE key != 'schema_version'")
+        c.execute("COMMIT")
 
     async def upsert(self, records: Iterable[LabResult]) -> int:
         """Upsert ``records`` (no checkpoint), in one transaction."""
-        rows = [_row(r, int(time.time())) for r in records]
-        return await self._run(self._upsert, rows)
-
-    def _upsert(self, rows: list[tuple[Any, ...]]) -> int:
-        c = self._conn
-        c.execute("BEGIN IMMEDIATE")
-        c.executemany(_UPSERT, rows)
-        c.execute("COMMIT")
-        return len(rows)
+        return await self.apply(records)
 
     async def set_meta(self, key: str, value: str) -> None:
         """Store a small piece of state (e.g. the last successful poll)."""
@@ -530,10 +562,20 @@ class Store:
         return {self._int("lab_results.completion_status", a): int(b) for a, b in rows}
 
     def iter_records_sync(self, batch: int = 1000) -> Iterator[LabResult]:
-        """All records in start order, read in batches (call from a worker thread)."""
+        """
+        All records in start order, read in batches (call from ``run_sync``).
+
+        If the caller of ``run_sync`` is cancelled, raises ``CancelledError`` (on the
+        database thread) before the next batch, so a long export stops within one batch.
+        """
         cur = self._conn.execute(_SELECT_ALL)
-        while rows := cur.fetchmany(batch):
-            yield from self._records(rows)
+        try:
+            while rows := cur.fetchmany(batch):
+                yield from self._records(rows)
+                if self._job_cancelled is not None and self._job_cancelled.is_set():
+                    raise asyncio.CancelledError(f"reading {self.path} was cancelled")
+        finally:
+            cur.close()
 
     async def for_each_chunk(
         self, fn: Callable[[list[LabResult]], None], size: int = CHUNK_ROWS
@@ -578,7 +620,10 @@ class Store:
         return out
 
     async def run_sync(self, fn: Callable[[Store], T]) -> T:
-        """Run ``fn(self)`` on the database thread (for streaming exports)."""
+        """
+        Run ``fn(self)`` on the database thread (for streaming exports); if this call is
+        cancelled, ``iter_records_sync`` inside ``fn`` stops at its next batch.
+        """
         return await self._run(fn, self)
 
     async def close(self) -> None:
