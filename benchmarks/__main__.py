@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import suite
+from benchmarks import adaptation, suite
 from benchmarks._harness import machine
 
 SECTIONS = {
@@ -20,6 +20,7 @@ SECTIONS = {
     "throughput": ("Throughput: big windows, typed vs untyped", suite.throughput),
     "memory": ("Memory: streaming stays flat", suite.memory),
     "ratelimit": ("Rate limiting: pacing and adaptive convergence", suite.ratelimit),
+    "adaptation": ("Rate adaptation: storms, sporadic 429s, a token bucket", adaptation.run),
     "backfill": ("Backfill into SQLite through the CLI", suite.backfill),
 }
 

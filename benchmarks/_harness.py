@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import re
@@ -37,6 +38,19 @@ def simulator(**options: Any) -> Iterator[Server]:
     for key, value in options.items():
         if value is not None:
             args += [f"--{key.replace('_', '-')}", str(value)]
+    with _serve(args) as server:
+        yield server
+
+
+@contextmanager
+def pushback(**options: Any) -> Iterator[Server]:
+    """Start ``benchmarks._pushback`` (a server that answers 429s) in a separate process."""
+    with _serve([sys.executable, "-m", "benchmarks._pushback", json.dumps(options)]) as server:
+        yield server
+
+
+@contextmanager
+def _serve(args: list[str]) -> Iterator[Server]:
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -83,6 +97,18 @@ def repeat(fn: Callable[[], Awaitable[Any]], times: int) -> tuple[Timing, Any]:
         result = asyncio.run(fn())  # type: ignore[arg-type]
         values.append(time.perf_counter() - start)
     return Timing(tuple(values)), result
+
+
+def alternate(
+    first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]], times: int
+) -> tuple[tuple[Timing, Any], tuple[Timing, Any]]:
+    """Like ``repeat`` for two functions run in turns (first, second, first...)."""
+    runs = [repeat(fn, 1) for _ in range(times) for fn in (first, second)]
+    a, b = runs[0::2], runs[1::2]
+    return (
+        (Timing(tuple(t.values[0] for t, _ in a)), a[-1][1]),
+        (Timing(tuple(t.values[0] for t, _ in b)), b[-1][1]),
+    )
 
 
 def machine() -> str:

@@ -58,6 +58,8 @@ __all__ = ["AdaptiveRateLimiter", "Ticket"]
 _WINDOW = 2.0
 #: Seconds a rate the server accepted is remembered as safe.
 _MEMORY = 10.0
+#: A rate within this fraction above one accepted lately counts as accepted.
+_TOLERANCE = 0.02
 
 
 class Ticket(NamedTuple):
@@ -177,15 +179,16 @@ class AdaptiveRateLimiter:
         pace = self.rate_at(now)
         if self._w_max is None:
             return Ticket(self._epoch, pace)  # not adapting yet: nothing to measure
-        sending = self._send_rate(now)
+        sending = self._rate_of(self._sends, now)
         rate = pace if sending is None else sending if pace is None else min(pace, sending)
         return Ticket(self._epoch, rate)
 
     def on_success(self, ticket: Ticket) -> None:
         """Record that the request started with ``ticket`` was accepted."""
         self._accepted_since_decrease = True
+        now = self._clock.now()
         if ticket.rate is not None and self._w_max is not None:
-            self._accepted.append((self._clock.now(), ticket.rate))
+            self._accepted.append((now, ticket.rate))
 
     def on_throttled(self, ticket: Ticket) -> None:
         """Record a 429 for the request that ``acquire`` started with ``ticket``."""
@@ -193,7 +196,7 @@ class AdaptiveRateLimiter:
         if ticket.epoch != self._epoch:
             return  # sent before the last decrease: the same overshoot, seen late
         now = self._clock.now()
-        sending = self._send_rate(now)
+        sending = self._rate_of(self._sends, now)
         pace = self.rate_at(now)
         current = pace if pace is not None else sending if sending is not None else self.min_rate
         if sending is not None and sending < self.beta * current:
@@ -203,32 +206,34 @@ class AdaptiveRateLimiter:
             current = sending
         w = self._w_max
         safe = max((r for t, r in self._accepted if now - t <= _MEMORY), default=0.0)
-        tol = 1.0 + self.margin
+        tol = 1.0 + _TOLERANCE
+        beta = self.beta
         if w is None:
             w = current * (1.0 - self.margin)
-        elif self._accepted_since_decrease and (
-            current > safe * tol or (current < w and safe * tol < w)
-        ):
+        elif not self._accepted_since_decrease:
+            pass  # a storm: nothing accepted since the last decrease says nothing of the allowance
+        elif current > safe * tol or (current < w and safe * tol < w):
             # An overshoot: refused above every rate accepted lately, or before the pace
             # was back at an estimate the server has not confirmed. The allowance lies
             # between the highest rate accepted and the rate refused: aim under both.
             w = (1.0 - self.margin) * (min(current, safe) if safe > 0 else current)
-        # else a storm (nothing was accepted since the last decrease, which says nothing
-        # of the allowance) or a refusal at a rate the server accepted moments ago
-        # (noise, a server-side hiccup): the pace drops, the estimate stays.
+        else:
+            # Refused at a rate the server accepted moments ago (noise, a hiccup): keep
+            # the estimate and step back less.
+            beta = (1.0 + self.beta) / 2.0
         w = max(self.min_rate, w)
         self._w_max = w
         self._probe_time = max(1.0, self.probe_requests / w)
-        # else a storm: nothing was accepted since the last decrease; keep the estimate.
-        self._r0 = max(self.min_rate, self.beta * current)
+        self._r0 = max(self.min_rate, beta * current)
         self._decreased_at = now
         self._epoch += 1
         self._accepted_since_decrease = False
 
-    def _send_rate(self, now: float) -> float | None:
+    def _rate_of(self, times: collections.deque[float], now: float) -> float | None:
+        """Events per second in ``times`` over the last seconds (None: too few)."""
         count = 0
         first = now
-        for t in reversed(self._sends):
+        for t in reversed(times):
             if now - t > _WINDOW:
                 break
             count += 1

@@ -49,6 +49,13 @@ async def test_quick_benchmark_suite_runs() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 300)
     text = err.decode()
     assert proc.returncode == 0, text[-2000:]
-    for title in ("Fan-out", "Throughput", "Memory", "Rate limiting", "Backfill"):
+    for title in (
+        "Fan-out",
+        "Throughput",
+        "Memory",
+        "Rate limiting",
+        "Rate adaptation",
+        "Backfill",
+    ):
         assert f"== {title}" in text
     assert "wrote " not in text  # --quick never overwrites the committed table
