@@ -2,44 +2,50 @@
 An adaptive request pacer shared by every request of one client. Knows nothing of HTTP.
 
 Design: CUBIC, as botocore's adaptive retry mode applies it to a request rate
-(``botocore/retries/adaptive.py`` and ``throttling.py``: multiplicative decrease by
-``beta = 0.7`` on a throttle, then a cubic climb back to the rate at which the server last
-pushed back, ``W_max``, flat near it and faster beyond). CUBIC was chosen over the AIMD
-lodresults had before because its growth depends on the time since the last throttle,
-not on how many requests succeeded: after an outage, a client that sent almost nothing
-climbs back as fast as one that kept sending. Two changes, both measured in
-``benchmarks/``:
+(``botocore/retries/adaptive.py``, ``throttling.py`` and ``bucket.py``: on a throttle the
+rate drops to ``beta = 0.7`` of the rate measured, then climbs back along a cubic curve to
+``W_max``, the rate at which the server last pushed back, flat near it and steeper beyond).
+CUBIC, rather than the AIMD lodresults had before, because its growth depends on the time
+since the last throttle, not on how many requests succeeded: a client that sent almost
+nothing during an outage climbs back as fast as one that kept sending. Changes, each
+measured in ``benchmarks/`` (Rate adaptation) and tested in virtual time:
 
-* **The climb back to ``W_max`` always takes ``recovery`` seconds** (2 s), however deep the
-  fall (CUBIC's ``K`` grows with the gap). This is TCP's fast recovery: a loss halves the
-  window but the sender is back at speed within a round trip or two, rather than
-  crawling up from the floor.
-* **A storm does not lower ``W_max``.** A throttle is an overshoot only if the server
-  accepted something since the previous decrease; a run of refusals with nothing
-  accepted (the server pausing everyone, a deployment) says nothing about its
-  allowance. The pace still drops (fewer probes while it lasts), but the estimate is
-  kept, the way TCP keeps ``ssthresh`` across a retransmission timeout, so the client
-  is back at its remembered pace within ``recovery`` seconds of the storm's end.
+* **The climb back to ``W_max`` always takes ``recovery`` seconds** (2 s), however deep
+  the fall (CUBIC's ``K`` grows with it). That is TCP's fast recovery: a loss halves the
+  window, yet the sender is back at speed within a round trip or two instead of crawling
+  up from the floor. Beyond ``W_max`` the pace grows as ``W_max * (1 + (t / P)**3)`` with
+  ``P`` the time of ``probe_requests`` (90) requests at ``W_max``: a 2 % rise takes about a
+  quarter of ``P``, so one probe (one 429 against a strict token bucket) costs one request
+  in twenty or more, at any rate.
+* **``W_max`` is set just under what was refused** (2 % under, and never above the
+  highest rate accepted in the last 10 s), not at it: against a token bucket at exactly
+  the allowance, returning to the refused rate would be refused again within a second.
+* **A storm keeps ``W_max``.** A throttle is an overshoot only if the server accepted
+  something since the previous decrease; refusals with nothing accepted in between (the
+  server pausing everyone, a deployment) say nothing of its allowance. The pace drops
+  (fewer probes while it lasts) but the estimate stays, the way TCP keeps ``ssthresh``
+  across a retransmission timeout, so the client is back at its remembered pace within
+  ``recovery`` seconds of the storm's end.
+* **Noise keeps ``W_max``.** A 429 at a rate the server accepted in the last 10 s (within
+  2 %) is a hiccup, not the allowance: the pace steps back to 0.85 (not 0.7) and the
+  estimate stays, so a few random 429s do not ratchet the pace down.
+* **A Retry-After holds back only the request it answered** (its retry waits that long),
+  never the others: a long Retry-After cannot queue every request behind the others.
+* Throttles answered to requests sent before the last decrease are the same overshoot
+  seen late and do not decrease again (botocore measures the send rate for the same
+  reason; a refusal while sending well below the pace counts at the rate sent).
 
-Beyond ``W_max`` the pace grows as ``W_max * (1 + (t / probe_time)**3)``: about 10 % after
-a quarter of ``probe_time`` (12 s), doubling after ``probe_time``. Against a token bucket
-below the configured rate, the pace saw-tooths between 0.7 and about 1.05 of the allowance
-with one refused request every several seconds. Throttles answered to requests sent before
-the last decrease are the same overshoot seen late and do not decrease again. A
-Retry-After applies to the request it was sent to (its retry waits that long); it does not
-hold the other requests back, so a long Retry-After cannot queue every request behind the
-others.
-
-Pacing gives starts ``1 / rate`` apart in the order they ask, through a FIFO lock: a waiter
-that is cancelled leaves the queue and keeps no slot. ``close()`` makes every waiter and
+Pacing gives starts ``1 / rate`` apart in the order they ask, through a FIFO lock: a
+cancelled waiter leaves the queue and keeps no slot. ``close()`` makes every waiter and
 every later ``acquire`` raise ``LodClientClosed`` at once.
 
-Why not aiolimiter: it paces at a fixed rate, with no way to lower it on a 429 or to
-remember an allowance. Measured against a simulator allowing 3 req/s with a client set to
-5 req/s (the default), a fixed-rate limiter had 40 % of its requests refused while this one
-settled at 0.95 of the allowance with 2 % refused (``benchmarks/README.md``, Rate
-limiting); adaptive pacing is the part that matters and no well-kept asyncio library
-offers it, hence the hand-written scheduler (some fifty lines).
+Why hand-written and not aiolimiter: aiolimiter is a leaky bucket at a fixed rate, with no
+way to slow down on a 429 or remember an allowance, and its waiters cannot be failed by a
+``close()``. Measured against a server allowing 3 req/s with clients set to 5 req/s (the
+default), a fixed-rate pacer had about half of its requests refused for the whole run,
+where this one settled within 10 % of the allowance with a few % refused
+(``benchmarks/README.md``, Rate adaptation). Adaptive pacing is the part that matters and
+no well-kept asyncio library offers it.
 """
 
 from __future__ import annotations
