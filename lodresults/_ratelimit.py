@@ -66,6 +66,9 @@ _WINDOW = 2.0
 _MEMORY = 10.0
 #: A rate within this fraction above one accepted lately counts as accepted.
 _TOLERANCE = 0.02
+#: Consecutive requests accepted that make the rate they ended at one the server accepts
+#: (one or two may pass on a bucket's saved-up tokens, not ten).
+_CONFIRM = 10
 
 
 class Ticket(NamedTuple):
@@ -115,6 +118,9 @@ class AdaptiveRateLimiter:
         self._accepted_since_decrease = False
         self._last_grant = -math.inf
         self._sends: collections.deque[float] = collections.deque(maxlen=1024)
+        # Rates of the requests accepted since the last refusal (the last _CONFIRM), and
+        # the rates so confirmed, with when.
+        self._streak: collections.deque[float] = collections.deque(maxlen=_CONFIRM)
         self._accepted: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
         self.throttled = 0
 
@@ -192,13 +198,17 @@ class AdaptiveRateLimiter:
     def on_success(self, ticket: Ticket) -> None:
         """Record that the request started with ``ticket`` was accepted."""
         self._accepted_since_decrease = True
-        now = self._clock.now()
-        if ticket.rate is not None and self._w_max is not None:
-            self._accepted.append((now, ticket.rate))
+        if ticket.rate is None or self._w_max is None:
+            return
+        self._streak.append(ticket.rate)
+        if len(self._streak) == _CONFIRM:
+            # The pace rises along a streak: what it confirms is where it ended.
+            self._accepted.append((self._clock.now(), min(list(self._streak)[-3:])))
 
     def on_throttled(self, ticket: Ticket) -> None:
         """Record a 429 for the request that ``acquire`` started with ``ticket``."""
         self.throttled += 1
+        self._streak.clear()
         if ticket.epoch != self._epoch:
             return  # sent before the last decrease: the same overshoot, seen late
         now = self._clock.now()
