@@ -147,6 +147,21 @@ async def test_a_refusal_at_a_rate_just_accepted_keeps_the_estimate() -> None:
     assert lim.rate == pytest.approx(4.9)
 
 
+async def test_one_request_let_through_does_not_confirm_a_rate() -> None:
+    """
+    A single request accepted at a rate (a bucket's saved-up token) does not make a later
+    429 at that rate noise: ten in a row do.
+    """
+    clock = ManualClock()
+    lim = AdaptiveRateLimiter(20.0, clock=clock)
+    lim.on_throttled(await lim.acquire())  # estimate 19.6
+    clock.advance(2.0)
+    lim.on_success(await lim.acquire())  # one accepted at 19.6
+    lim.on_throttled(await lim.acquire())  # then refused at about that rate
+    clock.advance(2.0)
+    assert lim.rate == pytest.approx(0.98 * 19.6, rel=0.01)  # an overshoot: lowered
+
+
 async def test_never_faster_than_configured() -> None:
     """Whatever happens, grants are at least 1/ceiling apart."""
     clock = ManualClock()
