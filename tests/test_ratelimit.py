@@ -162,6 +162,22 @@ async def test_one_request_let_through_does_not_confirm_a_rate() -> None:
     assert lim.rate == pytest.approx(0.98 * 19.6, rel=0.01)  # an overshoot: lowered
 
 
+async def test_a_refusal_breaks_the_run_of_acceptances() -> None:
+    """Nine accepted, one refused, one accepted: not ten in a row, so no rate confirmed."""
+    clock = ManualClock()
+    lim = AdaptiveRateLimiter(20.0, clock=clock)
+    stale = await lim.acquire()
+    lim.on_throttled(await lim.acquire())  # estimate 19.6; `stale` predates it
+    clock.advance(2.0)
+    for _ in range(9):
+        lim.on_success(await lim.acquire())
+    lim.on_throttled(stale)  # a late refusal: no decrease, but the run is broken
+    lim.on_success(await lim.acquire())
+    lim.on_throttled(await lim.acquire())
+    clock.advance(2.0)
+    assert (lim.rate or 0) < 0.99 * 19.6  # an overshoot: lowered
+
+
 async def test_never_faster_than_configured() -> None:
     """Whatever happens, grants are at least 1/ceiling apart."""
     clock = ManualClock()
