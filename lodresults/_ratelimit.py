@@ -18,17 +18,19 @@ measured in ``benchmarks/`` (Rate adaptation) and tested in virtual time:
   quarter of ``P``, so one probe (one 429 against a strict token bucket) costs one request
   in twenty or more, at any rate.
 * **``W_max`` is set just under what was refused** (2 % under, and never above the
-  highest rate accepted in the last 10 s), not at it: against a token bucket at exactly
+  highest rate the server accepted lately), not at it: against a token bucket at exactly
   the allowance, returning to the refused rate would be refused again within a second.
+  A rate counts as accepted once ten requests in a row passed at it (within the last
+  10 s): one or two may pass on a bucket's saved-up tokens.
 * **A storm keeps ``W_max``.** A throttle is an overshoot only if the server accepted
   something since the previous decrease; refusals with nothing accepted in between (the
   server pausing everyone, a deployment) say nothing of its allowance. The pace drops
   (fewer probes while it lasts) but the estimate stays, the way TCP keeps ``ssthresh``
   across a retransmission timeout, so the client is back at its remembered pace within
   ``recovery`` seconds of the storm's end.
-* **Noise keeps ``W_max``.** A 429 at a rate the server accepted in the last 10 s (within
-  2 %) is a hiccup, not the allowance: the pace steps back to 0.85 (not 0.7) and the
-  estimate stays, so a few random 429s do not ratchet the pace down.
+* **Noise keeps ``W_max``.** A 429 at a rate the server accepted lately (within 2 %) is a
+  hiccup, not the allowance: the pace steps back to 0.85 (not 0.7) and the estimate
+  stays, so a few random 429s do not ratchet the pace down.
 * **A Retry-After holds back only the request it answered** (its retry waits that long),
   never the others: a long Retry-After cannot queue every request behind the others.
 * Throttles answered to requests sent before the last decrease are the same overshoot
