@@ -148,10 +148,10 @@ class AdaptiveRateLimiter:
         return self.rate_at(self._clock.now())
 
     def _due(self, now: float) -> float:
-        """The earliest start allowed for the next request."""
+        """The earliest start allowed for the next request (may lie in the past)."""
         rate = self.rate_at(now)
         if rate is None:
-            return now
+            return -math.inf
         due = self._last_grant + 1.0 / rate
         # The pace only grows between decreases: a later instant may allow an earlier
         # start. A few fixed-point steps find it (each step can only move it earlier).
@@ -161,7 +161,7 @@ class AdaptiveRateLimiter:
             later = self.rate_at(due)
             assert later is not None
             due = self._last_grant + 1.0 / later
-        return max(due, now)
+        return due
 
     # --- requests ------------------------------------------------------------------------
 
@@ -185,7 +185,13 @@ class AdaptiveRateLimiter:
                     break
                 if await sleep_unless(self._clock, due - now, self._stop):
                     raise LodClientClosed("this LodClient is closed; create a new one")
-            self._last_grant = now
+            # At the configured pace, count the start from its slot when woken a little
+            # late (sleeps overshoot), so that lateness does not add up over a run. Once
+            # the server has pushed back, from now: no two starts closer than 1 / rate,
+            # which a token bucket with no burst would refuse.
+            rate = self.rate_at(now)
+            on_time = self._w_max is None and rate is not None and now - due < 0.5 / rate
+            self._last_grant = due if on_time else now
             return self._grant(now)
 
     def _grant(self, now: float) -> Ticket:
