@@ -14,6 +14,7 @@ import traceback
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lodresults import CompletionStatus, LabResult, LodWindowError
+from lodresults import CompletionStatus, LabResult, LodInvalidArgument, LodWindowError
 from lodresults._columns import COLUMNS
 from lodresults._wire import structure_record
 from lodresults.testing import Simulator
@@ -155,6 +156,43 @@ async def test_settle_zero_and_range_in_the_past(home: Path, sim: Simulator) -> 
     await run(p, resource())
     assert sim.stats.total == before
     assert rows(home / "lodresults.duckdb") == truth(sim, a, a + 20 * DAY)
+
+
+async def test_since_and_until_take_what_the_client_takes(home: Path, sim: Simulator) -> None:
+    """An aware datetime and a date select the same labs as epoch seconds."""
+    a = sim.span[0] + 40 * DAY
+    start = datetime.fromtimestamp(a, timezone(timedelta(hours=-5)))
+    end = (datetime.fromtimestamp(a, timezone.utc) + timedelta(days=20)).date()
+    p = pipeline(home)
+    await run(p, lab_results(start, end, api_key=sim.api_key, base_url=sim.base_url))
+    b = int(datetime(end.year, end.month, end.day, tzinfo=timezone.utc).timestamp())
+    assert rows(home / "lodresults.duckdb") == truth(sim, a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"since": datetime(2025, 1, 1)}, "naive datetime"),
+        ({"since": 1_700_000_000, "until": 1_600_000_000}, "before start"),
+        ({"since": 4_000_000_000}, "in the future"),
+        ({"since": 1_700_000_000, "settle": -5}, "settle"),
+        ({"since": 1_700_000_000, "api_key": ""}, "api_key"),
+        ({"since": 1_700_000_000, "max_concurrency": 0}, "max_concurrency"),
+    ],
+)
+async def test_bad_arguments_fail_before_any_request(
+    home: Path, sim: Simulator, kwargs: dict[str, Any], message: str
+) -> None:
+    """Bad input: a clear LodInvalidArgument (the cause of dlt's error), nothing sent."""
+    options = {"api_key": sim.api_key, "base_url": sim.base_url, **kwargs}
+    with pytest.raises(Exception) as info:
+        await run(pipeline(home), lab_results(**options))
+    cause = info.value
+    while cause is not None and not isinstance(cause, LodInvalidArgument):
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    assert isinstance(cause, LodInvalidArgument), info.value
+    assert message in str(cause)
+    assert sim.stats.total == 0
 
 
 @given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 30)), max_size=12))
