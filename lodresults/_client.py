@@ -8,12 +8,12 @@ before anything is sent.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from datetime import datetime, timezone
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import aiohttp
 import attrs
@@ -69,44 +69,27 @@ T = TypeVar("T")
 @attrs.frozen
 class WindowBatch:
     """
-    The new (deduplicated) records of one window, as ``iter_windows`` yields them.
+    One window's answer, sorted, as ``iter_windows`` yields it.
+
+    ``records``: labs not yielded before in this iteration, each once, in the server's
+    order (within the window, an ended copy beats a running one, otherwise the later copy
+    wins). ``updates``: changed copies of labs yielded in an earlier batch of this
+    iteration, from a response received after the copy yielded; apply them after
+    ``records`` (the newest state wins). ``fetched_at``: epoch seconds at or before the
+    moment the window's request was sent (for a split window, its earliest part): the
+    answer shows every lab as it was at that moment or later.
 
     .. versionadded:: 0.1.0
     """
 
     window: Window
     records: list[LabResult]
+    updates: list[LabResult] = attrs.field(factory=list)
+    fetched_at: float = 0.0
 
 
-def _new_records(window: Window, items: list[LabResult], dedup: Deduplicator) -> list[LabResult]:
-    """
-    The records of ``window`` not yielded before, in the server's order.
-
-    A lab that started and ended strictly inside the window cannot be in any other window
-    (windows share only their boundary seconds), so it only needs checking against this
-    window's own records (a window split in parts may repeat it). Only the few labs that
-    touch a boundary, span windows or are still running go through the bounded
-    ``Deduplicator``. This keeps the bookkeeping off the hot path.
-    """
-    ws = datetime.fromtimestamp(window.start, timezone.utc)
-    we = datetime.fromtimestamp(window.end, timezone.utc)
-    local: set[int] = set()
-    seen_here = local.__contains__
-    mark = local.add
-    admit = dedup.admit
-    fresh: list[LabResult] = []
-    append = fresh.append
-    for r in items:
-        lab_id = r.lab_instance_id
-        start = r.start
-        end = r.end
-        if end is not None and ws < start < we and ws < end < we:
-            if not seen_here(lab_id):
-                mark(lab_id)
-                append(r)
-        elif admit(lab_id, int(start.timestamp()), None if end is None else int(end.timestamp())):
-            append(r)
-    return fresh
+#: One request's share of a window: (receive sequence, sent at, records).
+_Part = tuple[int, float, list[LabResult]]
 
 
 class LodClient:
@@ -129,6 +112,8 @@ class LodClient:
         on_event: Called with every ``Event`` (retries, throttling, window progress).
         retry_initial_wait: First backoff ceiling in seconds (doubles per attempt).
         retry_max_wait: Largest backoff between attempts, in seconds.
+        clock: Epoch seconds now, for ``WindowBatch.fetched_at`` (tests pass a manual
+            clock, e.g. ``lodresults.testing.ManualClock``).
 
     .. versionadded:: 0.1.0
     """
@@ -147,6 +132,7 @@ class LodClient:
         on_event: EventHook | None = None,
         retry_initial_wait: float = 0.5,
         retry_max_wait: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         key = ApiKey(api_key)
         del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
@@ -159,6 +145,8 @@ class LodClient:
         _check_positive("timeout", timeout)
         _check_positive("retry_initial_wait", retry_initial_wait, allow_zero=True)
         _check_positive("retry_max_wait", retry_max_wait, allow_zero=True)
+        if not callable(clock):
+            raise LodInvalidArgument("clock must be a callable returning epoch seconds")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise LodInvalidArgument("session must be an aiohttp.ClientSession or None")
         self._key = key
@@ -177,6 +165,7 @@ class LodClient:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._hooks: list[EventHook] = [on_event] if on_event is not None else []
         self._closed = False
+        self._clock = clock
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -202,6 +191,11 @@ class LodClient:
         options = ("base_url", "max_concurrency", "rate_limit", "timeout", "max_retries")
         shown = ", ".join(f"{n}={getattr(self, n, '?')!r}" for n in options)
         return f"LodClient({shown})"
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock this client stamps ``WindowBatch.fetched_at`` with (epoch seconds)."""
+        return self._clock
 
     @property
     def current_rate(self) -> float | None:
@@ -355,7 +349,11 @@ class LodClient:
         on_event: EventHook | None = None,
     ) -> AsyncGenerator[WindowBatch, None]:
         """
-        Like ``iter_results``, but yields each window with its new records.
+        Like ``iter_results``, but yields each window as a ``WindowBatch``: its new records,
+        the changed copies of labs yielded earlier (``updates``), and when it was fetched.
+
+        To keep a table equal to the server, upsert each batch's ``records`` and then its
+        ``updates``, batch after batch in the order they come.
 
         ``skip`` lists ``(start, end)`` epoch intervals already fetched (a resumed
         backfill's checkpoints); only the gaps between them are planned.
@@ -378,10 +376,15 @@ class LodClient:
     ) -> AsyncGenerator[WindowBatch, None]:
         planner = WindowPlanner(ranges)
         self._emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
-        dedup = Deduplicator()
+        dedup = Deduplicator(start, end)
+        received = itertools.count()
+        clock = self._clock
 
-        def fetch(window: Window) -> Any:
-            return self._fetch_window(window, on_event)
+        async def fetch(window: Window) -> list[_Part]:
+            sent = clock()
+            records = await self._fetch_window(window, on_event)
+            # The order responses complete in is the order their copies are newest in.
+            return [(next(received), sent, records)]
 
         def split(window: Window, parts: int, limit: int) -> None:
             logger.debug(
@@ -402,15 +405,18 @@ class LodClient:
         )
         async with aclosing(stream):
             async for done in stream:
-                fresh = _new_records(done.window, done.items, dedup)
+                parts = done.items
+                fresh, updates = dedup.take(done.window, [(seq, recs) for seq, _, recs in parts])
                 if done.watermark is not None:
-                    dedup.release_before(done.watermark)
-                self._emit(WindowCompleted(done.window, len(done.items), len(fresh)), on_event)
+                    dedup.passed(done.watermark)
+                count = sum(len(recs) for _, _, recs in parts)
+                self._emit(WindowCompleted(done.window, count, len(fresh), len(updates)), on_event)
                 logger.debug(
-                    "window %s: %d records, %d new, dedup holds %d ids",
-                    done.window, len(done.items), len(fresh), len(dedup),
+                    "window %s: %d records, %d new, %d updates, dedup holds %d ids",
+                    done.window, count, len(fresh), len(updates), len(dedup),
                 )  # fmt: skip
-                yield WindowBatch(done.window, fresh)
+                fetched_at = min(sent for _, sent, _ in parts)
+                yield WindowBatch(done.window, fresh, updates, fetched_at)
 
     def iter_results(
         self,
@@ -422,6 +428,12 @@ class LodClient:
     ) -> AsyncGenerator[LabResult, None]:
         """
         Every lab that started or ended in ``[start, end]``, each exactly once, streaming.
+
+        Each lab comes as the first window that returned it had it (the newest copy within
+        that window). A lab that changed before a later window returned it again is not
+        yielded twice: use ``iter_windows`` and its ``updates`` to follow such changes.
+        Records the server returns although neither their start nor their end lies in
+        ``[start, end]`` are dropped.
 
         The range may be any length: it is cut into windows the server accepts (at most
         7 days; narrower if the server says so), fetched ``max_concurrency`` at a time
@@ -437,8 +449,9 @@ class LodClient:
         Raises:
             LodInvalidArgument: bad bounds (raised here, before anything is sent).
             LodWindowError: a window still failed after retries; ``.start``/``.end`` name
-                it and ``.error`` is the cause. With ``ordered=True`` all records of
-                earlier windows were yielded first.
+                it and ``.error`` is the cause. It is also an instance of the cause's
+                class (``except LodAuthError`` catches it). With ``ordered=True`` all
+                records of earlier windows were yielded first.
 
         .. versionadded:: 0.1.0
         """

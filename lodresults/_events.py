@@ -37,11 +37,15 @@ class WindowsPlanned:
 
 @attrs.frozen
 class WindowCompleted:
-    """A window was fetched; ``records`` came back, ``new_records`` survived dedup."""
+    """
+    A window was fetched; ``records`` came back, ``new_records`` survived dedup and
+    ``updates`` are changed copies of labs met in an earlier window.
+    """
 
     window: Window
     records: int
     new_records: int
+    updates: int = 0
 
 
 @attrs.frozen

@@ -103,8 +103,8 @@ CREATE TABLE IF NOT EXISTS backfill_windows (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# Keep the newest state: never replace an ended lab by a running copy of it, nor a later
-# last_activity by an earlier one.
+# The newest state wins, by fetch order: the copy written last replaces the row, whatever
+# its last_activity or end say (callers write copies in the order they were received).
 # The SQL below is built from the fixed column names above, never from input.
 _UPSERT: Final = f"""
 INSERT INTO lab_results ({", ".join(_Q[c] for c in COLUMNS)}, fetched_at)
@@ -112,8 +112,6 @@ VALUES ({", ".join("?" for _ in COLUMNS)}, ?)
 ON CONFLICT (lab_instance_id) DO UPDATE SET
     {", ".join(f"{_Q[c]} = excluded.{_Q[c]}" for c in COLUMNS[1:])},
     fetched_at = excluded.fetched_at
-WHERE NOT (excluded."end" IS NULL AND lab_results."end" IS NOT NULL)
-  AND COALESCE(excluded.last_activity, 0) >= COALESCE(lab_results.last_activity, 0)
 """  # noqa: S608
 
 
@@ -419,32 +417,54 @@ class Store:
 
     async def write_window(self, start: int, end: int, records: Iterable[LabResult]) -> int:
         """Upsert ``records`` and checkpoint ``[start, end]`` in one transaction."""
-        rows = [_row(r, int(time.time())) for r in records]
-        return await self._run(self._write_window, start, end, rows)
+        return await self.apply(records, checkpoint=(start, end))
 
-    def _write_window(self, start: int, end: int, rows: list[tuple[Any, ...]]) -> int:
+    async def apply(
+        self,
+        records: Iterable[LabResult],
+        *,
+        checkpoint: tuple[int, int] | None = None,
+        fetched_at: float | None = None,
+    ) -> int:
+        """
+        Upsert ``records`` in their order (a later copy of a lab replaces an earlier one)
+        and, if given, checkpoint ``checkpoint = (start, end)``, in one transaction.
+
+        ``fetched_at``: when the copies were requested (epoch seconds; now by default),
+        kept in each row's ``fetched_at``.
+        """
+        stamp = int(time.time() if fetched_at is None else fetched_at)
+        rows = [_row(r, stamp) for r in records]
+        return await self._run(self._apply, rows, checkpoint)
+
+    def _apply(self, rows: list[tuple[Any, ...]], checkpoint: tuple[int, int] | None) -> int:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         c.executemany(_UPSERT, rows)
-        c.execute(
-            'INSERT OR REPLACE INTO backfill_windows ("start", "end", records, completed_at) '
-            "VALUES (?, ?, ?, ?)",
-            (start, end, len(rows), int(time.time())),
-        )
+        if checkpoint is not None:
+            c.execute(
+                'INSERT OR REPLACE INTO backfill_windows ("start", "end", records, completed_at) '
+                "VALUES (?, ?, ?, ?)",
+                (*checkpoint, len(rows), int(time.time())),
+            )
         c.execute("COMMIT")
         return len(rows)
+
+    async def reset(self) -> None:
+        """Delete every row, checkpoint and piece of state but the schema version."""
+        await self._run(self._reset)
+
+    def _reset(self) -> None:
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("DELETE FROM lab_results")
+        c.execute("DELETE FROM backfill_windows")
+        c.execute("DELETE FROM meta WHERE key != 'schema_version'")
+        c.execute("COMMIT")
 
     async def upsert(self, records: Iterable[LabResult]) -> int:
         """Upsert ``records`` (no checkpoint), in one transaction."""
-        rows = [_row(r, int(time.time())) for r in records]
-        return await self._run(self._upsert, rows)
-
-    def _upsert(self, rows: list[tuple[Any, ...]]) -> int:
-        c = self._conn
-        c.execute("BEGIN IMMEDIATE")
-        c.executemany(_UPSERT, rows)
-        c.execute("COMMIT")
-        return len(rows)
+        return await self.apply(records)
 
     async def set_meta(self, key: str, value: str) -> None:
         """Store a small piece of state (e.g. the last successful poll)."""

@@ -215,7 +215,18 @@ class Transport:
         Raises ``LodConnectionError``, ``LodTimeoutError``, ``LodResponseTooLarge``, or the
         ``LodStatusError`` family for any other status (3xx is ``LodRedirectError``).
         """
-        reply = await self._exchange(command, params)
+        try:
+            reply = await self._exchange(command, params)
+        except asyncio.CancelledError as exc:
+            message = exc.args
+            cancelled = True
+        else:
+            cancelled = False
+        if cancelled:
+            # A fresh one, raised here: the frames of the cancelled exchange held the
+            # response (its headers, part of its body), and they would be on the
+            # traceback of the original, and on __context__ of a caller's TimeoutError.
+            raise asyncio.CancelledError(*message)
         if isinstance(reply, _Failed):
             raise reply.error
         if reply.status != 200:
@@ -295,6 +306,14 @@ class Transport:
             return _Failed(
                 LodConnectionError(
                     f"{command}: connection failed ({self._describe(exc)})", command=command
+                )
+            )
+        except Exception as exc:  # anything else aiohttp may raise: named, not chained
+            return _Failed(
+                LodConnectionError(
+                    f"{command}: request failed ({self._describe(exc)})",
+                    command=command,
+                    retryable=False,
                 )
             )
 
@@ -422,9 +441,9 @@ def _attempt(parse: Callable[[bytes], T], body: bytes, command: str) -> T | _Fai
         return parse(body)
     except LodError as exc:
         return _Failed(exc)
-    except (RecursionError, MemoryError, ValueError, TypeError) as exc:
-        # Not expected from the decoders (they raise LodDecodeError); named, never
-        # quoted: the text of an unexpected error may hold a piece of the body.
+    except Exception as exc:
+        # Not expected from the decoders (they raise LodDecodeError): named, never
+        # quoted, and its traceback dropped, since both may hold a piece of the body.
         return _Failed(
             LodDecodeError(
                 f"{command}: the body could not be decoded ({type(exc).__name__})",

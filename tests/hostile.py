@@ -63,8 +63,10 @@ def gzip_bomb(inflated: int, prefix: bytes = b"") -> bytes:
 class Hostile:
     """Serves ``answer(key)`` to every request; counts requests."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, hang: bool = False) -> None:
         self.answer = answer
+        self.hang = hang
+        self.answered = asyncio.Event()
         self.requests = 0
         self.port = 0
 
@@ -80,6 +82,9 @@ class Hostile:
             key = match.group(1).decode() if match else ""
             writer.write(self.answer(key))
             await writer.drain()
+            self.answered.set()
+            if self.hang:  # never finish: wait for the client to give up
+                await reader.read()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -87,9 +92,9 @@ class Hostile:
 
 
 @asynccontextmanager
-async def hostile(answer: Answer) -> AsyncIterator[Hostile]:
-    """A hostile server on an ephemeral loopback port."""
-    h = Hostile(answer)
+async def hostile(answer: Answer, *, hang: bool = False) -> AsyncIterator[Hostile]:
+    """A hostile server on an ephemeral loopback port (``hang``: never ends its answer)."""
+    h = Hostile(answer, hang)
     server = await asyncio.start_server(h._serve, "127.0.0.1", 0)
     h.port = server.sockets[0].getsockname()[1]
     try:

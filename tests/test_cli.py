@@ -311,27 +311,39 @@ async def test_watch_survives_transient_errors_and_catches_up(tmp_path: Path) ->
     assert "upserted" in out.getvalue()
 
 
-def test_upsert_keeps_the_newest_state(tmp_path: Path) -> None:
-    """An ended lab is never replaced by an older running copy of it."""
+def test_upsert_keeps_the_copy_written_last(tmp_path: Path) -> None:
+    """The copy written last wins, whatever its last_activity says (equal, null, earlier)."""
     from lodresults._store import Store
 
     base = _lab()
-    running = structure_record(base)
-    ended = structure_record(
-        {**base, "End": base["Start"] + 100, "LastActivity": base["Start"] + 90}
+    ended = structure_record({**base, "End": base["Start"] + 100, "CompletionStatus": 50})
+    graded_same_activity = structure_record(
+        {**base, "End": base["Start"] + 100, "CompletionStatus": 4, "ExamScore": 87.5}
+    )
+    graded_no_activity = structure_record(
+        {**base, "End": base["Start"] + 100, "CompletionStatus": 4, "LastActivity": None}
+    )
+    earlier_activity = structure_record(
+        {**base, "End": base["Start"] + 100, "LastActivity": base["Start"] + 1}
     )
 
-    async def go() -> list[LabResult]:
+    async def go() -> list[list[LabResult]]:
         store = await Store.open(tmp_path / "s.db")
+        seen = []
         try:
-            await store.upsert([running])
-            await store.upsert([ended])
-            await store.upsert([running])
-            return await store.run_sync(lambda s: list(s.iter_records_sync()))
+            for copy in (ended, graded_same_activity, graded_no_activity, earlier_activity):
+                await store.upsert([copy])
+                seen.append(await store.run_sync(lambda s: list(s.iter_records_sync())))
+            return seen
         finally:
             await store.close()
 
-    assert asyncio.run(go()) == [ended]
+    assert asyncio.run(go()) == [
+        [ended],
+        [graded_same_activity],
+        [graded_no_activity],
+        [earlier_activity],
+    ]
 
 
 def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,107 +1,243 @@
-"""Bounded dedup: exactly-once with state that does not grow with the range."""
+"""Exactly once against a sloppy server, the newest copy of each lab, bounded state."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lodresults._dedup import Deduplicator
-from lodresults._windows import plan_windows
-from tests.strategies import labs, touches
+from lodresults import CompletionStatus, LabResult
+from lodresults._dedup import SKEW_TOLERANCE, Deduplicator
+from lodresults._windows import Window, plan_windows
+
+DAY = 86400
+T0 = 1_700_006_400  # a midnight UTC
 
 
-def test_admits_once() -> None:
-    """The second offer of an id is refused."""
-    d = Deduplicator()
-    assert d.admit(1, 10, 20)
-    assert not d.admit(1, 10, 20)
-    assert 1 in d
+def lab(lab_id: int, s: int, e: int | None, version: int = 0) -> LabResult:
+    """A record whose ``total_run_time_seconds`` says which response it came from."""
+    return LabResult(
+        lab_instance_id=lab_id, lab_profile_id=1,
+        start=datetime.fromtimestamp(s, timezone.utc),
+        end=None if e is None else datetime.fromtimestamp(e, timezone.utc),
+        last_activity=None, user_id=None, class_id=None,
+        completion_status=CompletionStatus(3 if e is None else 4),
+        total_run_time_seconds=version, task_complete_percent=0, is_exam=False,
+        exam_passed=None, exam_score=None, exam_max_possible_score=None,
+        exam_passing_score=None, ip_address=None, country=None, region=None, city=None,
+        latitude=None, longitude=None, lab_host_id=None, datacenter_id=None,
+        delivery_region_id=None,
+    )  # fmt: skip
 
 
-def test_release_forgets_only_what_cannot_return() -> None:
-    """Ids ending before the watermark go; spanning and running ones stay."""
-    d = Deduplicator()
-    d.admit(1, 10, 20)
-    d.admit(2, 10, 500)
-    d.admit(3, 10, None)
-    assert d.release_before(100) == 1
-    assert 1 not in d and 2 in d and 3 in d
-    assert not d.admit(2, 10, 500)
-    assert not d.admit(3, 10, 200)  # the running lab ended: still a duplicate
+W1 = Window(T0, T0 + 7 * DAY)
+W2 = Window(T0 + 7 * DAY, T0 + 14 * DAY)
 
 
-def test_a_lab_seen_running_then_ended_is_kept_forever() -> None:
-    """Once seen running, a lab is never yielded again even after it ends."""
-    d = Deduplicator()
-    d.admit(9, 0, 100)
-    assert not d.admit(9, 0, None)
-    d.release_before(10**9)
-    assert 9 in d
+def ids(records: list[LabResult]) -> list[int]:
+    return [r.lab_instance_id for r in records]
 
 
-@given(labs(), st.integers(50, 700))
-@settings(max_examples=300)
-def test_exactly_once_over_windows_with_bounded_state(
-    data: list[tuple[int, int, int | None]], span: int
-) -> None:
-    """Simulate windows in order: every lab that touches the range is admitted once."""
-    start, end = 0, 6000
-    d = Deduplicator()
-    admitted: list[int] = []
-    for w in plan_windows(start, end, span):
-        for lab_id, s, e in data:
-            if touches((lab_id, s, e), w.start, w.end) and d.admit(lab_id, s, e):
-                admitted.append(lab_id)
-        d.release_before(w.end)
-        # bounded: only labs spanning the watermark or running are remembered
-        for lab_id, s, e in data:
-            if lab_id in d and e is not None:
-                assert max(s, e) >= w.end
-    expected = {lab[0] for lab in data if touches(lab, start, end)}
-    assert sorted(admitted) == sorted(expected)
+def test_two_copies_in_one_window_yield_the_ended_one_once() -> None:
+    """A running and an ended copy in one answer: one record, the ended copy, either order."""
+    for first, second in ((None, T0 + DAY), (T0 + DAY, None)):
+        d = Deduplicator(W1.start, W2.end)
+        fresh, updates = d.take(W1, [(0, [lab(1, T0 + 60, first), lab(1, T0 + 60, second)])])
+        assert [r.end for r in fresh] == [datetime.fromtimestamp(T0 + DAY, timezone.utc)]
+        assert updates == []
+
+
+def test_a_changed_copy_received_later_is_an_update() -> None:
+    """Running when its start window came, ended when its end window came: an update."""
+    d = Deduplicator(W1.start, W2.end)
+    fresh, _ = d.take(W1, [(0, [lab(1, W1.end - 60, None, 0)])])
+    assert ids(fresh) == [1]
+    fresh, updates = d.take(W2, [(1, [lab(1, W1.end - 60, W2.start + 60, 1)])])
+    assert fresh == [] and updates == [lab(1, W1.end - 60, W2.start + 60, 1)]
+
+
+def test_a_copy_received_before_the_one_passed_on_is_not_an_update() -> None:
+    """With windows in order but responses out of order, a stale copy is dropped."""
+    d = Deduplicator(W1.start, W2.end)
+    d.take(W1, [(5, [lab(1, W1.end - 60, W2.start + 60, 5)])])
+    fresh, updates = d.take(W2, [(4, [lab(1, W1.end - 60, W2.start + 60, 4)])])
+    assert fresh == [] and updates == []
+
+
+def test_an_unchanged_copy_is_not_an_update() -> None:
+    """Same state again: nothing to write."""
+    d = Deduplicator(W1.start, W2.end)
+    d.take(W1, [(0, [lab(1, W1.end - 60, W2.start + 60)])])
+    assert d.take(W2, [(1, [lab(1, W1.end - 60, W2.start + 60)])]) == ([], [])
+
+
+def test_records_outside_the_range_are_dropped() -> None:
+    """A lab neither starting nor ending in the range asked for is never yielded."""
+    d = Deduplicator(W1.start, W1.end)
+    outside = lab(9, W1.end + 5 * DAY, W1.end + 6 * DAY)
+    assert d.take(W1, [(0, [outside, lab(1, T0 + 3 * DAY, T0 + 4 * DAY)])]) == (
+        [lab(1, T0 + 3 * DAY, T0 + 4 * DAY)],
+        [],
+    )
+
+
+def test_a_lab_returned_by_every_window_is_yielded_once() -> None:
+    """Inside the range: once; outside: never; either way the state does not keep it."""
+    windows = list(plan_windows(T0, T0 + 70 * DAY))
+    d = Deduplicator(T0, T0 + 70 * DAY)
+    inside, outside = lab(1, T0 + 30 * DAY, T0 + 31 * DAY), lab(2, T0 - 99 * DAY, None)
+    got = []
+    for seq, w in enumerate(windows):
+        fresh, updates = d.take(w, [(seq, [inside, outside])])
+        got += ids(fresh) + ids(updates)
+        d.passed(w.end)
+    assert got == [1] and len(d) == 0
+
+
+def test_skewed_filter_near_a_boundary() -> None:
+    """A lab near W2's start returned only by W1 (filter off by hours): yielded once."""
+    d = Deduplicator(W1.start, W2.end)
+    near = lab(1, W2.start + 3600, W2.start + 7200)
+    fresh, _ = d.take(W1, [(0, [near])])
+    d.passed(W1.end)
+    assert ids(fresh) == [1]
+    assert d.take(W2, [(1, [near])]) == ([], [])  # and if W2 returns it too
+
+
+# --- the property: any labs, windows, skews, duplicates, strays, orders -------------------
+
+
+@attrs.frozen
+class Run:
+    labs: list[tuple[int, int, int | None]]
+    span: int
+    skews: list[int]
+    dup_rate: float
+    strays: list[tuple[int, int]]  # (window index, lab index): returned there wrongly
+    everywhere: list[int]  # lab indexes returned by every window
+    recv: list[int]  # receive sequence of each window
+    ordered: bool
+    split: bool
+
+
+RANGE = (T0, T0 + 40 * DAY)
 
 
 @st.composite
-def window_runs(draw: st.DrawFn) -> tuple[list[tuple[int, int, int | None]], int, list[int], bool]:
-    data = draw(labs())
-    span = draw(st.integers(200, 1500))
-    n = len(list(plan_windows(0, 6000, span)))
-    order = draw(st.permutations(range(n)))
-    split = draw(st.booleans())
-    return data, span, list(order), split
+def runs(draw: st.DrawFn) -> Run:
+    a, b = RANGE
+    n = draw(st.integers(0, 40))
+    labs = []
+    for i in range(n):
+        s = draw(st.integers(a - 12 * DAY, b + 3 * DAY))
+        e = draw(st.none() | st.integers(s, s + 12 * DAY))
+        labs.append((i, s, e))
+    span = draw(st.sampled_from([2 * DAY, 3 * DAY, 7 * DAY]))
+    nw = len(list(plan_windows(a, b, span)))
+    tol = SKEW_TOLERANCE
+    skews = draw(st.lists(st.integers(-tol, tol), min_size=nw, max_size=nw))
+    strays = draw(
+        st.lists(st.tuples(st.integers(0, nw - 1), st.integers(0, max(0, n - 1))), max_size=8)
+        if n
+        else st.just([])
+    )
+    everywhere = draw(st.lists(st.integers(0, n - 1), max_size=2)) if n else []
+    return Run(
+        labs=labs, span=span, skews=skews, dup_rate=draw(st.sampled_from([0.0, 0.5])),
+        strays=strays, everywhere=everywhere, recv=list(draw(st.permutations(range(nw)))),
+        ordered=draw(st.booleans()), split=draw(st.booleans()),
+    )  # fmt: skip
 
 
-@given(window_runs())
-@settings(max_examples=300)
-def test_new_records_exactly_once_in_any_order(
-    run: tuple[list[tuple[int, int, int | None]], int, list[int], bool],
-) -> None:
-    """The client's per-window filter: every lab once, any window order, split windows too."""
-    from lodresults._client import _new_records
-    from lodresults._windows import Window
-    from lodresults._wire import structure_record
-    from tests.test_iter_results import _record
+def _touches(lo: int, hi: int, s: int, e: int | None) -> bool:
+    return lo <= s <= hi or (e is not None and lo <= e <= hi)
 
-    data, span, order, split = run
-    windows = list(plan_windows(0, 6000, span))
-    d = Deduplicator()
+
+@given(runs())
+@settings(max_examples=400)
+def test_exactly_once_newest_copy_bounded_state(run: Run) -> None:
+    """
+    Every id at most once; every lab its own windows returned is yielded; the table ends
+    with the newest copy (later responses win, an ended copy beats a running one within an
+    answer; no stale update is ever applied); the state forgets what cannot return.
+    """
+    a, b = RANGE
+    windows = list(plan_windows(a, b, run.span))
+    tol = SKEW_TOLERANCE
+    answers: list[list[tuple[int, list[LabResult]]]] = []
+    for i, w in enumerate(windows):
+        seq = run.recv[i]
+        lo, hi = w.start + run.skews[i], w.end + run.skews[i]
+        cuts = [w] if not run.split else [Window(w.start, w.start + w.span // 2),
+                                         Window(w.start + w.span // 2, w.end)]  # fmt: skip
+        parts = []
+        for k, c in enumerate(cuts):
+            clo, chi = c.start + run.skews[i], c.end + run.skews[i]
+            part_seq = seq * 2 + k
+            items = []
+            for lab_id, s, e in run.labs:
+                if _touches(clo, chi, s, e) or (k == 0 and lab_id in run.everywhere):
+                    copy = lab(lab_id, s, e, part_seq)
+                    if e is not None and (lab_id * 7 + i) % 2 < run.dup_rate * 2:
+                        running = lab(lab_id, s, None, part_seq)
+                        items += [running, copy] if lab_id % 2 else [copy, running]
+                    else:
+                        items.append(copy)
+            if k == 0:
+                for wi, li in run.strays:
+                    if wi == i and li < len(run.labs):
+                        lab_id, s, e = run.labs[li]
+                        items.append(lab(lab_id, s, e, part_seq))
+            parts.append((part_seq, items))
+        answers.append(parts)
+        assert lo <= hi
+
+    order = sorted(range(len(windows)), key=lambda i: i if run.ordered else run.recv[i])
+    d = Deduplicator(a, b)
+    table: dict[int, LabResult] = {}
     yielded: list[int] = []
-    done: set[int] = set()
+    handed: set[int] = set()
     prefix = 0
     for i in order:
-        w = windows[i]
-        parts = [w] if not split or w.span < 2 else [
-            Window(w.start, w.start + w.span // 2), Window(w.start + w.span // 2, w.end)
-        ]  # fmt: skip
-        items = []
-        for p in parts:
-            for lab_id, s, e in data:
-                if touches((lab_id, s, e), p.start, p.end):
-                    items.append(structure_record(_record(lab_id, s, e)))
-        yielded += [r.lab_instance_id for r in _new_records(w, items, d)]
-        done.add(i)
-        while prefix in done:
+        fresh, updates = d.take(windows[i], answers[i])
+        yielded += ids(fresh)
+        for r in fresh:
+            assert r.lab_instance_id not in table
+            table[r.lab_instance_id] = r
+        for r in updates:
+            old = table[r.lab_instance_id]
+            assert r.total_run_time_seconds > old.total_run_time_seconds  # never stale
+            table[r.lab_instance_id] = r
+        handed.add(i)
+        while prefix in handed:
             prefix += 1
-            d.release_before(windows[prefix - 1].end)
-    expected = {lab[0] for lab in data if touches(lab, 0, 6000)}
-    assert sorted(yielded) == sorted(expected)
+        if prefix:
+            released = d.passed(windows[prefix - 1].end)
+            assert released >= 0
+            limit = windows[prefix - 1].end - tol
+            for _fp, _seq, horizon in d._known.values():
+                assert horizon is None or horizon >= limit  # bounded
+
+    assert len(yielded) == len(set(yielded))  # exactly once
+    in_range = {i for i, s, e in run.labs if _touches(a, b, s, e)}
+    assert set(yielded) <= in_range
+    # Every lab that a window's (skewed) filter matched is yielded, with the newest copy
+    # of those: including a lab near a boundary that only the neighbour window returned.
+    for lab_id, s, e in run.labs:
+        own = [
+            (p_seq, x)
+            for i, w in enumerate(windows)
+            if _touches(w.start + run.skews[i], w.end + run.skews[i], s, e)
+            for p_seq, items in answers[i]
+            for x in items
+            if x.lab_instance_id == lab_id
+        ]
+        if not own or lab_id not in in_range:
+            continue
+        assert lab_id in table
+        final = table[lab_id]
+        assert final.total_run_time_seconds >= max(p for p, _ in own)
+        if e is not None:
+            assert final.end is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import pickle
@@ -279,6 +280,10 @@ HEADER_ATTACKS = {
     "reason": lambda k: http(500, b"", reason=k),
     "header-name": lambda k: f"HTTP/1.1 200 OK\r\n{k}\r\n\r\n".encode(),
     "lying-length": lambda k: http(200, k.encode(), "Content-Length: 100000"),
+    "long-header": lambda k: http(200, b"{}", f"X-{k}: {k * 400}"),
+    "bad-chunk": lambda k: f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{k}\r\n".encode(),
+    "bad-gzip": lambda k: http(200, k.encode() * 3, "Content-Encoding: gzip"),
+    "bad-length": lambda k: f"HTTP/1.1 200 OK\r\nContent-Length: {k}\r\n\r\n".encode(),
     "gzip-bomb": lambda k: http(
         200, gzip_bomb(4 << 20, k.encode()), "Content-Encoding: gzip", f"X-Echo: {k}"
     ),
@@ -313,8 +318,16 @@ async def test_hostile_headers_and_broken_http_never_leak_a_piece_of_the_key(
         ),
         (lambda k: f"HTTP/1.1 2{k} OK\r\n\r\n".encode(), ["latest"]),
         (lambda k: http(500, _cut(spellings(k)["json-escaped"])), ["backfill"]),
+        (lambda k: http(401, _cut(spellings(k)["percent"])), ["watch"]),
     ],
-    ids=["401-escaped-latest", "401-cut-get", "status0-latest", "status-line", "500-backfill"],
+    ids=[
+        "401-escaped-latest",
+        "401-cut-get",
+        "status0-latest",
+        "status-line",
+        "500-backfill",
+        "401-watch",
+    ],
 )
 async def test_cli_debug_output_never_shows_a_piece_of_the_key(
     body: Callable[[str], bytes], args: list[str], tmp_path: Path
@@ -325,6 +338,8 @@ async def test_cli_debug_output_never_shows_a_piece_of_the_key(
     if args == ["backfill"]:
         args = ["backfill", "--since", "0", "--until", str(20 * DAY), "--db",
                 str(tmp_path / "x.db"), "--max-retries", "0"]  # fmt: skip
+    if args == ["watch"]:
+        args = ["watch", "--db", str(tmp_path / "w.db")]
     if args[0] != "backfill":
         args = [*args, "--max-retries", "0"]
     async with hostile(body) as h:
@@ -334,6 +349,33 @@ async def test_cli_debug_output_never_shows_a_piece_of_the_key(
     assert r.code == 1 and plain.code == 1
     assert "Traceback" in r.err and "Traceback" not in plain.err
     assert key_pieces_in(r.out + r.err + plain.out + plain.err) == []
+
+
+@pytest.mark.parametrize("how", ["wait_for", "cancel"])
+async def test_cancelled_request_leaves_no_key_in_frames(how: str) -> None:
+    """Cancelled (or timed out by the caller) mid-body, while the frames of the exchange
+    held a response whose headers and body echo the key: the CancelledError or
+    TimeoutError the caller gets shows none of it, even formatted with locals."""
+
+    def answer(key: str) -> bytes:
+        head = f"HTTP/1.1 200 OK\r\nX-Echo: {key}\r\nContent-Length: 100000\r\n\r\n"
+        return head.encode() + b'{"Results": [{"UserId": "' + key.encode() * 50
+
+    async with (
+        hostile(answer, hang=True) as h,
+        LodClient(HOSTILE_KEY, base_url=h.base_url, rate_limit=None) as c,
+    ):
+        if how == "wait_for":
+            with pytest.raises(asyncio.TimeoutError) as info:
+                await asyncio.wait_for(c.results(0, 100), 0.3)
+        else:
+            task = asyncio.ensure_future(c.results(0, 100))
+            await h.answered.wait()
+            await asyncio.sleep(0.05)  # let the client read part of it (either way, no key)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await task
+    assert key_pieces_in(_all_text(info.value)) == []
 
 
 async def test_header_value_and_frames_never_show_the_key() -> None:

@@ -95,7 +95,7 @@ def test_any_exception_mid_transaction_rolls_back(tmp_path: Path, exc: BaseExcep
         try:
             rows = _rows_then(exc, _row(structure_record(lab(1)), 0))
             with pytest.raises(type(exc)):
-                await store._run(store._upsert, rows)
+                await store._run(store._apply, rows, None)
             await store.upsert([structure_record(lab(2))])
             got: list[LabResult] = []
             await store.for_each_chunk(got.extend)

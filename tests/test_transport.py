@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import traceback
 from typing import Any
 
 import aiohttp
@@ -272,3 +273,33 @@ async def test_deep_json_is_a_decode_error_wrapped_by_its_window() -> None:
             async for _ in c.iter_results(0, 100):
                 pass
     assert isinstance(info.value, LodWindowError) and info.value.start == 0
+
+
+@pytest.mark.parametrize("size", [10, 2 << 20], ids=["inline", "worker-thread"])
+async def test_decode_boundary_names_unexpected_errors_without_their_text(size: int) -> None:
+    """A decoder bug (any exception) leaves the transport as a LodDecodeError naming its
+    type only: no text, no chain, no traceback below the boundary (they may hold the body)."""
+    from lodresults import LodDecodeError
+    from lodresults._transport import Answer
+
+    def parse(body: bytes) -> object:
+        raise KeyError(f"{KEY} {body[:5]!r}")
+
+    t = Transport(check_base_url(BASE), ApiKey(KEY), timeout=1, max_response_bytes=10)
+    with pytest.raises(LodDecodeError, match=r"could not be decoded \(KeyError\)") as info:
+        await t.decode("Results", Answer(200, b"x" * size), parse)
+    e = info.value
+    assert e.__cause__ is None and e.__context__ is None
+    assert KEY not in repr(vars(e)) + str(e)
+    assert [f.name for f in traceback.extract_tb(e.__traceback__)][-1] == "decode"
+
+
+async def test_anything_else_aiohttp_raises_is_a_named_lod_error() -> None:
+    """A caller's session closed under the client (aiohttp raises RuntimeError): a
+    LodConnectionError naming it, not retried, with no chain."""
+    session = aiohttp.ClientSession()
+    await session.close()
+    async with LodClient(KEY, base_url=BASE, session=session, max_retries=3) as c:
+        with pytest.raises(LodConnectionError, match="RuntimeError: Session is closed") as info:
+            await c.results(0, 100)
+    assert not info.value.retryable and info.value.__context__ is None

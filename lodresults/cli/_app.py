@@ -14,6 +14,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ import click
 from lodresults import __version__
 from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._exceptions import LodError
+from lodresults._settle import DEFAULT_SETTLE, parse_duration
 from lodresults._wire import results_envelope, unstructure_record
 from lodresults.cli import _jobs
 from lodresults.cli._dates import parse_when
@@ -29,6 +31,8 @@ from lodresults.cli._keyfile import decode_key
 from lodresults.cli._progress import Progress
 
 T = TypeVar("T")
+
+_DEFAULT_SETTLE = f"{DEFAULT_SETTLE // 3600}h"
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -161,6 +165,17 @@ def _when(param: str, text: str, end_of_day: bool = False) -> int:
         raise click.BadParameter(str(exc), param_hint=param) from None
 
 
+def _duration(param: str, text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=param) from None
+
+
+def _iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _client_factory(
     key: str,
     base_url: str,
@@ -243,12 +258,18 @@ def cli(debug: bool) -> None:
     show_default=True, help="SQLite file (created if missing).",
 )  # fmt: skip
 @click.option("--refresh", is_flag=True, help="Fetch windows already done again.")
+@click.option(
+    "--settle", default=_DEFAULT_SETTLE, show_default=True, metavar="DURATION",
+    help="How long after its end a window is final (36h, 2d, 90m); younger ones are "
+    "stored but fetched again by the next run.",
+)  # fmt: skip
 @_connection_options
 def backfill(
     since: str,
     until: str,
     db: Path,
     refresh: bool,
+    settle: str,
     base_url: str,
     api_key_file: Path | None,
     concurrency: int,
@@ -261,6 +282,7 @@ def backfill(
     end = _when("--until", until, end_of_day=True)
     if end < start:
         raise click.BadParameter("--until is before --since", param_hint="--until")
+    settle_s = _duration("--settle", settle)
     make = _client_factory(
         _api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries
     )
@@ -269,21 +291,32 @@ def backfill(
     async def job() -> _jobs.BackfillSummary:
         with Progress("backfill") as progress:
             return await _jobs.run_backfill(
-                make, since=start, until=end, db=db, refresh=refresh, progress=progress
-            )
+                make, since=start, until=end, db=db, refresh=refresh, settle=settle_s,
+                progress=progress,
+            )  # fmt: skip
 
     summary = _run(job, on_interrupt=resume)
-    if summary.windows == 0 and summary.skipped_windows:
+    if summary.windows == 0 and summary.complete:
         click.echo(
-            f"nothing to do: {db} already holds this range ({summary.rows_in_db:,} rows); "
-            "pass --refresh to fetch it again",
+            f"nothing to do: {db} already holds this range, settled "
+            f"({summary.rows_in_db:,} rows); pass --refresh to fetch it again",
             err=True,
         )
-    else:
+        return
+    click.echo(
+        f"backfill: {summary.records:,} records and {summary.updates:,} updates in "
+        f"{summary.windows} windows ({summary.skipped_windows} already done) in "
+        f"{summary.seconds:.1f} s; {db} holds {summary.rows_in_db:,} rows",
+        err=True,
+    )
+    if not summary.complete:
+        upto = (
+            "nothing yet" if summary.settled_until is None
+            else f"up to {_iso(summary.settled_until)}"
+        )  # fmt: skip
         click.echo(
-            f"backfill: {summary.records:,} records in {summary.windows} windows "
-            f"({summary.skipped_windows} already done) in {summary.seconds:.1f} s; "
-            f"{db} holds {summary.rows_in_db:,} rows",
+            f"backfill: settled {upto}; run it again later (e.g. nightly) to fetch the "
+            f"unsettled rest, which may still change",
             err=True,
         )
 
@@ -466,11 +499,24 @@ def _export_parquet(db: Path, out: Path | None) -> None:
     show_default=True,
 )  # fmt: skip
 @click.option("--interval", type=click.FloatRange(1), default=60.0, show_default=True)
+@click.option(
+    "--settle", default=_DEFAULT_SETTLE, show_default=True, metavar="DURATION",
+    help="How long after its end a window is final (as for backfill).",
+)  # fmt: skip
+@click.option(
+    "--reconcile", default="1h", show_default=True, metavar="DURATION",
+    help="How often to fetch the unsettled tail with windowed Results.",
+)  # fmt: skip
 @_connection_options
-def watch(db: Path, interval: float, **options: Any) -> None:
-    """Keep the table current by polling recent changes, until SIGTERM or Ctrl-C."""
+def watch(db: Path, interval: float, settle: str, reconcile: str, **options: Any) -> None:
+    """Keep the table equal to the server (recent changes, and the unsettled tail)."""
+    settle_s = _duration("--settle", settle)
+    reconcile_s = _duration("--reconcile", reconcile)
     make = _make_from_options(options)
     _run(
-        lambda: _jobs.watch(make, db=db, interval=interval, out=sys.stderr),
+        lambda: _jobs.watch(
+            make, db=db, interval=interval, out=sys.stderr, settle=settle_s,
+            reconcile=reconcile_s,
+        ),
         on_interrupt="watch stopped.",
-    )
+    )  # fmt: skip

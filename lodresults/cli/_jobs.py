@@ -13,8 +13,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -23,14 +23,17 @@ from typing import IO, Any, Final
 import attrs
 import orjson
 
-from lodresults._client import LodClient
+from lodresults._backfill import backfill
+from lodresults._client import MAX_LATEST_MINUTES, LodClient
 from lodresults._exceptions import (
     LodAuthError,
     LodError,
     LodInvalidArgument,
     LodRedirectError,
+    LodWindowError,
 )
 from lodresults._models import CompletionStatus, LabResult, field_types
+from lodresults._settle import DEFAULT_SETTLE
 from lodresults._store import COLUMNS, Store, StoreError
 from lodresults._windows import MAX_WINDOW_SECONDS
 from lodresults._wire import dump_record
@@ -61,6 +64,9 @@ class BackfillSummary:
     seconds: float
     skipped_windows: int
     status_counts: dict[int, int]
+    updates: int = 0
+    settled_until: int | None = None
+    complete: bool = False
 
 
 async def run_backfill(
@@ -70,37 +76,29 @@ async def run_backfill(
     until: int,
     db: Path,
     refresh: bool = False,
+    settle: int = DEFAULT_SETTLE,
     progress: Progress,
 ) -> BackfillSummary:
     """
-    Fetch every result in ``[since, until]`` into ``db``, resuming from its checkpoints.
-
-    Each window's rows and its checkpoint are committed together before the next window
-    is taken from the stream, so an interruption at any point loses at most the windows
-    in flight, which the next run fetches again.
+    Fetch every result in ``[since, until]`` into ``db``, resuming from its checkpoints
+    (the library's ``backfill``; see there). Windows that have not settled are stored but
+    left for the next run.
     """
     store = await Store.open(db)
     try:
-        done = [] if refresh else await store.completed_windows(since, until)
-        windows = 0
-        records = 0
         started = time.monotonic()
         async with make_client(on_event=progress.on_event) as client:
-            batches = client.iter_windows(since, until, skip=done)
-            try:
-                async for batch in batches:
-                    await store.write_window(batch.window.start, batch.window.end, batch.records)
-                    windows += 1
-                    records += len(batch.records)
-            finally:
-                await batches.aclose()
+            result = await backfill(client, store, since, until, settle=settle, refresh=refresh)
         return BackfillSummary(
-            windows=windows,
-            records=records,
+            windows=result.windows,
+            records=result.records,
             rows_in_db=await store.count(),
             seconds=time.monotonic() - started,
-            skipped_windows=len(done),
+            skipped_windows=result.skipped,
             status_counts=await store.status_counts(),
+            updates=result.updates,
+            settled_until=result.settled_until,
+            complete=result.complete,
         )
     finally:
         await store.close()
@@ -113,6 +111,35 @@ def format_status_counts(counts: dict[int, int]) -> str:
         name = CompletionStatus(code).name.replace("_", " ").title()
         parts.append(f"{name} {n:,}")
     return ", ".join(parts) or "none"
+
+
+_DEMO_STAMP: Final = "demo.dataset"
+
+
+async def _claim_for_demo(db: Path, identity: str, out: IO[str]) -> None:
+    """
+    Make sure ``db`` holds nothing but this demo dataset: a database of another demo
+    dataset is emptied (saying so), one that holds other data is refused.
+    """
+    store = await Store.open(db)
+    try:
+        stamp = await store.get_meta(_DEMO_STAMP)
+        if stamp is None and await store.count():
+            raise StoreError(
+                f"{db} holds results that are not from the demo; pass another --db "
+                "(the demo never writes into a database of real results)"
+            )
+        if stamp is not None and stamp != identity:
+            print(
+                f"demo: {db} held another demo dataset ({stamp}); starting it afresh "
+                f"with {identity}",
+                file=out,
+                flush=True,
+            )
+            await store.reset()
+        await store.set_meta(_DEMO_STAMP, identity)
+    finally:
+        await store.close()
 
 
 async def run_demo(
@@ -128,16 +155,25 @@ async def run_demo(
     """
     Start the built-in simulator and backfill its last ``days`` into ``db``.
 
+    The simulated labs live in real time (the day's labs keep starting, ending and being
+    graded). The dataset is fixed by the seed, the density, ``days`` and the UTC day, and
+    stamped in ``db``: running the demo again the same day resumes; with other options (or
+    on another day) the demo database is emptied first, so two datasets never mix.
+
     Returns the summary and how many labs the server held for the range.
     """
     from lodresults.testing import Simulator
 
     now = int(time.time())
-    span = (now - (days + 10) * 86400, now)
+    today = now - now % 86400
+    day = datetime.fromtimestamp(today, timezone.utc).strftime("%Y-%m-%d")
+    identity = f"seed={seed} labs_per_day={labs_per_day:g} days={days} day={day}"
+    await _claim_for_demo(db, identity, out)
+    span = (today - (days + 10) * 86400, today + 86400)
     async with Simulator(seed=seed, latency=latency, labs_per_day=labs_per_day, span=span) as sim:
         print(
-            f"demo: simulator on {sim.base_url} ({len(sim.dataset):,} labs, "
-            f"{latency * 1000:.0f} ms latency); backfilling the last {days} days into {db}",
+            f"demo: simulator on {sim.base_url} ({len(sim.between(span[0], now)):,} labs so "
+            f"far, {latency * 1000:.0f} ms latency); backfilling the last {days} days into {db}",
             file=out,
             flush=True,
         )
@@ -261,7 +297,13 @@ def record_from_csv(row: dict[str, str]) -> LabResult:
     return LabResult(**values)
 
 
-_LAST_POLL = "watch.last_success"
+_LAST_POLL: Final = "watch.last_success"
+_LAST_RECONCILE: Final = "watch.last_reconcile"
+_SINCE: Final = "watch.since"
+#: Seconds of overlap between polls (a change at a poll's edge is seen twice, not missed).
+_OVERLAP: Final = 60
+#: How often ``watch`` reconciles the unsettled tail with windowed Results by default.
+DEFAULT_RECONCILE: Final = 3600
 
 
 async def watch(
@@ -272,60 +314,88 @@ async def watch(
     out: IO[str],
     iterations: int | None = None,
     clock: Callable[[], float] = time.time,
+    settle: int = DEFAULT_SETTLE,
+    reconcile: float = DEFAULT_RECONCILE,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """
-    Keep ``db`` current: poll LatestResults every ``interval`` seconds and upsert.
+    Keep ``db`` equal to the server: poll LatestResults every ``interval`` seconds, and
+    every ``reconcile`` seconds fetch the unsettled tail with windowed Results.
 
-    Each poll asks for the minutes since the last successful poll (kept in the database,
-    so a restart catches up; on a first run, since the newest change already in the table,
-    so a watch started after a backfill continues from it) plus a minute of overlap; if
-    that gap exceeds the command's 7-day limit, the gap is fetched with windowed Results
-    instead. Transient failures are logged and retried at the next tick; the loop ends on
-    cancellation (SIGTERM/Ctrl-C).
+    The fast path asks for the minutes since the last successful poll (kept in the
+    database, so a restart catches up; on a first run, since the newest change already in
+    the table) plus a minute of overlap, and upserts. LatestResults shows labs that
+    started or ended, but not always the grading that comes later, so the reconciliation
+    runs the backfill over the tail that has not settled (from the settled checkpoints, or
+    from ``settle`` before the first watch) and checkpoints what has settled. It also runs
+    at once when the gap since the last success exceeds LatestResults' 7 days (a watch
+    restarted after a long outage). Transient failures are reported and retried at the next
+    tick; auth, redirect, bad-argument and database failures stop the watch on every path;
+    the loop also ends on cancellation (SIGTERM/Ctrl-C).
     """
     store = await Store.open(db)
     try:
-        async with make_client() as client:
+        async with make_client(clock=clock) as client:
             n = 0
             while iterations is None or n < iterations:
                 n += 1
-                tick = clock()
-                last_saved = await store.get_meta_number(_LAST_POLL)
-                if last_saved is not None:
-                    last = last_saved
-                else:
-                    newest = await store.newest_change()
-                    last = min(tick - interval, newest) if newest is not None else tick - interval
                 try:
-                    gap = tick - last + 60
-                    if gap > MAX_WINDOW_SECONDS:
-                        count = 0
-                        async with aclosing(client.iter_results(int(last) - 60, int(tick))) as it:
-                            batch: list[LabResult] = []
-                            async for r in it:
-                                batch.append(r)
-                                if len(batch) >= 5000:
-                                    count += await store.upsert(batch)
-                                    batch = []
-                            count += await store.upsert(batch)
-                    else:
-                        minutes = max(1, min(10080, math.ceil(gap / 60)))
-                        count = await store.upsert(await client.latest_results(minutes))
-                    await store.set_meta(_LAST_POLL, repr(tick))
-                    print(
-                        f"watch: {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} "
-                        f"upserted {count} records",
-                        file=out,
-                        flush=True,
-                    )
+                    line = await _watch_tick(client, store, interval, settle, reconcile)
+                    stamp = _iso(datetime.fromtimestamp(client.clock(), timezone.utc))
+                    print(f"watch: {stamp} {line}", file=out, flush=True)
                 except LodError as exc:
-                    if isinstance(exc, _FATAL):
+                    if _is_fatal(exc):
                         raise
                     print(f"watch: poll failed, will retry: {exc}", file=out, flush=True)
                 if iterations is None or n < iterations:
-                    await asyncio.sleep(interval)
+                    await sleep(interval)
     finally:
         await store.close()
+
+
+async def _watch_tick(
+    client: LodClient, store: Store, interval: float, settle: int, reconcile: float
+) -> str:
+    tick = client.clock()
+    last_saved = await store.get_meta_number(_LAST_POLL)
+    if last_saved is not None:
+        last = last_saved
+    else:
+        newest = await store.newest_change()
+        last = min(tick - interval, newest) if newest is not None else tick - interval
+    since_saved = await store.get_meta_number(_SINCE)
+    if since_saved is None:
+        # The tail the watch keeps settling: from the end of the settled checkpoints, or
+        # from ``settle`` before the first poll.
+        settled = [b for _, b in await store.completed_windows(0, int(tick))]
+        since = int(min(last, tick - settle, max(settled, default=tick)))
+        await store.set_meta(_SINCE, str(since))
+    else:
+        since = int(since_saved)
+    reconciled = await store.get_meta_number(_LAST_RECONCILE)
+    gap = tick - last + _OVERLAP
+    parts = []
+    if gap <= MAX_WINDOW_SECONDS:
+        minutes = max(1, min(MAX_LATEST_MINUTES, math.ceil(gap / 60)))
+        count = await store.apply(await client.latest_results(minutes), fetched_at=tick)
+        parts.append(f"upserted {count} records")
+    if gap > MAX_WINDOW_SECONDS or reconciled is None or tick - reconciled >= reconcile:
+        # Beyond LatestResults' reach, or time to settle the tail: windowed Results.
+        result = await backfill(client, store, since, int(tick), settle=settle)
+        await store.set_meta(_LAST_RECONCILE, repr(tick))
+        parts.append(
+            f"upserted {result.records + result.updates} records from the unsettled tail "
+            f"({result.windows} windows, {result.updates} updates)"
+        )
+    await store.set_meta(_LAST_POLL, repr(tick))
+    return "; ".join(parts)
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Failures another poll cannot fix: on any path, also inside a LodWindowError."""
+    while isinstance(exc, LodWindowError):
+        exc = exc.error
+    return isinstance(exc, _FATAL)
 
 
 #: Failures that another poll cannot fix: watch stops on these.

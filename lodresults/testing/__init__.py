@@ -9,29 +9,48 @@ Test doubles for lodresults users: a real local API server with fault knobs.
         async with LodClient(sim.api_key, base_url=sim.base_url) as client:
             ...
 
+Its labs live on a clock (real time by default): they start, end and get graded while it
+runs. Give it a ``ManualClock`` (and the same to ``LodClient(clock=...)``) to move time in
+a test.
+
 For pytest, add ``pytest_plugins = ["lodresults.testing.pytest_plugin"]`` to a
 ``conftest.py`` and take the ``lod_simulator`` fixture (needs pytest-asyncio).
 """
 
 from __future__ import annotations
 
-from lodresults.testing._dataset import Dataset, generate
+from lodresults.testing._dataset import (
+    GRADING_DELAY_MAX,
+    Dataset,
+    Lab,
+    generate,
+    generate_labs,
+)
 from lodresults.testing._server import (
     FAULT_KINDS,
     TOO_LONG_TEXT,
+    TRANSIENT_FAULT_KINDS,
     Faults,
+    ManualClock,
     RequestLog,
     Simulator,
     SimulatorStats,
+    Sloppiness,
 )
 
 __all__ = [
     "FAULT_KINDS",
+    "GRADING_DELAY_MAX",
     "TOO_LONG_TEXT",
+    "TRANSIENT_FAULT_KINDS",
     "Dataset",
     "Faults",
+    "Lab",
+    "ManualClock",
     "RequestLog",
     "Simulator",
     "SimulatorStats",
+    "Sloppiness",
     "generate",
+    "generate_labs",
 ]

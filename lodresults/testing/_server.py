@@ -10,16 +10,26 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
 import orjson
 from aiohttp import web
 
-from lodresults.testing._dataset import Dataset, generate
+from lodresults._windows import TimeLike, to_epoch
+from lodresults.testing._dataset import Dataset, Lab, generate_labs
 
-__all__ = ["FAULT_KINDS", "Faults", "RequestLog", "Simulator", "SimulatorStats"]
+__all__ = [
+    "FAULT_KINDS",
+    "TRANSIENT_FAULT_KINDS",
+    "Faults",
+    "ManualClock",
+    "RequestLog",
+    "Simulator",
+    "SimulatorStats",
+    "Sloppiness",
+]
 
 SEVEN_DAYS: Final = 7 * 24 * 3600
 TOO_LONG_TEXT: Final = "Timeframe cannot exceed 7 days"
@@ -39,6 +49,9 @@ FAULT_KINDS: Final = (
     "status0",  # 200 with Status 0 and an error text (not transient for a client)
 )
 
+#: The faults another attempt can get past (all but the permanent ``status0``).
+TRANSIENT_FAULT_KINDS: Final = tuple(k for k in FAULT_KINDS if k != "status0")
+
 _HTML = (
     b"<!DOCTYPE html><html><head><title>{code}</title></head>"
     b"<body><h1>{code}</h1><p>The service is temporarily unavailable.</p></body></html>"
@@ -49,12 +62,14 @@ _HTML = (
 class Faults:
     """
     Injected faults: each request fails with probability ``rate``, with a kind drawn from
-    ``kinds``. Seeded by the request itself (command, parameters, how many times it was
-    asked before), so a run is reproducible whatever the order requests arrive in.
+    ``kinds`` (the transient ones unless told: ``status0`` is permanent for a client, so it
+    is drawn only when named). Seeded by the request itself (command, parameters, how many
+    times it was asked before), so a run is reproducible whatever the order requests
+    arrive in.
     """
 
     rate: float = 0.0
-    kinds: tuple[str, ...] = FAULT_KINDS
+    kinds: tuple[str, ...] = TRANSIENT_FAULT_KINDS
     slow_seconds: float = 2.0
     retry_after: str = "1"
 
@@ -64,6 +79,56 @@ class Faults:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError("fault rate must be within 0..1")
+
+
+class ManualClock:
+    """
+    A clock that moves only when told: ``ManualClock(t)`` reads ``t`` until ``advance``
+    or ``set``. Pass it as ``Simulator(clock=...)`` and ``LodClient(clock=...)``.
+    """
+
+    def __init__(self, start: float) -> None:
+        self._now = float(start)
+
+    def __call__(self) -> float:
+        """Epoch seconds now."""
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move forward by ``seconds`` (not backward); returns the new time."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back; use set() to jump")
+        self._now += seconds
+        return self._now
+
+    def set(self, t: float) -> None:
+        """Jump to ``t``."""
+        self._now = float(t)
+
+    def __repr__(self) -> str:
+        return f"ManualClock({self._now!r})"
+
+
+@attrs.define
+class Sloppiness:
+    """
+    A server that bends the documented rules, as real ones do.
+
+    Args:
+        duplicate_rate: Share of the ended labs in a ``Results`` answer that also appear as
+            a running copy (the lab as it was at its start), before or after the ended one.
+        skew: Seconds the ``Results`` filter is off by: it matches ``[start + skew,
+            end + skew]`` instead of the range asked for.
+        everywhere: Ids every ``Results`` answer includes, wherever their times lie.
+    """
+
+    duplicate_rate: float = 0.0
+    skew: int = 0
+    everywhere: tuple[int, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if not 0.0 <= self.duplicate_rate <= 1.0:
+            raise ValueError("duplicate_rate must be within 0..1")
 
 
 @attrs.frozen
@@ -116,12 +181,23 @@ class Simulator:
     ``sim.base_url`` and ``sim.api_key`` are what a client needs, and ``sim.between(a, b)``
     / ``sim.ids_between(a, b)`` give the ground truth for a range.
 
+    The data lives on the simulator's ``clock`` (real time unless told): generated labs
+    start, run (``End: null``, status 3), end, and exams are graded some time after they
+    end (status 50 meanwhile). Every answer shows each lab as it is at that moment; the
+    ground-truth methods answer as of the clock too. With a ``ManualClock`` a test moves
+    time itself.
+
     Args:
         seed: Seeds the dataset and the fault draws.
         api_key: The key the server accepts (others get 401).
         labs_per_day: Density of the generated dataset.
-        span: ``(start, end)`` epoch seconds of the dataset; default the two years up to now.
-        records: Use these wire-shape records instead of generating.
+        span: ``(start, end)`` epoch seconds of the generated labs' starts (may reach into
+            the future: those labs start as the clock gets there); default the two years
+            up to now.
+        records: Use these instead of generating: ``Lab`` objects (living) or wire-shape
+            dicts (fixed, shown as given whatever the time).
+        clock: Epoch seconds now (``time.time`` by default; or a ``ManualClock``).
+        sloppy: Bend the rules as real servers do (see ``Sloppiness``).
         latency: Seconds added before every answer.
         rate_limit: Requests per second allowed per key (token bucket, ``burst`` deep);
             beyond it, 429 with Retry-After.
@@ -147,7 +223,9 @@ class Simulator:
         api_key: str = "sim-api-key-0123456789",
         labs_per_day: float = 40.0,
         span: tuple[int, int] | None = None,
-        records: Iterable[Mapping[str, Any]] | None = None,
+        records: Iterable[Mapping[str, Any] | Lab] | None = None,
+        clock: Callable[[], float] = time.time,
+        sloppy: Sloppiness | None = None,
         latency: float = 0.0,
         rate_limit: float | None = None,
         burst: int = 1,
@@ -167,19 +245,20 @@ class Simulator:
     ) -> None:
         if retry_after_format not in ("seconds", "http-date"):
             raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
-        self.now = int(time.time())
+        self.clock = clock
+        now = self.now
         if span is None:
-            span = (self.now - 2 * 365 * 86400, self.now)
+            span = (now - 2 * 365 * 86400, now)
         self.span = span
         self.seed = seed
         self.api_key = api_key
+        data: Iterable[Mapping[str, Any] | Lab]
         if records is None:
-            data = generate(
-                seed=seed, start=span[0], end=span[1], labs_per_day=labs_per_day, now=self.now
-            )
+            data = generate_labs(seed=seed, start=span[0], end=span[1], labs_per_day=labs_per_day)
         else:
-            data = [dict(r) for r in records]
-        self.dataset = Dataset(data)
+            data = records
+        self.dataset = Dataset(data, clock)
+        self.sloppy = sloppy or Sloppiness()
         self.latency = latency
         self.rate_limit = rate_limit
         self.burst = burst
@@ -238,19 +317,32 @@ class Simulator:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}{self.base_path}"
 
-    # --- ground truth ----------------------------------------------------------------------
-
-    def between(self, start: int, end: int) -> list[dict[str, Any]]:
-        """Wire-shape records that started or ended in ``[start, end]``."""
-        return self.dataset.between(start, end)
-
-    def ids_between(self, start: int, end: int) -> set[int]:
-        """Ids of the labs that started or ended in ``[start, end]``."""
-        return {r["LabInstanceId"] for r in self.dataset.between(start, end)}
+    # --- ground truth (as of the clock) ------------------------------------------------------
 
     @property
-    def records(self) -> list[dict[str, Any]]:
-        """Every record the server holds, in start order."""
+    def now(self) -> int:
+        """The simulator's clock, in whole epoch seconds."""
+        return int(self.clock())
+
+    def between(self, start: TimeLike, end: TimeLike) -> list[Mapping[str, Any]]:
+        """
+        Wire-shape records that started or ended in ``[start, end]`` by now, as they are
+        now (what an honest ``Results`` answers), in start order. ``start``/``end`` as
+        for the client: aware ``datetime``, ``date`` or int epoch seconds.
+        """
+        return self.dataset.between(to_epoch(start, "start"), to_epoch(end, "end"))
+
+    def ids_between(self, start: TimeLike, end: TimeLike) -> set[int]:
+        """Ids of the labs that started or ended in ``[start, end]`` by now."""
+        return {r["LabInstanceId"] for r in self.between(start, end)}
+
+    def present(self, start: TimeLike, end: TimeLike) -> dict[int, Mapping[str, Any]]:
+        """``{id: record as it is now}`` for the labs that started or ended in the range."""
+        return {r["LabInstanceId"]: r for r in self.between(start, end)}
+
+    @property
+    def records(self) -> list[Mapping[str, Any]]:
+        """Every record the server holds now, in start order."""
         return list(self.dataset)
 
     # --- request handling --------------------------------------------------------------------
@@ -440,18 +532,40 @@ class Simulator:
                     return self._json({"Error": "End must be after start", "Status": 0})
                 if b - a > self.max_window_seconds:
                     return self._json({"Error": TOO_LONG_TEXT, "Status": 0})
-                return self._json(
-                    {"Results": self.dataset.between(a, b), "Status": 1, "Error": None}
-                )
+                return self._json({"Results": self._results(a, b), "Status": 1, "Error": None})
             minutes = int(params["minutes"])
             if not 1 <= minutes <= 10080:
                 return self._json({"Error": "Minutes cannot exceed 10,080", "Status": 0})
-            since = int(time.time()) - minutes * 60
+            since = self.now - minutes * 60
             return self._json(
                 {"Results": self.dataset.changed_since(since), "Status": 1, "Error": None}
             )
         except (KeyError, ValueError):
             return self._json({"Error": "Missing or invalid parameter", "Status": 0})
+
+    def _results(self, a: int, b: int) -> list[Mapping[str, Any]]:
+        """What ``Results`` answers for ``[a, b]``, bent as ``self.sloppy`` says."""
+        sloppy = self.sloppy
+        found = self.dataset.between(a + sloppy.skew, b + sloppy.skew)
+        if sloppy.everywhere:
+            have = {r["LabInstanceId"] for r in found}
+            for lab_id in sloppy.everywhere:
+                extra = self.dataset.get(lab_id)
+                if extra is not None and lab_id not in have:
+                    found.append(extra)
+        if sloppy.duplicate_rate <= 0:
+            return found
+        out: list[Mapping[str, Any]] = []
+        for r in found:
+            lab = self.dataset.lab(r["LabInstanceId"])
+            rng = random.Random(f"{self.seed}:dup:{r['LabInstanceId']}:{a}:{b}")
+            if lab is None or r["End"] is None or rng.random() >= sloppy.duplicate_rate:
+                out.append(r)
+                continue
+            running = dict(r)
+            running.update(End=None, CompletionStatus=3)
+            out.extend((running, r) if rng.random() < 0.5 else (r, running))
+        return out
 
     @staticmethod
     def _json(

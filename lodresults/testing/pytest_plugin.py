@@ -13,12 +13,16 @@ then::
 ``lod_simulator`` is a fresh seeded ``Simulator`` on a loopback port; parametrize it with
 ``@pytest.mark.lod_simulator(seed=3, latency=0.01, ...)`` (any ``Simulator`` keyword).
 ``lod_client`` is a ``LodClient`` pointed at it with no rate limit and fast retries.
+
+Works in pytest-asyncio's default strict mode: an ``async def`` test that takes one of
+these fixtures is marked ``asyncio`` by this plugin, so it runs without a marker of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import inspect
+from collections.abc import AsyncIterator, Generator
+from typing import Any, Final
 
 import pytest
 import pytest_asyncio
@@ -28,11 +32,31 @@ from lodresults.testing._server import Simulator
 
 __all__ = ["lod_client", "lod_simulator"]
 
+_FIXTURES: Final = frozenset({"lod_simulator", "lod_client"})
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "lod_simulator(**kwargs): keyword arguments for the lod_simulator fixture"
     )
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Collector, name: str, obj: object
+) -> Generator[None, Any, None]:
+    """Mark coroutine tests that use these fixtures ``asyncio`` (strict mode needs it)."""
+    outcome = yield
+    if not inspect.iscoroutinefunction(obj):
+        return
+    result = outcome.get_result()
+    for node in result if isinstance(result, list) else [result]:
+        if (
+            isinstance(node, pytest.Function)
+            and node.get_closest_marker("asyncio") is None
+            and _FIXTURES & set(node.fixturenames)
+        ):
+            node.add_marker(pytest.mark.asyncio)
 
 
 @pytest_asyncio.fixture

@@ -1,0 +1,93 @@
+"""
+The main job as one call: keep a store equal to the server for a date range, resumably.
+
+Plans the gaps left by the store's checkpoints, iterates their windows, writes each
+window's new records and then its updates, and checkpoints the part of the window that
+has settled, all in one transaction per window. A window's rows are written whether or
+not it has settled; only the checkpoint waits, so the next run fetches the unsettled tail
+again (and the new days), never the settled range.
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+
+import attrs
+
+from lodresults._client import LodClient
+from lodresults._events import EventHook
+from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
+from lodresults._store import Store
+from lodresults._windows import TimeLike, gaps, validate_range
+
+__all__ = ["BackfillResult", "backfill"]
+
+
+@attrs.frozen
+class BackfillResult:
+    """
+    What one backfill run did.
+
+    ``windows``: windows fetched; ``records``: labs written (each once per run, also those
+    the table held already); ``updates``: changed copies written after them; ``skipped``:
+    checkpointed stretches not fetched; ``settled_until``: every second of ``[since,
+    settled_until]`` is checkpointed (None if none is); ``complete``: the whole range is
+    settled, so another run has nothing to do.
+    """
+
+    windows: int
+    records: int
+    updates: int
+    skipped: int
+    settled_until: int | None
+    complete: bool
+
+
+async def backfill(
+    client: LodClient,
+    store: Store,
+    since: TimeLike,
+    until: TimeLike,
+    *,
+    settle: float = DEFAULT_SETTLE,
+    refresh: bool = False,
+    on_event: EventHook | None = None,
+) -> BackfillResult:
+    """
+    Fetch every lab that started or ended in ``[since, until]`` into ``store``, resuming
+    from its checkpoints, and leave the unsettled tail for the next run.
+
+    ``until`` may lie in the future: the range is fetched up to the client's clock, and
+    nothing later than that clock minus ``settle`` seconds is checkpointed. ``refresh``
+    fetches checkpointed stretches again. Each window is committed (rows and checkpoint
+    together) before the next is taken, so an interruption loses at most the windows in
+    flight.
+    """
+    start, end = validate_range(since, until)
+    settle_s = settle_seconds(settle)
+    done = [] if refresh else await store.completed_windows(start, end)
+    fetch_end = min(end, int(client.clock()))
+    windows = records = updates = 0
+    if fetch_end >= start and gaps(start, fetch_end, done):
+        batches = client.iter_windows(start, fetch_end, skip=done, on_event=on_event)
+        async with aclosing(batches):
+            async for batch in batches:
+                w = batch.window
+                settled = settled_end(w.start, w.end, batch.fetched_at, settle_s)
+                await store.apply(
+                    [*batch.records, *batch.updates],
+                    checkpoint=None if settled is None else (w.start, settled),
+                    fetched_at=batch.fetched_at,
+                )
+                windows += 1
+                records += len(batch.records)
+                updates += len(batch.updates)
+    left = gaps(start, end, await store.completed_windows(start, end))
+    return BackfillResult(
+        windows=windows,
+        records=records,
+        updates=updates,
+        skipped=len(done),
+        settled_until=end if not left else None if left[0][0] == start else left[0][0],
+        complete=not left,
+    )

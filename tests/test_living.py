@@ -1,0 +1,354 @@
+"""
+Living data, in process: backfill run again later and watch end with the server's present
+state. The simulator and the client share a ManualClock, so "a day later" takes no time.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lodresults import LabResult, LodAuthError, LodClient, WindowCompleted
+from lodresults._backfill import BackfillResult, backfill
+from lodresults._settle import DEFAULT_SETTLE
+from lodresults._store import Store
+from lodresults._wire import structure_record
+from lodresults.cli._jobs import watch
+from lodresults.testing import Faults, Lab, ManualClock, Simulator, Sloppiness, generate_labs
+
+DAY = 86400
+T0 = 1_767_254_400  # 2026-01-01T08:00:00Z, a night's cron moment
+
+
+def make_lab(
+    lab_id: int, start: int, end: int | None, graded: int | None = None, exam: bool = False
+) -> Lab:
+    final_end = end if end is not None else start + 3600
+    record = {
+        "LabInstanceId": lab_id, "LabProfileId": 1, "Start": start, "End": final_end,
+        "LastActivity": final_end - 5, "UserId": "u", "ClassId": None, "CompletionStatus": 4,
+        "TotalRunTimeSeconds": final_end - start, "TaskCompletePercent": 100, "IsExam": exam,
+        "ExamPassed": True if exam else None, "ExamScore": 91.5 if exam else None,
+        "ExamMaxPossibleScore": 100 if exam else None, "ExamPassingScore": 70 if exam else None,
+        "IpAddress": None, "Country": None, "Region": None, "City": None, "Latitude": None,
+        "Longitude": None, "LabHostId": 1, "DatacenterId": 1, "DeliveryRegionId": 1,
+    }  # fmt: skip
+    return Lab(record, start, end, graded)
+
+
+def client_for(sim: Simulator, clock: ManualClock | None = None, key: str | None = None,
+               **kw: Any) -> LodClient:  # fmt: skip
+    options: dict[str, Any] = {
+        "rate_limit": None, "retry_initial_wait": 0.001, "retry_max_wait": 0.005, "clock": clock,
+    }  # fmt: skip
+    options.update(kw)
+    return LodClient(key or sim.api_key, base_url=sim.base_url, **options)
+
+
+async def run_backfill(
+    sim: Simulator, clock: ManualClock, db: Path, since: int, until: int, **kw: Any
+) -> tuple[BackfillResult, int]:
+    """One backfill run; returns its result and how many Results requests it sent."""
+    before = sim.stats.requests["Results"]
+    store = await Store.open(db)
+    try:
+        async with client_for(sim, clock) as client:
+            result = await backfill(client, store, since, until, **kw)
+    finally:
+        await store.close()
+    return result, sim.stats.requests["Results"] - before
+
+
+async def table(db: Path) -> dict[int, LabResult]:
+    store = await Store.open(db)
+    try:
+        rows = await store.run_sync(lambda s: list(s.iter_records_sync()))
+    finally:
+        await store.close()
+    return {r.lab_instance_id: r for r in rows}
+
+
+def state(r: LabResult) -> Any:
+    """A lab's whole record once it ended; while it runs, only that it runs (its run time
+    grows every second, so a copy is never 'the present' for long)."""
+    return ("running", r.start) if r.end is None else r
+
+
+def assert_table_is_present(rows: Mapping[int, LabResult], present: Mapping[int, Any]) -> None:
+    assert set(rows) == set(present)
+    expected = {i: state(structure_record(dict(rec))) for i, rec in present.items()}
+    assert {i: state(r) for i, r in rows.items()} == expected
+
+
+async def test_nightly_cron_ends_with_the_servers_present_state(tmp_path: Path) -> None:
+    """
+    Day 1 backfill; meanwhile labs start, end and get graded; day 2 fetches only the
+    unsettled tail (one window) and the table equals the server's present set and states.
+    """
+    clock = ManualClock(T0)
+    labs = generate_labs(seed=5, start=T0 - 70 * DAY, end=T0 + 3 * DAY, labs_per_day=30)
+    # An exam that ended before day 1 and is graded after it (status 50 -> 4, score).
+    graded_later = make_lab(1, T0 - DAY, T0 - DAY + 3600, graded=T0 + 12 * 3600, exam=True)
+    # A lab running at day 1 whose start window settles before it ends.
+    long_runner = make_lab(2, T0 - 5 * DAY, T0 + 6 * 3600)
+    db = tmp_path / "r.db"
+    since, until1 = T0 - 60 * DAY, T0 + 16 * 3600  # --until "end of today": in the future
+    async with Simulator(records=[*labs, graded_later, long_runner], clock=clock) as sim:
+        day1, sent1 = await run_backfill(sim, clock, db, since, until1)
+        rows = await table(db)
+        assert rows[1].completion_status == 50 and rows[1].exam_score is None
+        assert rows[2].end is None
+        assert not day1.complete and day1.settled_until == T0 - DEFAULT_SETTLE
+        assert_table_is_present(rows, sim.present(since, until1))
+
+        clock.advance(DAY)
+        until2 = until1 + DAY
+        day2, sent2 = await run_backfill(sim, clock, db, since, until2)
+        assert sent2 == 1 and day2.windows == 1  # only the tail and the new day
+        assert day2.settled_until == T0 + DAY - DEFAULT_SETTLE
+        rows = await table(db)
+        assert rows[1].completion_status == 4 and str(rows[1].exam_score) == "91.5"
+        assert rows[2].end is not None
+        assert_table_is_present(rows, sim.present(since, until2))
+    assert sent1 == 9  # 60 days and 8 hours in 7-day windows
+
+
+async def test_until_in_the_future_checkpoints_nothing_after_now_minus_settle(
+    tmp_path: Path,
+) -> None:
+    """A year ahead: the fetch stops at now; the checkpoints end at now - settle; never done."""
+    clock = ManualClock(T0)
+    db = tmp_path / "f.db"
+    async with Simulator(records=[make_lab(1, T0 - 3 * DAY, T0 - DAY)], clock=clock) as sim:
+        result, sent = await run_backfill(sim, clock, db, T0 - 10 * DAY, T0 + 365 * DAY)
+        store = await Store.open(db)
+        try:
+            done = await store.completed_windows(0, 2**40)
+        finally:
+            await store.close()
+    assert sent == 2 and not result.complete
+    assert max(b for _, b in done) == T0 - DEFAULT_SETTLE
+
+
+async def test_a_settled_range_is_nothing_to_do(tmp_path: Path) -> None:
+    """Once the whole range lies settle before the fetch, a rerun sends nothing."""
+    clock = ManualClock(T0)
+    db = tmp_path / "s.db"
+    async with Simulator(records=[make_lab(1, T0 - 9 * DAY, T0 - 8 * DAY)], clock=clock) as sim:
+        first, _ = await run_backfill(sim, clock, db, T0 - 20 * DAY, T0 - 5 * DAY)
+        again, sent = await run_backfill(sim, clock, db, T0 - 20 * DAY, T0 - 5 * DAY)
+    assert first.complete and again.complete and sent == 0
+    assert len(await table(db)) == 1
+
+
+class SlowSimulator(Simulator):
+    """A server whose every answer takes ten minutes of its clock."""
+
+    def _answer(self, command: str, params: Mapping[str, str]) -> Any:
+        assert isinstance(self.clock, ManualClock)
+        self.clock.advance(600)
+        return super()._answer(command, params)
+
+
+async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
+    """Running when its start window is fetched, ended when its end window is: an update.
+    fetched_at is the moment before each request was sent, not when it came back."""
+    clock = ManualClock(T0)
+    lab = make_lab(1, T0 - 8 * DAY, T0 + 3600)
+
+    def tick(event: object) -> None:
+        if isinstance(event, WindowCompleted):
+            clock.advance(2 * 3600)  # time passes while the run goes on
+
+    async with (
+        SlowSimulator(records=[lab], clock=clock) as sim,
+        client_for(sim, clock, max_concurrency=1) as c,
+    ):
+        batches = c.iter_windows(T0 - 14 * DAY, T0 + 7 * DAY, on_event=tick)
+        got = [b async for b in batches]
+    assert [len(b.records) for b in got] == [1, 0, 0]
+    assert got[0].records[0].end is None
+    assert [r.end is not None for r in got[2].updates] == [True]
+    step = 2 * 3600 + 600
+    assert [b.fetched_at for b in got] == [T0, T0 + step, T0 + 2 * step]
+
+
+async def test_a_grade_landing_mid_run_reaches_the_table(tmp_path: Path) -> None:
+    """An exam graded between the fetch of its start window and of its end window: the
+    backfill writes the update, so the table ends graded in the same run."""
+    clock = ManualClock(T0)
+    exam = make_lab(1, T0 - 10 * DAY, T0 - 5 * DAY, graded=T0 + 3600, exam=True)
+
+    def tick(event: object) -> None:
+        if isinstance(event, WindowCompleted):
+            clock.advance(2 * 3600)
+
+    db = tmp_path / "g.db"
+    async with Simulator(records=[exam], clock=clock) as sim:
+        store = await Store.open(db)
+        try:
+            async with client_for(sim, clock, max_concurrency=1, on_event=tick) as c:
+                result = await backfill(c, store, T0 - 14 * DAY, T0)
+        finally:
+            await store.close()
+    assert (result.records, result.updates) == (1, 1)
+    rows = await table(db)
+    assert rows[1].completion_status == 4 and str(rows[1].exam_score) == "91.5"
+
+
+@pytest.mark.parametrize(
+    "sloppy",
+    [
+        Sloppiness(duplicate_rate=0.5),
+        Sloppiness(skew=DAY - 1),
+        Sloppiness(skew=-(DAY - 1)),
+        # a lab inside the range and one outside it, returned by every window
+        Sloppiness(everywhere=(8, 9)),
+    ],
+    ids=["duplicates", "skew+", "skew-", "everywhere"],
+)
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_exactly_once_against_a_sloppy_server(sloppy: Sloppiness, ordered: bool) -> None:
+    """Same id twice in an answer, a skewed filter, a lab in every answer: each id once."""
+    clock = ManualClock(T0)
+    labs = generate_labs(seed=9, start=T0 - 120 * DAY, end=T0, labs_per_day=20)
+    inside = make_lab(8, T0 - 50 * DAY, T0 - 49 * DAY)
+    outside = make_lab(9, T0 - 400 * DAY, T0 - 399 * DAY)  # outside the range asked for
+    a, b = T0 - 100 * DAY, T0 - 10 * DAY
+    records = [*labs, inside, outside]
+    async with Simulator(records=records, clock=clock, sloppy=sloppy) as sim:
+        async with (
+            client_for(sim, clock, max_concurrency=3) as c,
+            aclosing(c.iter_results(a, b, ordered=ordered)) as it,
+        ):
+            got = [r.lab_instance_id async for r in it]
+        truth = sim.ids_between(a, b)
+        # A skewed filter loses labs at the range's own edges (no neighbour asked for).
+        if sloppy.skew:
+            lo, hi = a + sloppy.skew, b + sloppy.skew
+            truth = {i for i in truth if i in sim.ids_between(lo, hi)} | (
+                sim.ids_between(max(a, lo), min(b, hi))
+            )
+    assert len(got) == len(set(got))
+    assert set(got) == truth
+
+
+# --- watch ------------------------------------------------------------------------------
+
+
+def sleeper(clock: ManualClock) -> Any:
+    async def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+
+    return sleep
+
+
+async def test_watch_through_an_outage_with_labs_changing(tmp_path: Path) -> None:
+    """
+    Polls fail for hours while labs start, end and get graded; once the server is back the
+    watch catches up, and the table equals the server's present state for its tail.
+    """
+    clock = ManualClock(T0)
+    labs = generate_labs(seed=4, start=T0 - 10 * DAY, end=T0 + 3 * DAY, labs_per_day=40)
+    exam = make_lab(1, T0 + 3600, T0 + 2 * 3600, graded=T0 + 30 * 3600, exam=True)
+    db = tmp_path / "w.db"
+    out = io.StringIO()
+    async with Simulator(records=[*labs, exam], clock=clock) as sim:
+
+        def make(**kw: Any) -> LodClient:
+            return client_for(sim, max_retries=0, **kw)
+
+        async def go(iterations: int) -> None:
+            await watch(make, db=db, interval=600, out=out, iterations=iterations,
+                        clock=clock, sleep=sleeper(clock))  # fmt: skip
+
+        await go(3)
+        sim.faults = Faults(rate=1.0, kinds=("http503",))
+        await go(24)  # four hours of failed polls
+        assert out.getvalue().count("poll failed") == 24
+        sim.faults = Faults()
+        clock.advance(2 * DAY)  # the watch was down too; labs kept changing
+        await go(2)
+        since = T0 - DEFAULT_SETTLE
+        rows = await table(db)
+        present = sim.present(since, int(clock()))
+        assert rows[1].completion_status == 4
+        assert_table_is_present({i: r for i, r in rows.items() if i in present}, present)
+
+
+@pytest.mark.parametrize("path", ["latest", "windows"])
+async def test_a_revoked_key_stops_watch_on_both_paths(tmp_path: Path, path: str) -> None:
+    """LatestResults or windowed Results (after a gap over 7 days): auth stops the watch."""
+    clock = ManualClock(T0)
+    db = tmp_path / "w.db"
+    out = io.StringIO()
+    async with Simulator(records=[make_lab(1, T0 - DAY, T0 - 3600)], clock=clock) as sim:
+        key = sim.api_key
+
+        def make(**kw: Any) -> LodClient:
+            return client_for(sim, key=key, **kw)
+
+        await watch(make, db=db, interval=60, out=out, iterations=1, clock=clock,
+                    sleep=sleeper(clock))  # fmt: skip
+        sim.api_key = "revoked"
+        clock.advance(10 * DAY if path == "windows" else 60)
+        with pytest.raises(LodAuthError) if path == "latest" else pytest.raises(Exception) as e:
+            await watch(make, db=db, interval=60, out=out, iterations=5, clock=clock,
+                        sleep=sleeper(clock))  # fmt: skip
+    if path == "windows":
+        assert isinstance(getattr(e.value, "error", None), LodAuthError)
+        assert sim.stats.requests["LatestResults"] == 1  # the gap went to windowed Results
+    # stopped at the first refusal, nothing retried (two windows may have been in flight)
+    assert 1 <= sim.stats.unauthorized <= (2 if path == "windows" else 1)
+
+
+# --- the property: any lives against any run times --------------------------------------
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[Lab], list[int], int]:
+    n = draw(st.integers(1, 12))
+    labs = []
+    for i in range(n):
+        s = T0 + draw(st.integers(-20 * DAY, 10 * DAY))
+        e = s + draw(st.integers(0, 9 * DAY))
+        exam = draw(st.booleans())
+        g = e + draw(st.integers(1, DEFAULT_SETTLE)) if exam else None
+        labs.append(make_lab(100 + i, s, e, g, exam=exam))
+    runs = sorted(draw(st.lists(st.integers(0, 12 * DAY), min_size=1, max_size=4)))
+    since = T0 + draw(st.integers(-25 * DAY, 0))
+    return labs, [T0 + r for r in runs], since
+
+
+@given(histories())
+@settings(
+    max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+def test_any_history_ends_with_the_servers_state(
+    tmp_path_factory: pytest.TempPathFactory, history: tuple[list[Lab], list[int], int]
+) -> None:
+    """Labs start, end and get graded at any times against runs at any times: after the
+    last run the table equals what the server shows for the range at that moment."""
+    import asyncio
+
+    labs, runs, since = history
+    db = tmp_path_factory.mktemp("h") / "h.db"
+    until = T0 + 30 * DAY  # in the future for every run
+
+    async def go() -> tuple[dict[int, LabResult], dict[int, Any]]:
+        clock = ManualClock(runs[0])
+        async with Simulator(records=labs, clock=clock) as sim:
+            for t in runs:
+                clock.set(t)
+                await run_backfill(sim, clock, db, since, until)
+            return await table(db), dict(sim.present(since, until))
+
+    rows, present = asyncio.run(go())
+    assert_table_is_present(rows, present)
