@@ -431,6 +431,7 @@ def test_a_failing_export_leaves_no_partial_file(tmp_path: Path) -> None:
 
 @example("²", False)  # a Unicode digit
 @example("٣٣٣", False)  # Arabic-Indic digits
+@example("0\x85", False)  # a Unicode space (NEL) that str.strip() removes
 @given(st.text(max_size=40), st.booleans())
 def test_any_date_text_is_an_epoch_or_a_clear_error(text: str, end_of_day: bool) -> None:
     """Whatever is typed: epoch seconds in range, or a ValueError quoting the text."""
