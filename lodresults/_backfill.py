@@ -17,7 +17,7 @@ import attrs
 from lodresults._client import LodClient
 from lodresults._events import EventHook
 from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
-from lodresults._store import Store
+from lodresults._store import SQLiteStore
 from lodresults._windows import TimeLike, gaps, validate_range
 
 __all__ = ["BackfillResult", "backfill"]
@@ -45,7 +45,7 @@ class BackfillResult:
 
 async def backfill(
     client: LodClient,
-    store: Store,
+    store: SQLiteStore,
     since: TimeLike,
     until: TimeLike,
     *,

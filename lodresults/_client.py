@@ -19,6 +19,7 @@ import aiohttp
 import attrs
 
 from lodresults._clock import Clock, race, sleep_unless, timer_for
+from lodresults._decode import decode_results
 from lodresults._dedup import Deduplicator
 from lodresults._events import (
     Event,
@@ -50,7 +51,7 @@ from lodresults._windows import (
     gaps,
     validate_range,
 )
-from lodresults._wire import decode_json, decode_results, structure_result
+from lodresults._wire import decode_json, structure_result
 
 __all__ = ["DEFAULT_BASE_URL", "LodClient", "WindowBatch"]
 

@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from typing import Final
 
 from lodresults._models import LabResult
-from lodresults._windows import MAX_EPOCH, Window
+from lodresults._schema import MAX_EPOCH
+from lodresults._windows import Window
 
 __all__ = ["SKEW_TOLERANCE", "Deduplicator"]
 

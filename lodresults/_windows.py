@@ -19,9 +19,9 @@ from typing import Final
 import attrs
 
 from lodresults._exceptions import LodInvalidArgument
+from lodresults._schema import MAX_EPOCH
 
 __all__ = [
-    "MAX_EPOCH",
     "MAX_WINDOW_SECONDS",
     "TimeLike",
     "Window",
@@ -36,8 +36,6 @@ __all__ = [
 
 #: The documented limit of one ``Results`` request: 7 days.
 MAX_WINDOW_SECONDS: Final = 7 * 24 * 3600
-#: 9999-12-31T23:59:59Z, the last second a ``datetime`` can hold.
-MAX_EPOCH: Final = 253402300799
 
 TimeLike = datetime | date | int
 

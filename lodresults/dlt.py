@@ -25,11 +25,11 @@ import dlt
 import pyarrow as pa
 from dlt.common.schema.typing import TColumnSchema
 
-from lodresults._arrow import to_arrow
+from lodresults._arrow import DECIMAL_PRECISION, DECIMAL_SCALE, to_arrow
 from lodresults._client import DEFAULT_BASE_URL, LodClient
-from lodresults._columns import dlt_columns
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._models import LabResult
+from lodresults._models import FIELDS, LabResult
+from lodresults._schema import Kind
 from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
 from lodresults._transport import ApiKey
 from lodresults._windows import TimeLike, to_epoch, validate_range
@@ -42,10 +42,20 @@ FETCHED_AT: Final = "fetched_at"
 
 _STATE_KEY: Final = "settled"
 
+#: The dlt column type of each kind of field (the same types as the Arrow columns).
+_DLT_TYPES: Final[dict[Kind, dict[str, Any]]] = {
+    "int": {"data_type": "bigint"},
+    "enum": {"data_type": "bigint"},
+    "text": {"data_type": "text"},
+    "bool": {"data_type": "bool"},
+    "timestamp": {"data_type": "timestamp", "timezone": True},
+    "decimal": {"data_type": "decimal", "precision": DECIMAL_PRECISION, "scale": DECIMAL_SCALE},
+}
+
 _COLUMNS: Final = cast(
     dict[str, TColumnSchema],
     {
-        **dlt_columns(),
+        **{f.name: {"name": f.name, **_DLT_TYPES[f.kind], "nullable": f.nullable} for f in FIELDS},
         FETCHED_AT: {
             "name": FETCHED_AT,
             "data_type": "timestamp",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.peers import decode, gather, sequential
-from lodresults._wire import decode_results
+from lodresults._decode import decode_results
 from lodresults.testing import Simulator
 from tests.conftest import fast_client
 

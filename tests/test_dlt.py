@@ -30,7 +30,7 @@ from lodresults import (
     LodInvalidArgument,
     LodWindowError,
 )
-from lodresults._columns import COLUMNS
+from lodresults._models import FIELDS
 from lodresults._wire import structure_record
 from lodresults.testing import ManualClock, Simulator
 from tests.conftest import make_sim
@@ -72,7 +72,7 @@ def pipeline(root: Path, name: str = "lodresults") -> Any:
 
 def rows(db: Path, table: str = "lod.lab_results") -> dict[int, LabResult]:
     """The table's rows as LabResults (fetched_at dropped), by id; ids must be unique."""
-    names = [c.name for c in COLUMNS]
+    names = [f.name for f in FIELDS]
     with closing(duckdb.connect(str(db), read_only=True)) as con:
         con.execute("SET TimeZone = 'UTC'")
         got = con.execute(f"SELECT {', '.join(map(repr_ident, names))} FROM {table}").fetchall()

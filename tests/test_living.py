@@ -15,10 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lodresults import LabResult, LodAuthError, LodClient, WindowCompleted
+from lodresults import LabResult, LodAuthError, LodClient, SQLiteStore, WindowCompleted
 from lodresults._backfill import BackfillResult, backfill
 from lodresults._settle import DEFAULT_SETTLE
-from lodresults._store import Store
 from lodresults._wire import structure_record
 from lodresults.cli._jobs import watch
 from lodresults.testing import Faults, Lab, ManualClock, Simulator, Sloppiness, generate_labs
@@ -57,7 +56,7 @@ async def run_backfill(
 ) -> tuple[BackfillResult, int]:
     """One backfill run; returns its result and how many Results requests it sent."""
     before = sim.stats.requests["Results"]
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         async with client_for(sim, clock) as client:
             result = await backfill(client, store, since, until, **kw)
@@ -67,7 +66,7 @@ async def run_backfill(
 
 
 async def table(db: Path) -> dict[int, LabResult]:
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         rows = await store.run_sync(lambda s: list(s.iter_records_sync()))
     finally:
@@ -128,7 +127,7 @@ async def test_until_in_the_future_checkpoints_nothing_after_now_minus_settle(
     db = tmp_path / "f.db"
     async with Simulator(records=[make_lab(1, T0 - 3 * DAY, T0 - DAY)], clock=clock) as sim:
         result, sent = await run_backfill(sim, clock, db, T0 - 10 * DAY, T0 + 365 * DAY)
-        store = await Store.open(db)
+        store = await SQLiteStore.open(db)
         try:
             done = await store.completed_windows(0, 2**40)
         finally:
@@ -192,7 +191,7 @@ async def test_a_grade_landing_mid_run_reaches_the_table(tmp_path: Path) -> None
 
     db = tmp_path / "g.db"
     async with Simulator(records=[exam], clock=clock) as sim:
-        store = await Store.open(db)
+        store = await SQLiteStore.open(db)
         try:
             async with client_for(sim, clock, max_concurrency=1, on_event=tick) as c:
                 result = await backfill(c, store, T0 - 14 * DAY, T0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lodresults._parquet import ParquetSink
-from lodresults._store import Store
+from lodresults._store import SQLiteStore
 
 __all__ = ["export_parquet"]
 
@@ -21,7 +21,7 @@ async def export_parquet(db: Path, out: Path) -> int:
     The database is opened read-only and read a chunk at a time, so a cancellation
     (Ctrl-C) stops the export within one chunk; ``out`` then stays as it was.
     """
-    store = await Store.open(db, readonly=True)
+    store = await SQLiteStore.open(db, readonly=True)
     try:
         sink = ParquetSink(out)
         try:

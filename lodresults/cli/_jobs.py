@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import logging
 import math
 import os
@@ -17,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -32,10 +30,13 @@ from lodresults._exceptions import (
     LodInvalidArgument,
     LodRedirectError,
     LodWindowError,
+    StoreError,
 )
-from lodresults._models import CompletionStatus, LabResult, field_types
+from lodresults._models import FIELDS, CompletionStatus, LabResult
+from lodresults._schema import Kind
 from lodresults._settle import DEFAULT_SETTLE
-from lodresults._store import COLUMNS, Store, StoreError
+from lodresults._store import SQLiteStore
+from lodresults._store_schema import COLUMNS
 from lodresults._windows import MAX_WINDOW_SECONDS
 from lodresults._wire import dump_record
 from lodresults.cli._progress import Progress
@@ -85,7 +86,7 @@ async def run_backfill(
     (the library's ``backfill``; see there). Windows that have not settled are stored but
     left for the next run.
     """
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         started = time.monotonic()
         async with make_client(on_event=progress.on_event) as client:
@@ -122,7 +123,7 @@ async def _claim_for_demo(db: Path, identity: str, out: IO[str]) -> None:
     Make sure ``db`` holds nothing but this demo dataset: a database of another demo
     dataset is emptied (saying so), one that holds other data is refused.
     """
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         stamp = await store.get_meta(_DEMO_STAMP)
         if stamp is None and await store.count():
@@ -197,7 +198,7 @@ async def export(db: Path, fmt: str, out: IO[str]) -> int:
     The database is opened read-only. Rows are read and written a chunk at a time, so a
     cancellation (Ctrl-C) stops the export within one chunk.
     """
-    store = await Store.open(db, readonly=True)
+    store = await SQLiteStore.open(db, readonly=True)
     try:
         n = await store.for_each_chunk(_EXPORT_WRITERS[fmt](out))
         await store.run_sync(lambda _: out.flush())
@@ -240,21 +241,26 @@ def _create_beside(path: Path) -> tuple[int, Path]:
             continue
 
 
-def _iso(d: datetime | None) -> str:
-    return "" if d is None else d.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _iso(d: datetime) -> str:
+    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def csv_value(value: Any) -> str:
-    """How one LabResult field is spelled in the CSV export."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return _iso(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, CompletionStatus):
-        return str(int(value))
-    return str(value)
+#: How each kind of field is spelled in the CSV export (null is an empty cell).
+CSV_SPELLING: Final[dict[Kind, Callable[[Any], str]]] = {
+    "int": str,
+    "text": str,
+    "bool": lambda v: "true" if v else "false",
+    "timestamp": _iso,
+    "decimal": str,
+    "enum": lambda v: str(int(v)),
+}
+
+_CSV_FIELDS: Final = tuple((f.name, CSV_SPELLING[f.kind]) for f in FIELDS)
+
+
+def csv_row(r: LabResult) -> list[str]:
+    """One record as the CSV export spells it (columns in ``COLUMNS`` order)."""
+    return ["" if (v := getattr(r, name)) is None else spell(v) for name, spell in _CSV_FIELDS]
 
 
 def _jsonl_writer(out: IO[str]) -> Callable[[list[LabResult]], None]:
@@ -269,7 +275,7 @@ def _csv_writer(out: IO[str]) -> Callable[[list[LabResult]], None]:
     writer.writerow(COLUMNS)
 
     def write(chunk: list[LabResult]) -> None:
-        writer.writerows([csv_value(getattr(r, c)) for c in COLUMNS] for r in chunk)
+        writer.writerows(csv_row(r) for r in chunk)
 
     return write
 
@@ -278,38 +284,6 @@ _EXPORT_WRITERS: Final[dict[str, Callable[[IO[str]], Callable[[list[LabResult]],
     "jsonl": _jsonl_writer,
     "csv": _csv_writer,
 }
-
-
-def _from_iso(v: str) -> datetime:
-    return datetime.strptime(v, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-
-_CSV_PARSERS: Final[dict[Any, Callable[[str], Any]]] = {
-    int: int,
-    str: str,
-    bool: lambda v: v == "true",
-    datetime: _from_iso,
-    Decimal: Decimal,
-    CompletionStatus: lambda v: CompletionStatus(int(v)),
-}
-
-
-_CSV_FIELDS: Final = [
-    (name, nullable, _CSV_PARSERS[base]) for name, (base, nullable) in field_types().items()
-]
-
-
-def record_from_csv(row: dict[str, str]) -> LabResult:
-    """
-    Parse one exported CSV row back into a LabResult (the inverse of the export).
-
-    An empty cell is null for nullable fields (CSV cannot tell an empty string apart).
-    """
-    values: dict[str, Any] = {
-        name: None if nullable and row[name] == "" else parse(row[name])
-        for name, nullable, parse in _CSV_FIELDS
-    }
-    return LabResult(**values)
 
 
 _LAST_POLL: Final = "watch.last_success"
@@ -348,7 +322,7 @@ async def watch(
     tick; auth, redirect, bad-argument and database failures stop the watch on every path;
     the loop also ends on cancellation (SIGTERM/Ctrl-C).
     """
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         async with make_client(clock=clock) as client:
             n = 0
@@ -369,7 +343,7 @@ async def watch(
 
 
 async def _watch_tick(
-    client: LodClient, store: Store, interval: float, settle: int, reconcile: float
+    client: LodClient, store: SQLiteStore, interval: float, settle: int, reconcile: float
 ) -> str:
     tick = client.clock()
     last_saved = await store.get_meta_number(_LAST_POLL)
@@ -461,8 +435,3 @@ def json_dump(doc: Any, out: IO[str] = sys.stdout) -> None:
     """Pretty JSON to ``out``."""
     out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     out.write("\n")
-
-
-def read_csv(text: str) -> list[LabResult]:
-    """Parse a whole CSV export (used by tests and for re-import)."""
-    return [record_from_csv(row) for row in csv.DictReader(io.StringIO(text))]
