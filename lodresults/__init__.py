@@ -7,7 +7,8 @@ Everything public is listed in ``__all__``; other modules are private.
 from __future__ import annotations
 
 from lodresults._backfill import BackfillResult, backfill
-from lodresults._client import DEFAULT_BASE_URL, LodClient, WindowBatch
+from lodresults._batches import WindowBatch
+from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._events import (
     Event,
     EventHook,

@@ -130,6 +130,7 @@ SELECT_ALL: Final = (
     f'ORDER BY "start", {_quote(_KEY)}'
 )
 
+
 def row_writer(fields: Sequence[FieldSpec]) -> Callable[[Any, int], tuple[Any, ...]]:
     """The function that turns a record and its ``fetched_at`` into a row of ``fields``."""
     plan = tuple((f.name, _TO_SQL.get(f.kind)) for f in fields)

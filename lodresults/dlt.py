@@ -28,10 +28,10 @@ from dlt.common.schema.typing import TColumnSchema
 from lodresults._arrow import DECIMAL_PRECISION, DECIMAL_SCALE, to_arrow
 from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._exceptions import LodInvalidArgument
+from lodresults._key import ApiKey
 from lodresults._models import FIELDS, LabResult
 from lodresults._schema import Kind
 from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
-from lodresults._transport import ApiKey
 from lodresults._windows import TimeLike, to_epoch, validate_range
 
 __all__ = ["FETCHED_AT", "lab_results"]

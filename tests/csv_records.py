@@ -12,10 +12,11 @@ from typing import Any, Final
 from lodresults import LabResult
 from lodresults._models import FIELDS
 from lodresults._schema import Kind
+from lodresults._windows import ISO_FORMAT
 
 
 def _from_iso(v: str) -> datetime:
-    return datetime.strptime(v, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(v, ISO_FORMAT).replace(tzinfo=timezone.utc)
 
 
 #: How each kind is read back from its CSV spelling.

@@ -20,7 +20,7 @@ import pytest
 from lodresults import LabResult, unstructure_record
 from lodresults._wire import structure_record
 from lodresults.cli._dates import parse_when
-from lodresults.cli._jobs import watch
+from lodresults.cli._watch import watch
 from lodresults.testing import Faults, ManualClock, Simulator
 from tests.conftest import fast_client, make_sim
 from tests.csv_records import read_csv

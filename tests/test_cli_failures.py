@@ -465,12 +465,12 @@ def test_an_unexpected_exception_is_one_line_without_debug(
     traceback of a bug."""
     from click.testing import CliRunner
 
-    from lodresults.cli import _app
+    from lodresults.cli import _app, _options
 
     def boom(*args: object) -> str:
         raise exc
 
-    monkeypatch.setattr(_app, "_api_key", boom)
+    monkeypatch.setattr(_options, "api_key", boom)
     args = [*(["--debug"] if debug else []), "latest"]
     r = CliRunner().invoke(_app.cli, args, prog_name="lodresults")
     assert r.exit_code == code

@@ -19,7 +19,7 @@ from lodresults import LabResult, LodAuthError, LodClient, SQLiteStore, WindowCo
 from lodresults._backfill import BackfillResult, backfill
 from lodresults._settle import DEFAULT_SETTLE
 from lodresults._wire import structure_record
-from lodresults.cli._jobs import watch
+from lodresults.cli._watch import watch
 from lodresults.testing import Faults, Lab, ManualClock, Simulator, Sloppiness, generate_labs
 
 DAY = 86400

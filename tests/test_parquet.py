@@ -239,7 +239,7 @@ async def test_cli_parquet_needs_out_and_pyarrow(tmp_path: Path) -> None:
 async def test_import_lodresults_loads_neither_dlt_nor_pyarrow() -> None:
     """The optional extras stay optional: the SDK and the CLI import neither."""
     code = (
-        "import sys, lodresults, lodresults.cli._app, lodresults.cli._jobs, lodresults.testing; "
+        "import sys, lodresults, lodresults.cli._app, lodresults.testing; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dlt', 'pyarrow', 'duckdb')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -1,4 +1,4 @@
-"""One declaration of a lab result's fields: every layer derives from it, a new field is one line."""
+"""One declaration of a lab result's fields: every layer derives from it; a field is one line."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from lodresults._models import FIELDS
 from lodresults._schema import INT64_MAX, KINDS, column, fields_of
 from lodresults._store_schema import _SQL_TYPES, row_reader, row_writer, table_sql
 from lodresults._wire import WIRE_NAMES, make_converter, structure_record, unstructure_record
-from lodresults.cli._jobs import CSV_SPELLING
+from lodresults.cli._export import CSV_SPELLING
 from tests.csv_records import CSV_PARSERS
 from tests.test_store import lab
 
@@ -58,9 +58,7 @@ def test_every_kind_has_a_rule_in_every_layer() -> None:
 
 def _plus(extra: dict[str, Any]) -> type:
     """A copy of LabResult with ``extra`` fields added: what adding a line to it makes."""
-    these = {
-        a.name: attrs.field(type=a.type, metadata=a.metadata) for a in attrs.fields(LabResult)
-    }
+    these = {a.name: attrs.field(type=a.type, metadata=a.metadata) for a in attrs.fields(LabResult)}
     return attrs.make_class("LabResultPlus", {**these, **extra}, frozen=True, slots=True)
 
 
@@ -98,7 +96,7 @@ def test_a_new_field_is_one_line_in_every_layer() -> None:
         assert info["seat_count"] == ("INTEGER", 0) and info["tenant_id"] == ("INTEGER", 1)
         c.execute(f"INSERT INTO t VALUES ({', '.join('?' * (len(fields) + 1))})",
                   row_writer(fields)(decoded[0], 5))  # fmt: skip
-        row = c.execute(f"SELECT {', '.join(f.name for f in fields)} FROM t").fetchone()  # noqa: S608
+        row = c.execute(f"SELECT {', '.join(f.name for f in fields)} FROM t").fetchone()
     assert row_reader(cls, fields)(row) == decoded[0]
 
 

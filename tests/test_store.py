@@ -22,7 +22,7 @@ from lodresults._decode import decode_results
 from lodresults._models import FIELDS
 from lodresults._store_schema import COLUMNS, SCHEMA_VERSION, column_sql
 from lodresults._wire import WIRE_NAMES, dump_record, structure_record
-from lodresults.cli._jobs import atomic_output, export
+from lodresults.cli._export import atomic_output, export
 
 
 def lab(i: int = 77, **changes: Any) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from lodresults import (
     LodServerError,
     LodTimeoutError,
 )
-from lodresults._transport import ApiKey, Transport, check_base_url, is_loopback
+from lodresults._key import ApiKey, check_base_url, is_loopback
+from lodresults._transport import Transport
 
 BASE = "https://lod.example.test/api/v3"
 KEY = "unit-KEY-secret-123"
