@@ -205,7 +205,7 @@ def test_exactly_once_newest_copy_bounded_state(run: Run) -> None:
         assert lo <= hi
 
     order = sorted(range(len(windows)), key=lambda i: i if run.ordered else run.recv[i])
-    d = Deduplicator(a, b)
+    d = Deduplicator(a, b, ordered=run.ordered)
     table: dict[int, LabResult] = {}
     yielded: list[int] = []
     handed: set[int] = set()
