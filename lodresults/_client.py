@@ -13,11 +13,12 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 import aiohttp
 import attrs
 
+from lodresults._clock import Clock, race, sleep_unless, timer_for
 from lodresults._dedup import Deduplicator
 from lodresults._events import (
     Event,
@@ -31,12 +32,13 @@ from lodresults._events import (
 )
 from lodresults._exceptions import (
     LodClientClosed,
+    LodDeadlineError,
     LodError,
     LodInvalidArgument,
     LodRateLimitError,
 )
 from lodresults._models import LabResult
-from lodresults._ratelimit import AdaptiveRateLimiter
+from lodresults._ratelimit import AdaptiveRateLimiter, Ticket
 from lodresults._retry import RetryPolicy, is_retryable
 from lodresults._stream import stream_windows
 from lodresults._transport import ApiKey, Transport, check_base_url
@@ -112,8 +114,12 @@ class LodClient:
         on_event: Called with every ``Event`` (retries, throttling, window progress).
         retry_initial_wait: First backoff ceiling in seconds (doubles per attempt).
         retry_max_wait: Largest backoff between attempts, in seconds.
-        clock: Epoch seconds now, for ``WindowBatch.fetched_at`` (tests pass a manual
-            clock, e.g. ``lodresults.testing.ManualClock``).
+        deadline: Seconds each call may take in all, retries and waits included (like
+            stamina's ``timeout``); None for no limit. Past it the call raises
+            ``LodDeadlineError`` naming what was left. ``iter_results`` takes its own.
+        clock: Epoch seconds now, for ``WindowBatch.fetched_at`` (``time.time``). Tests
+            pass a ``lodresults.testing.ManualClock``: the client's waits (pacing,
+            backoff, deadlines) then run in its virtual time too.
 
     .. versionadded:: 0.1.0
     """
@@ -132,10 +138,13 @@ class LodClient:
         on_event: EventHook | None = None,
         retry_initial_wait: float = 0.5,
         retry_max_wait: float = 30.0,
+        deadline: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        key = ApiKey(api_key)
+        key = ApiKey.checked(api_key)
         del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
+        if isinstance(key, LodInvalidArgument):
+            raise key
         url = check_base_url(base_url)
         _check_int("max_concurrency", max_concurrency, 1, 1000)
         _check_int("max_retries", max_retries, 0, 100)
@@ -145,6 +154,8 @@ class LodClient:
         _check_positive("timeout", timeout)
         _check_positive("retry_initial_wait", retry_initial_wait, allow_zero=True)
         _check_positive("retry_max_wait", retry_max_wait, allow_zero=True)
+        if deadline is not None:
+            _check_positive("deadline", deadline)
         if not callable(clock):
             raise LodInvalidArgument("clock must be a callable returning epoch seconds")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
@@ -155,17 +166,22 @@ class LodClient:
         self.rate_limit = rate_limit
         self.timeout = float(timeout)
         self.max_retries = max_retries
+        self.deadline = deadline
         self._transport = Transport(
             url, key, timeout=timeout, max_response_bytes=max_response_bytes, session=session
         )
         self._policy = RetryPolicy(
             max_retries=max_retries, initial_wait=retry_initial_wait, max_wait=retry_max_wait
         )
-        self._limiter = AdaptiveRateLimiter(rate_limit)
+        self._clock = clock
+        # Where waits happen: real time, or the virtual time of a ManualClock.
+        self._timer: Clock = timer_for(clock)
+        self._limiter = AdaptiveRateLimiter(rate_limit, clock=self._timer)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._hooks: list[EventHook] = [on_event] if on_event is not None else []
         self._closed = False
-        self._clock = clock
+        # Set by close(): wakes every request waiting for a rate slot or a retry.
+        self._stop = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -177,8 +193,15 @@ class LodClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection pool (unless the session is the caller's). Idempotent."""
+        """
+        Close the connection pool (unless the session is the caller's). Idempotent.
+
+        Requests still waiting for a rate slot or sleeping before a retry raise
+        ``LodClientClosed`` at once; none of them is sent afterwards.
+        """
         self._closed = True
+        self._stop.set()
+        self._limiter.close()
         await self._transport.close()
 
     @property
@@ -224,17 +247,44 @@ class LodClient:
         label: str,
         parse: Callable[[bytes], T],
         on_event: EventHook | None = None,
+        deadline: float | None = None,
     ) -> T:
         self._ensure_open()
+        failures: list[str] = []
+        attempts = self._attempts(command, params, label, parse, on_event, failures)
+        if deadline is None:
+            return await attempts
+        task, _ = await race(attempts, self._timer.sleep(deadline))
+        if not task.cancelled():  # it finished (or failed) before the deadline
+            return cast(T, task.result())
+        last = f"; last failure: {failures[-1]}" if failures else ""
+        raise LodDeadlineError(
+            f"{command} {label}: deadline of {deadline:g} s passed before it finished "
+            f"({len(failures)} failed attempts{last})",
+            deadline=deadline,
+        )
+
+    async def _attempts(
+        self,
+        command: str,
+        params: dict[str, str],
+        label: str,
+        parse: Callable[[bytes], T],
+        on_event: EventHook | None,
+        failures: list[str],
+    ) -> T:
         attempt = 0
         while True:
             attempt += 1
             started = time.perf_counter()
-            generation = 0
+            ticket: Ticket | None = None
             status: int | str = "-"
             try:
                 async with self._semaphore:
-                    generation = await self._limiter.acquire()
+                    ticket = await self._limiter.acquire()
+                    # close() may have run while this request waited: never send then
+                    # (the transport would open a new session that nobody closes).
+                    self._ensure_open()
                     answer = await self._transport.get(command, params)
                 status = answer.status
                 value = await self._transport.decode(command, answer, parse)
@@ -245,23 +295,20 @@ class LodClient:
                     command, label, status, attempt, time.perf_counter() - started,
                     type(error).__name__,
                 )  # fmt: skip
-                if isinstance(error, LodRateLimitError):
-                    capped = (
-                        None if retry_after is None
-                        else min(retry_after, self._policy.max_retry_after)
-                    )  # fmt: skip
-                    self._limiter.on_throttled(generation, capped)
+                failures.append(f"{type(error).__name__}: {error}")
+                if isinstance(error, LodRateLimitError) and ticket is not None:
+                    self._limiter.on_throttled(ticket)
                     self._emit(Throttled(command, retry_after, self._limiter.rate), on_event)
                 if not is_retryable(error) or attempt > self.max_retries:
                     raise
                 delay = self._policy.delay(attempt, retry_after)
-                self._emit(
-                    RequestRetried(command, attempt, delay, f"{type(error).__name__}: {error}"),
-                    on_event,
-                )
-                await asyncio.sleep(delay)
+                self._emit(RequestRetried(command, attempt, delay, failures[-1]), on_event)
+                if await sleep_unless(self._timer, delay, self._stop):
+                    raise LodClientClosed(
+                        f"{command} {label}: the LodClient was closed while waiting to retry"
+                    ) from None
                 continue
-            self._limiter.on_success()
+            self._limiter.on_success(ticket)
             logger.debug(
                 "%s %s status=%s attempt=%d elapsed=%.3fs",
                 command, label, status, attempt, time.perf_counter() - started,
@@ -291,6 +338,7 @@ class LodClient:
             {"labInstanceId": str(lab_instance_id)},
             f"id={lab_instance_id}",
             lambda body: structure_result(decode_json(body, command="Result"), lab_instance_id),
+            deadline=self.deadline,
         )
 
     async def results(self, start: TimeLike, end: TimeLike) -> list[LabResult]:
@@ -306,10 +354,10 @@ class LodClient:
                 f"results() sends one request and the server allows at most 7 days; this range "
                 f"is {(e - s) / 86400:.2f} days. Use iter_results() for longer ranges"
             )
-        return await self._fetch_window(Window(s, e))
+        return await self._fetch_window(Window(s, e), deadline=self.deadline)
 
     async def _fetch_window(
-        self, window: Window, on_event: EventHook | None = None
+        self, window: Window, on_event: EventHook | None = None, deadline: float | None = None
     ) -> list[LabResult]:
         return await self._request(
             "Results",
@@ -317,6 +365,7 @@ class LodClient:
             str(window),
             decode_results,
             on_event,
+            deadline,
         )
 
     async def latest_results(self, minutes: int = 60) -> list[LabResult]:
@@ -335,6 +384,7 @@ class LodClient:
             {"minutes": str(minutes)},
             f"minutes={minutes}",
             lambda body: decode_results(body, command="LatestResults"),
+            deadline=self.deadline,
         )
 
     # --- ranges of any length --------------------------------------------------------------
@@ -347,6 +397,7 @@ class LodClient:
         ordered: bool = True,
         skip: Sequence[tuple[int, int]] = (),
         on_event: EventHook | None = None,
+        deadline: float | None = None,
     ) -> AsyncGenerator[WindowBatch, None]:
         """
         Like ``iter_results``, but yields each window as a ``WindowBatch``: its new records,
@@ -356,15 +407,19 @@ class LodClient:
         ``updates``, batch after batch in the order they come.
 
         ``skip`` lists ``(start, end)`` epoch intervals already fetched (a resumed
-        backfill's checkpoints); only the gaps between them are planned.
+        backfill's checkpoints); only the gaps between them are planned. ``deadline``
+        as for ``iter_results``.
 
         .. versionadded:: 0.1.0
         """
         s, e = validate_range(start, end)
         if not isinstance(ordered, bool):
             raise LodInvalidArgument("ordered must be a bool")
+        if deadline is not None:
+            _check_positive("deadline", deadline)
         self._ensure_open()
-        return self._iter_windows(s, e, ordered, gaps(s, e, skip), on_event)
+        limit = deadline if deadline is not None else self.deadline
+        return self._iter_windows(s, e, ordered, gaps(s, e, skip), on_event, deadline=limit)
 
     async def _iter_windows(
         self,
@@ -373,6 +428,8 @@ class LodClient:
         ordered: bool,
         ranges: list[tuple[int, int]],
         on_event: EventHook | None,
+        *,
+        deadline: float | None = None,
     ) -> AsyncGenerator[WindowBatch, None]:
         planner = WindowPlanner(ranges)
         self._emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
@@ -402,6 +459,8 @@ class LodClient:
             ordered=ordered,
             on_split=split,
             on_failed=failed,
+            deadline=deadline,
+            timer=self._timer,
         )
         async with aclosing(stream):
             async for done in stream:
@@ -425,6 +484,7 @@ class LodClient:
         *,
         ordered: bool = True,
         on_event: EventHook | None = None,
+        deadline: float | None = None,
     ) -> AsyncGenerator[LabResult, None]:
         """
         Every lab that started or ended in ``[start, end]``, each exactly once, streaming.
@@ -451,11 +511,19 @@ class LodClient:
             LodWindowError: a window still failed after retries; ``.start``/``.end`` name
                 it and ``.error`` is the cause. It is also an instance of the cause's
                 class (``except LodAuthError`` catches it). With ``ordered=True`` all
-                records of earlier windows were yielded first.
+                records of earlier windows were yielded first, and later windows are
+                cancelled as soon as it fails (a permanent failure ends the call in about
+                the time one request takes to give up).
+            LodDeadlineError: ``deadline`` seconds (the client's by default) passed
+                before the end, the consumer's time included; ``.unfinished`` lists the
+                epoch ranges left (with ``ordered=True``, everything before them was
+                yielded).
 
         .. versionadded:: 0.1.0
         """
-        windows = self.iter_windows(start, end, ordered=ordered, on_event=on_event)
+        windows = self.iter_windows(
+            start, end, ordered=ordered, on_event=on_event, deadline=deadline
+        )
         return self._flatten(windows)
 
     @staticmethod

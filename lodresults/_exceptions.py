@@ -6,6 +6,7 @@ The one exception tree of lodresults.
     LodError
     ├── LodInvalidArgument (also ValueError)   bad input; raised before anything is sent
     ├── LodClientClosed                        the client was used after close()
+    ├── LodDeadlineError (also TimeoutError)   a call's deadline passed (has .unfinished)
     ├── LodTransportError                      no usable HTTP answer
     │   ├── LodConnectionError                 connect failed, reset, truncated body
     │   ├── LodTimeoutError                    no complete answer within the timeout
@@ -38,6 +39,7 @@ __all__ = [
     "LodAuthError",
     "LodClientClosed",
     "LodConnectionError",
+    "LodDeadlineError",
     "LodDecodeError",
     "LodError",
     "LodInvalidArgument",
@@ -83,6 +85,23 @@ class LodClientClosed(LodError, RuntimeError):
     """
     The client was used after ``close()``.
     """
+
+
+class LodDeadlineError(LodError, TimeoutError):
+    """
+    A call's ``deadline`` (seconds, retries and waits included) passed before it
+    finished; what was in flight was cancelled. Not retried.
+
+    ``unfinished``: the ``(start, end)`` epoch ranges not fetched (for ``iter_results``
+    and ``iter_windows``; empty for a single request).
+    """
+
+    def __init__(
+        self, message: str, *, deadline: float, unfinished: tuple[tuple[int, int], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.deadline = deadline
+        self.unfinished = unfinished
 
 
 # --- transport -------------------------------------------------------------------------

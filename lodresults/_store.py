@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -365,6 +366,8 @@ class Store:
         self.path = path
         self._conn = conn
         self._pool = pool
+        # Set by the database thread to the running job's cancel flag (see ``_run``).
+        self._job_cancelled: threading.Event | None = None
 
     @classmethod
     async def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
@@ -389,11 +392,18 @@ class Store:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         # shield: if the caller is cancelled mid-write, the transaction still completes
-        # (or rolls back) on its thread before anything else touches the connection.
-        future = loop.run_in_executor(self._pool, self._guard, fn, *args)
-        return await asyncio.shield(future)
+        # (or rolls back) on its thread before anything else touches the connection. A
+        # long read (``iter_records_sync``) sees the flag and stops at its next batch.
+        cancelled = threading.Event()
+        future = loop.run_in_executor(self._pool, self._guard, cancelled, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
 
-    def _guard(self, fn: Callable[..., T], *args: Any) -> T:
+    def _guard(self, cancelled: threading.Event, fn: Callable[..., T], *args: Any) -> T:
+        self._job_cancelled = cancelled
         try:
             return fn(*args)
         except sqlite3.Error as exc:
@@ -404,6 +414,8 @@ class Store:
             # leave the transaction open either: the next write would fail to begin.
             self._rollback()
             raise
+        finally:
+            self._job_cancelled = None
 
     def _rollback(self) -> None:
         if not self._conn.in_transaction:
@@ -550,10 +562,20 @@ class Store:
         return {self._int("lab_results.completion_status", a): int(b) for a, b in rows}
 
     def iter_records_sync(self, batch: int = 1000) -> Iterator[LabResult]:
-        """All records in start order, read in batches (call from a worker thread)."""
+        """
+        All records in start order, read in batches (call from ``run_sync``).
+
+        If the caller of ``run_sync`` is cancelled, raises ``CancelledError`` (on the
+        database thread) before the next batch, so a long export stops within one batch.
+        """
         cur = self._conn.execute(_SELECT_ALL)
-        while rows := cur.fetchmany(batch):
-            yield from self._records(rows)
+        try:
+            while rows := cur.fetchmany(batch):
+                yield from self._records(rows)
+                if self._job_cancelled is not None and self._job_cancelled.is_set():
+                    raise asyncio.CancelledError(f"reading {self.path} was cancelled")
+        finally:
+            cur.close()
 
     async def for_each_chunk(
         self, fn: Callable[[list[LabResult]], None], size: int = CHUNK_ROWS
@@ -598,7 +620,10 @@ class Store:
         return out
 
     async def run_sync(self, fn: Callable[[Store], T]) -> T:
-        """Run ``fn(self)`` on the database thread (for streaming exports)."""
+        """
+        Run ``fn(self)`` on the database thread (for streaming exports); if this call is
+        cancelled, ``iter_records_sync`` inside ``fn`` stops at its next batch.
+        """
         return await self._run(fn, self)
 
     async def close(self) -> None:

@@ -16,11 +16,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
-from lodresults._exceptions import LodError, LodWindowError, LodWindowTooLongError
+from lodresults._clock import Clock, SystemClock
+from lodresults._exceptions import (
+    LodDeadlineError,
+    LodError,
+    LodWindowError,
+    LodWindowTooLongError,
+)
 from lodresults._windows import Window, WindowPlanner
 
 __all__ = ["Finished", "stream_windows"]
@@ -66,53 +72,104 @@ async def stream_windows(
     lookahead: int | None = None,
     on_split: Callable[[Window, int, int], None] = lambda w, n, limit: None,
     on_failed: Callable[[Window, LodError], None] = lambda w, e: None,
+    deadline: float | None = None,
+    timer: Clock | None = None,
 ) -> AsyncGenerator[Finished[T], None]:
     """
     Fetch every window of ``planner`` and yield each one's items once.
 
     Raises ``LodWindowError`` (naming the window, the cause chained) when a window fails;
-    with ``ordered=True`` every earlier window has been yielded before.
+    with ``ordered=True`` every earlier window has been yielded before, and the windows
+    after the failed one are cancelled as soon as it fails. ``deadline``: seconds on
+    ``timer`` for the whole iteration; past it, everything in flight is cancelled and
+    ``LodDeadlineError`` names the windows left.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     ahead = lookahead if lookahead is not None else 2 * concurrency
     tasks: dict[int, asyncio.Task[list[T]]] = {}
     windows: dict[int, Window] = {}
+    finished: set[int] = set()  # done, not yet yielded
+    newly: list[int] = []  # done since the loop last looked (filled by callbacks)
+    wake = asyncio.Event()
     next_index = 0
+    running = 0
     exhausted = False
+    failed: int | None = None  # the lowest window that failed for good
     # Windows yielded beyond the contiguous prefix (only ever more than one when unordered).
     yielded: dict[int, Window] = {}
     prefix = 0  # every index < prefix has been yielded
+
+    def fill() -> None:
+        # Start windows while fewer than `concurrency` run and the newest stays within
+        # `ahead` of the oldest not yielded. Called by the loop and as each fetch ends,
+        # so a free slot is refilled at once, not when the consumer next asks.
+        nonlocal next_index, running, exhausted
+        if exhausted:
+            return
+        oldest = min(tasks) if tasks else next_index
+        while running < concurrency and next_index - oldest < ahead:
+            window = next(planner, None)
+            if window is None:
+                exhausted = True
+                return
+            task = asyncio.ensure_future(_run_window(planner, window, fetch, on_split))
+            task.add_done_callback(on_done(next_index))
+            tasks[next_index] = task
+            windows[next_index] = window
+            next_index += 1
+            running += 1
+
+    def on_done(index: int) -> Callable[[asyncio.Task[list[T]]], None]:
+        def done(task: asyncio.Task[list[T]]) -> None:
+            nonlocal running
+            running -= 1
+            newly.append(index)
+            wake.set()
+            if not task.cancelled() and task.exception() is None:
+                fill()
+
+        return done
+
+    clock_task: asyncio.Task[None] | None = None
+    if deadline is not None:
+        clock_task = asyncio.ensure_future((timer or SystemClock()).sleep(deadline))
+        clock_task.add_done_callback(lambda _: wake.set())
     try:
         while True:
-            oldest = min(tasks) if tasks else next_index
-            running = sum(1 for t in tasks.values() if not t.done())
-            while not exhausted and running < concurrency and next_index - oldest < ahead:
-                window = next(planner, None)
-                if window is None:
+            if clock_task is not None and clock_task.done():
+                left = [windows[i] for i in sorted(tasks)] + list(planner)
+                raise _deadline_error(deadline or 0.0, left)
+            for index in newly:
+                finished.add(index)
+                task = tasks[index]
+                if task.cancelled() or task.exception() is None:
+                    continue
+                if failed is None or index < failed:
+                    # Nothing after a failed window will be yielded: stop fetching it.
+                    failed = index
                     exhausted = True
-                    break
-                tasks[next_index] = asyncio.ensure_future(
-                    _run_window(planner, window, fetch, on_split)
-                )
-                windows[next_index] = window
-                next_index += 1
-                running += 1
+                    if ordered:
+                        for later, other in tasks.items():
+                            if later > index:
+                                other.cancel()
+            newly.clear()
+            fill()
             if not tasks:
                 return
             if ordered:
-                ready = [oldest] if tasks[oldest].done() else []
+                oldest = min(tasks)
+                ready = oldest if oldest in finished else None
             else:
-                ready = sorted(i for i, t in tasks.items() if t.done())
-            if not ready:
-                await asyncio.wait(
-                    [t for t in tasks.values() if not t.done()],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                ready = failed if failed is not None else min(finished, default=None)
+            if ready is None:
+                wake.clear()
+                if not newly:
+                    await wake.wait()
                 continue
-            index = ready[0]
-            task = tasks.pop(index)
-            window = windows.pop(index)
+            task = tasks.pop(ready)
+            finished.discard(ready)
+            window = windows.pop(ready)
             error = task.exception()
             if error is not None:
                 if isinstance(error, LodError):
@@ -120,14 +177,17 @@ async def stream_windows(
                     raise LodWindowError(window.start, window.end, error) from error
                 raise error
             # Advance the watermark: the end of the contiguous prefix of yielded windows.
-            yielded[index] = window
+            yielded[ready] = window
             watermark: int | None = None
             while prefix in yielded:
                 watermark = yielded.pop(prefix).end
                 prefix += 1
             yield Finished(window, task.result(), watermark)
     finally:
-        pending = list(tasks.values())
+        exhausted = True  # no callback may start a window now
+        pending: list[asyncio.Future[Any]] = list(tasks.values())
+        if clock_task is not None:
+            pending.append(clock_task)
         for t in pending:
             t.cancel()
         if pending:
@@ -135,3 +195,20 @@ async def stream_windows(
             for t in pending:
                 if not t.cancelled():
                     t.exception()  # mark retrieved: no "exception was never retrieved"
+
+
+def _deadline_error(deadline: float, left: list[Window]) -> LodDeadlineError:
+    """The error naming the windows a deadline left unfetched, as merged ranges."""
+    ranges: list[tuple[int, int]] = []
+    for w in sorted(left, key=lambda w: w.start):
+        if ranges and w.start <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], w.end))
+        else:
+            ranges.append((w.start, w.end))
+    shown = ", ".join(str(Window(a, b)) for a, b in ranges[:3])
+    more = f" and {len(ranges) - 3} more ranges" if len(ranges) > 3 else ""
+    return LodDeadlineError(
+        f"deadline of {deadline:g} s passed with {len(left)} windows unfinished: {shown}{more}",
+        deadline=deadline,
+        unfinished=tuple(ranges),
+    )

@@ -86,6 +86,16 @@ class ApiKey:
             raise LodInvalidArgument(problem)
         self._value = _Secret(value)
 
+    @classmethod
+    def checked(cls, value: object) -> ApiKey | LodInvalidArgument:
+        """
+        The key, or the error to raise once the caller has dropped its own plain-text
+        copy (``del``): raised from here, the caller's frame would still hold the key as
+        a local, and a traceback formatted with locals would show it.
+        """
+        problem = _key_problem(value)
+        return cls(value) if problem is None else LodInvalidArgument(problem)  # type: ignore[arg-type]
+
     def reveal(self) -> str:
         """The key itself, for the one header that carries it (its ``repr`` is ``'***'``)."""
         return self._value

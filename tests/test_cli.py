@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
@@ -20,7 +21,7 @@ from lodresults import LabResult, unstructure_record
 from lodresults._wire import structure_record
 from lodresults.cli._dates import parse_when
 from lodresults.cli._jobs import read_csv, watch
-from lodresults.testing import Faults, Simulator
+from lodresults.testing import Faults, ManualClock, Simulator
 from tests.conftest import fast_client, make_sim
 
 DAY = 86400
@@ -286,7 +287,10 @@ async def test_watch_survives_transient_errors_and_catches_up(tmp_path: Path) ->
     """Failed polls are reported and retried; the gap since the last success is covered."""
     db = tmp_path / "w.db"
     out = io.StringIO()
-    async with make_sim(faults=Faults(rate=1.0, kinds=("http500",))) as sim:
+    # The simulator's clock stands still (a real one could tick between two reads of
+    # sim.now below), the watch's own clock jumps ten days.
+    frozen = ManualClock(time.time())
+    async with make_sim(faults=Faults(rate=1.0, kinds=("http500",)), clock=frozen) as sim:
         clock = [float(sim.now)]
         await watch(lambda **kw: fast_client(sim, max_retries=0, **kw), db=db, interval=0.01,
                     out=out, iterations=2, clock=lambda: clock[0])  # fmt: skip

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -134,6 +135,8 @@ def _cases() -> list[tuple[str, list[str], dict[str, str], int, str]]:
         ("export-empty-file", ["export", "--db", "{key_empty}"], {}, FAILURE, "not a usable"),
         ("export-out-no-dir", ["export", "--db", "{good}", "--out", "{tmp}/no/x.jsonl"], {},
          USAGE, "--out"),
+        ("export-out-is-db", ["export", "--db", "{good}", "--out", "{good}"], {}, USAGE,
+         "is the database itself"),
         # get and latest
         ("get-huge-id", ["get", "9" * 23], sim, USAGE, "LAB_INSTANCE_ID"),
         ("get-int64-max+1", ["get", str(2**63)], sim, USAGE, "LAB_INSTANCE_ID"),
@@ -150,6 +153,8 @@ def _cases() -> list[tuple[str, list[str], dict[str, str], int, str]]:
         ("latest-auth", ["latest"], wrong, FAILURE, "401"),
         ("latest-unreachable", ["latest", "--max-retries", "0"], down, FAILURE, "connect"),
         ("latest-bad-minutes", ["latest", "--minutes", "99999"], sim, USAGE, "--minutes"),
+        ("simulate-port-in-use", ["simulate", "--port", "{busy_port}", "--days", "1"], {},
+         FAILURE, "address already in use"),
         # demo and the group
         ("demo-no-dir", ["demo", "--db", "{tmp}/no/such/dir/d.db", "--days", "1"], {}, FAILURE,
          "cannot open"),
@@ -163,14 +168,14 @@ def _cases() -> list[tuple[str, list[str], dict[str, str], int, str]]:
 async def test_every_failure_is_one_line_and_its_exit_code(sim: Simulator, tmp_path: Path) -> None:
     """No traceback, exactly the documented code, one error line on stderr; the key never."""
     files = await asyncio.to_thread(_files, tmp_path)
-    refused = ("corrupt", "foreign", "newer", "bad_meta")
+    refused = ("good", "corrupt", "foreign", "newer", "bad_meta")
     before = {name: _sha(files[name]) for name in refused}
     gate = asyncio.Semaphore(4)
     failures: list[str] = []
 
     async def check(case: tuple[str, list[str], dict[str, str], int, str]) -> None:
         name, argv, extra, code, needle = case
-        args = [a.format(tmp=tmp_path, **files) for a in argv]
+        args = [a.format(tmp=tmp_path, busy_port=busy_port, **files) for a in argv]
         env = _env(sim, **{k: v for k, v in extra.items() if k != "LOCK"})
         async with gate:
             if "LOCK" in extra:
@@ -191,7 +196,11 @@ async def test_every_failure_is_one_line_and_its_exit_code(sim: Simulator, tmp_p
         if problems:
             failures.append(f"{name}: {'; '.join(problems)}")
 
-    await asyncio.gather(*(check(c) for c in _cases()))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        busy_port = busy.getsockname()[1]
+        await asyncio.gather(*(check(c) for c in _cases()))
     assert not failures, "\n".join(sorted(failures))
     assert {name: _sha(files[name]) for name in refused} == before  # refused, not changed
 
@@ -353,6 +362,7 @@ def test_a_failing_export_leaves_no_partial_file(tmp_path: Path) -> None:
 
 @example("²", False)  # a Unicode digit
 @example("٣٣٣", False)  # Arabic-Indic digits
+@example("0\x85", False)  # a Unicode space (NEL) that str.strip() removes
 @given(st.text(max_size=40), st.booleans())
 def test_any_date_text_is_an_epoch_or_a_clear_error(text: str, end_of_day: bool) -> None:
     """Whatever is typed: epoch seconds in range, or a ValueError quoting the text."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
-import time
+import threading
 import warnings
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -15,15 +14,17 @@ import pytest
 
 from lodresults import (
     MAX_WINDOW_SECONDS,
+    Event,
     LodApiError,
     LodAuthError,
     LodClient,
     LodClientClosed,
     LodInvalidArgument,
+    RequestRetried,
     unstructure_record,
 )
-from lodresults.testing import Simulator
-from tests.conftest import fast_client, make_sim
+from lodresults.testing import Faults, ManualClock, Simulator
+from tests.conftest import NOW, fast_client, make_sim
 
 
 async def test_result_matches_the_server_record(sim: Simulator) -> None:
@@ -201,13 +202,20 @@ async def test_concurrency_is_shared_across_callers(sim: Simulator) -> None:
     assert sim.stats.max_in_flight == 3
 
 
-async def test_rate_limit_is_enforced(sim: Simulator) -> None:
-    """At rate_limit=40, 30 requests never exceed 40 arrivals in any second (plus one)."""
-    async with fast_client(sim, rate_limit=40.0, max_concurrency=8) as c:
+async def test_rate_limit_is_enforced() -> None:
+    """
+    At rate_limit=10, 30 concurrent calls start 0.1 s apart (in virtual time): never
+    more than 11 arrivals in a second, plus at most the 8 that may be in flight.
+    """
+    clock = ManualClock(NOW)
+    async with (
+        make_sim(clock=clock) as sim,
+        fast_client(sim, rate_limit=10.0, max_concurrency=8, clock=clock) as c,
+    ):
         await asyncio.gather(*(c.latest_results(5) for _ in range(30)))
-    assert sim.stats.max_rate(1.0) <= 41
-    arrivals = sorted(sim.stats.arrivals)
-    assert arrivals[-1] - arrivals[0] >= 29 / 40 * 0.9
+    assert sim.stats.total == 30
+    assert sim.stats.max_rate(1.0) <= 10 + 1 + 8
+    assert max(sim.stats.arrivals) - min(sim.stats.arrivals) >= 2.9 - 1e-3
 
 
 async def test_gzip_answers_are_decoded() -> None:
@@ -229,32 +237,74 @@ def test_repr_shows_options_not_the_key(api_key: str) -> None:
 async def test_large_bodies_do_not_block_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A big body is decoded on a worker thread: the loop keeps serving other tasks."""
+    """A big body is decoded on a worker thread, a small one on the loop: the loop keeps
+    serving other tasks while a large window decodes (checked by thread, not by time)."""
     import lodresults._client as client_module
 
     real = client_module.decode_results
+    threads: list[tuple[int, int]] = []  # (body size, thread that decoded it)
 
-    def slow_decode(body: bytes, **kw: Any) -> Any:
-        time.sleep(0.5)  # stands for the CPU time of decoding a very large window
+    def spy(body: bytes, **kw: Any) -> Any:
+        threads.append((len(body), threading.get_ident()))
         return real(body, **kw)
 
-    monkeypatch.setattr(client_module, "decode_results", slow_decode)
+    monkeypatch.setattr(client_module, "decode_results", spy)
     now = 1_700_000_000
     sim = make_sim(span=(now - 8 * 86400, now), records=None, labs_per_day=400)
     async with sim, fast_client(sim) as c:
-        stop = asyncio.Event()
-        stamps: list[float] = []
-
-        async def ticker() -> None:
-            while not stop.is_set():
-                stamps.append(time.perf_counter())
-                await asyncio.sleep(0.002)
-
-        task = asyncio.create_task(ticker())
+        loop_thread = threading.get_ident()
         records = await c.results(now - 7 * 86400, now)
         small = await c.results(now - 3600, now)  # a small body stays on the loop
-        stop.set()
-        await task
     assert len(records) > 2_000 and len(small) < 100
-    longest = max(b - a for a, b in itertools.pairwise(stamps))
-    assert longest < 0.25, longest  # on the loop, the 0.5 s decode would stall it
+    (big_size, big_thread), (small_size, small_thread) = threads
+    assert big_size > 1 << 20 > small_size
+    assert big_thread != loop_thread  # on the loop, decoding would stall every other task
+    assert small_thread == loop_thread  # a thread hop is not worth it for a small body
+
+
+async def _settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def test_close_fails_requests_waiting_for_a_rate_slot() -> None:
+    """Requests queued in the rate limiter raise LodClientClosed at close(); none is sent."""
+    clock = ManualClock(NOW, auto=False)  # time moves only when the test says so
+    async with make_sim(clock=clock) as sim:
+        c = fast_client(sim, rate_limit=1.0, clock=clock)
+        await c.latest_results(5)
+        waiting = [asyncio.ensure_future(c.latest_results(5)) for _ in range(3)]
+        await _settle()
+        assert sim.stats.total == 1 and not any(w.done() for w in waiting)
+        await c.close()
+        await _settle()
+        assert all(w.done() for w in waiting)  # woken at once, not at their slot
+        assert all(isinstance(w.exception(), LodClientClosed) for w in waiting)
+        clock.advance(100.0)
+        await _settle()
+        assert sim.stats.total == 1
+        assert c._transport._session is None  # no new session was opened
+
+
+async def test_close_fails_requests_sleeping_before_a_retry() -> None:
+    """A request waiting out a Retry-After raises LodClientClosed at close(), unsent."""
+    clock = ManualClock(NOW, auto=False)
+    faults = Faults(rate=1.0, kinds=("http429",), retry_after="30")
+    async with make_sim(clock=clock, faults=faults) as sim:
+        retrying = asyncio.Event()
+
+        def hook(event: Event) -> None:
+            if isinstance(event, RequestRetried):
+                retrying.set()
+
+        c = fast_client(sim, clock=clock, max_retries=5, on_event=hook)
+        pending = asyncio.ensure_future(c.latest_results(5))
+        await retrying.wait()
+        await _settle()
+        assert not pending.done()
+        await c.close()
+        await _settle()
+        assert pending.done() and isinstance(pending.exception(), LodClientClosed)
+        clock.advance(100.0)
+        await _settle()
+        assert sim.stats.total == 1

@@ -20,8 +20,8 @@ from lodresults import (
     WindowSplit,
     unstructure_record,
 )
-from lodresults.testing import Faults, Simulator
-from tests.conftest import fast_client, make_fixed_sim, make_sim
+from lodresults.testing import Faults, ManualClock, Simulator
+from tests.conftest import NOW, fast_client, make_fixed_sim, make_sim
 
 DAY = 86400
 
@@ -143,17 +143,25 @@ async def test_slow_answers_past_the_timeout_are_retried() -> None:
 
 
 async def test_429_storm_converges_and_completes() -> None:
-    """A server allowing 20 req/s and a client set to 500 req/s: exact set, rate adapts."""
+    """
+    A server allowing 20 req/s and a client set to 500 req/s: exact set, rate adapts.
+
+    Client and server share a ManualClock: pacing, Retry-After waits and the server's
+    token bucket all run in virtual time, so no outcome depends on the machine's speed.
+    """
     events: list[Event] = []
-    async with make_sim(rate_limit=20.0, burst=2) as sim:
-        async with fast_client(sim, rate_limit=500.0, max_concurrency=8, max_retries=20) as c:
-            a, b = _range(sim, 60)
+    clock = ManualClock(NOW)
+    async with make_sim(rate_limit=20.0, burst=2, clock=clock) as sim:
+        async with fast_client(
+            sim, rate_limit=500.0, max_concurrency=8, max_retries=20, clock=clock
+        ) as c:
+            a, b = _range(sim, 300)
             got = await _collect(c, a, b, on_event=events.append)
             final_rate = c.current_rate
         assert sorted(r.lab_instance_id for r in got) == sorted(sim.ids_between(a, b))
     assert sim.stats.throttled > 0
     assert any(isinstance(e, Throttled) for e in events)
-    assert final_rate is not None and final_rate < 100
+    assert final_rate is not None and 16.0 <= final_rate <= 20.0  # just under the allowance
 
 
 @pytest.mark.parametrize("fmt", ["seconds", "http-date"])
@@ -225,13 +233,22 @@ async def test_unordered_yields_as_they_arrive_with_the_same_set() -> None:
 
 
 async def test_concurrency_and_rate_are_never_exceeded() -> None:
-    """The simulator counts: in-flight <= max_concurrency; arrivals within the rate."""
-    async with make_sim(latency=0.03) as sim:
-        async with fast_client(sim, max_concurrency=3, rate_limit=50.0) as c:
+    """
+    The simulator counts: in-flight <= max_concurrency; arrivals within the rate.
+
+    Arrival times are virtual (a ManualClock shared with the client), so the bound is
+    exact: starts are 0.1 s apart, and an arrival can only be later than its start, by
+    at most the requests in flight. Unpaced, all 29 would arrive at once.
+    """
+    clock = ManualClock(NOW)
+    async with make_sim(latency=0.01, clock=clock) as sim:
+        async with fast_client(sim, max_concurrency=3, rate_limit=10.0, clock=clock) as c:
             a, b = _range(sim, 200)
             await _collect(c, a, b)
         assert sim.stats.max_in_flight <= 3
-        assert sim.stats.max_rate(1.0) <= 51
+        assert sim.stats.total == 29
+        assert sim.stats.max_rate(1.0) <= 10 + 1 + 3
+        assert max(sim.stats.arrivals) - min(sim.stats.arrivals) >= 2.8 - 1e-3
 
 
 async def test_break_with_aclosing_leaves_nothing_running(sim: Simulator) -> None:

@@ -387,3 +387,64 @@ async def test_a_completed_export_replaces_the_target(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert len(lines) == 4999 and all('"ExamScore":48.0,' in x for x in lines)
     assert names(tmp_path) == ["out.jsonl", "r.db"]
+
+
+async def test_an_export_file_gets_the_permissions_open_would_give(tmp_path: Path) -> None:
+    """An existing target keeps its mode; a new one gets 0666 less the umask (a plain
+    temporary file would be 0600, unreadable to the group that reads exports)."""
+    db = tmp_path / "r.db"
+    await make_db(db, [structure_record(lab(1))])
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("")
+    kept.chmod(0o640)
+    fresh = tmp_path / "fresh.jsonl"
+    for target in (kept, fresh):
+        with atomic_output(target) as f:
+            await export(db, "jsonl", f)
+    assert mode(kept) == 0o640
+    assert mode(fresh) == 0o666 & ~umask()
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def umask() -> int:
+    """The process umask, read without setting it (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    pytest.skip("no /proc/self/status")
+
+
+async def test_a_cancelled_reader_stops_within_one_batch(tmp_path: Path) -> None:
+    """run_sync over iter_records_sync (the Parquet export's shape): cancelling the
+    caller stops the read at the next batch of 1,000 rows, not at the end of the table;
+    the store stays usable."""
+    import threading
+
+    db = tmp_path / "big.db"
+    await make_db(db, [structure_record(lab(i)) for i in range(1, 10_001)])
+    store = await Store.open(db, readonly=True)
+    started, proceed = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def read(s: Store) -> int:
+        started.set()
+        proceed.wait()  # the caller is cancelled before the first row is read
+        for r in s.iter_records_sync():
+            seen.append(r.lab_instance_id)
+        return len(seen)
+
+    try:
+        task = asyncio.create_task(store.run_sync(read))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        proceed.set()
+        assert await store.count() == 10_000  # queued behind the read: it has ended
+        assert len(seen) == 1000
+    finally:
+        proceed.set()
+        await store.close()

@@ -465,6 +465,8 @@ def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
         raise click.BadParameter(f"{db} does not exist", param_hint="--db")
     if out is not None and not out.parent.is_dir():
         raise click.BadParameter(f"directory {out.parent} does not exist", param_hint="--out")
+    if out is not None and out.exists() and out.samefile(db):
+        raise click.BadParameter("is the database itself", param_hint="--out")
     if fmt == "parquet":
         _export_parquet(db, out)
         return

@@ -10,11 +10,12 @@ import io
 import logging
 import math
 import os
+import secrets
+import stat
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -211,10 +212,14 @@ def atomic_output(path: Path) -> Iterator[IO[str]]:
     A text file that appears at ``path`` only once complete: written beside it under a
     temporary name and renamed over ``path`` on success, removed on any failure or
     interruption (an existing ``path`` is then left untouched).
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it: those of
+    an existing ``path``, else 0666 less the umask (``mkstemp`` would make it 0600).
     """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    fd, tmp = _create_beside(path)
     try:
+        with suppress(FileNotFoundError):
+            os.chmod(fd, stat.S_IMODE(path.stat().st_mode))
         with open(fd, "w", newline="", encoding="utf-8") as f:
             yield f
             f.flush()
@@ -223,6 +228,16 @@ def atomic_output(path: Path) -> Iterator[IO[str]]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_beside(path: Path) -> tuple[int, Path]:
+    """A new, empty file next to ``path`` (created 0666 less the umask) and its name."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
 
 
 def _iso(d: datetime | None) -> str:

@@ -17,6 +17,7 @@ import attrs
 import orjson
 from aiohttp import web
 
+from lodresults._clock import ManualClock
 from lodresults._windows import TimeLike, to_epoch
 from lodresults.testing._dataset import Dataset, Lab, generate_labs
 
@@ -79,34 +80,6 @@ class Faults:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError("fault rate must be within 0..1")
-
-
-class ManualClock:
-    """
-    A clock that moves only when told: ``ManualClock(t)`` reads ``t`` until ``advance``
-    or ``set``. Pass it as ``Simulator(clock=...)`` and ``LodClient(clock=...)``.
-    """
-
-    def __init__(self, start: float) -> None:
-        self._now = float(start)
-
-    def __call__(self) -> float:
-        """Epoch seconds now."""
-        return self._now
-
-    def advance(self, seconds: float) -> float:
-        """Move forward by ``seconds`` (not backward); returns the new time."""
-        if seconds < 0:
-            raise ValueError("a clock does not go back; use set() to jump")
-        self._now += seconds
-        return self._now
-
-    def set(self, t: float) -> None:
-        """Jump to ``t``."""
-        self._now = float(t)
-
-    def __repr__(self) -> str:
-        return f"ManualClock({self._now!r})"
 
 
 @attrs.define
@@ -196,7 +169,9 @@ class Simulator:
             up to now.
         records: Use these instead of generating: ``Lab`` objects (living) or wire-shape
             dicts (fixed, shown as given whatever the time).
-        clock: Epoch seconds now (``time.time`` by default; or a ``ManualClock``).
+        clock: Epoch seconds now (``time.time`` by default; or a ``ManualClock``), also
+            for the rate limit and arrival times: share a ``ManualClock`` with the client
+            to test pacing in virtual time.
         sloppy: Bend the rules as real servers do (see ``Sloppiness``).
         latency: Seconds added before every answer.
         rate_limit: Requests per second allowed per key (token bucket, ``burst`` deep);
@@ -283,7 +258,7 @@ class Simulator:
         )
         self._seen: collections.Counter[str] = collections.Counter()
         self._tokens = float(burst)
-        self._refilled = time.monotonic()
+        self._refilled = clock()
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -351,7 +326,7 @@ class Simulator:
         stats = self.stats
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-        arrived = time.monotonic()
+        arrived = self.clock()
         if self.log.maxlen:
             stats.arrivals.append(arrived)
         status: int | None = None
@@ -431,7 +406,7 @@ class Simulator:
     def _throttle(self) -> web.Response | None:
         if self.rate_limit is None:
             return None
-        now = time.monotonic()
+        now = self.clock()
         self._tokens = min(
             float(self.burst), self._tokens + (now - self._refilled) * self.rate_limit
         )
