@@ -283,7 +283,8 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     The file is identified first through an ``immutable`` connection, which creates no
     ``-wal``/``-shm`` file beside it, so a foreign file is refused untouched. A WAL-mode
     database in a directory this process cannot write (where SQLite cannot create its
-    shared-memory file) and without a ``-wal`` file is then read as immutable too.
+    shared-memory file) and without a ``-wal`` or ``-journal`` file is then read as
+    immutable too.
     """
     if not path.is_file():
         raise StoreError(f"database {path} does not exist or is not a file")
@@ -307,9 +308,17 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         try:
             _schema_version(conn, path)
         except sqlite3.OperationalError:
-            wal = path.with_name(path.name + "-wal")
-            if wal.exists() or os.access(path.parent, os.W_OK):
+            # Immutable only where nothing can be half-written: no WAL content and no
+            # hot rollback journal (which only a writer could roll back) beside it.
+            pending = [path.with_name(path.name + s) for s in ("-wal", "-journal")]
+            if os.access(path.parent, os.W_OK):
                 raise
+            if any(p.exists() for p in pending):
+                raise StoreError(
+                    f"database {path} has a {' or '.join(p.name for p in pending if p.exists())}"
+                    " file that only a writer can apply, and its directory is read-only; "
+                    "copy both to a writable directory, or export once with write access"
+                ) from None
             conn.close()
             conn = sqlite3.connect(
                 f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,

@@ -27,7 +27,7 @@ from lodresults._settle import DEFAULT_SETTLE, parse_duration
 from lodresults._wire import results_envelope, unstructure_record
 from lodresults.cli import _jobs
 from lodresults.cli._dates import parse_when
-from lodresults.cli._keyfile import decode_key
+from lodresults.cli._keyfile import check_key, decode_key
 from lodresults.cli._progress import Progress
 
 T = TypeVar("T")
@@ -155,7 +155,10 @@ def _api_key(key_file: Path | None) -> str:
             "no API key: set LOD_API_KEY or pass --api-key-file FILE "
             "(a plain --api-key option is not offered: it would land in shell history and ps)"
         )
-    return key
+    try:
+        return check_key(key)
+    except ValueError as exc:
+        raise click.UsageError(f"LOD_API_KEY {exc}") from None
 
 
 def _when(param: str, text: str, end_of_day: bool = False) -> int:
