@@ -437,5 +437,6 @@ async def test_warehouse_benchmark_runs() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, err.decode()[-2000:]
     text = out.decode()
-    assert "| dlt pipeline into DuckDB (`lab_results`) | 1," in text
+    assert "| dlt pipeline into DuckDB (`lab_results`): 5 windows | 1," in text
+    assert "| the same pipeline run again: 1 window (the unsettled tail) |" in text
     assert "wrote " not in err.decode()  # --quick never overwrites the committed table
