@@ -343,14 +343,20 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
 
 @pytest.mark.parametrize("how", ["argument", "secrets"])
 async def test_the_key_appears_nowhere(
-    home: Path, how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    home: Path,
+    how: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """
     Given as an argument or through dlt's secrets: neither the pipeline's files (state,
     trace, schemas, load packages), nor the DuckDB file, nor logs, nor the exception of a
-    failed run, nor its traceback with frame locals hold the key in any encoding.
+    failed run, nor its traceback with frame locals hold the key in any encoding; dlt
+    logging at DEBUG (to its own handler on stderr) included.
     """
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("RUNTIME__LOG_LEVEL", "DEBUG")
     a = make_sim().span[0] + 10 * DAY
     if how == "secrets":
         monkeypatch.setenv("SOURCES__LODRESULTS__API_KEY", CANARY)
@@ -381,6 +387,7 @@ async def test_the_key_appears_nowhere(
         *map(repr, chain),
         *map(str, chain),
         caplog.text,
+        *capfd.readouterr(),
         str(p.last_trace),
         repr(p.state),
     ]
