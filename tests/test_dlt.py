@@ -57,8 +57,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt-data"))
     monkeypatch.chdir(tmp_path)
+    # dlt configures its logger when a pipeline starts: put it back as it was.
+    log = logging.getLogger("dlt")
+    saved = (log.level, list(log.handlers), log.propagate)
     yield tmp_path
     Container()[PipelineContext].deactivate()
+    log.setLevel(saved[0])
+    log.handlers[:] = saved[1]
+    log.propagate = saved[2]
 
 
 def pipeline(root: Path, name: str = "lodresults") -> Any:
