@@ -248,3 +248,37 @@ async def test_import_lodresults_loads_neither_dlt_nor_pyarrow() -> None:
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
+
+
+async def test_cancel_stops_within_one_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled (Ctrl-C) mid-export: it stops after the chunk in hand and writes no file."""
+    from lodresults._parquet import ParquetSink
+    from lodresults._store import CHUNK_ROWS
+    from lodresults.cli._export_parquet import export_parquet
+
+    db = tmp_path / "r.db"
+    base = structure_record(_doc(1))
+    store = await Store.open(db)
+    try:
+        await store.upsert([_with_id(base, i) for i in range(1, 5 * CHUNK_ROWS + 1)])
+    finally:
+        await store.close()
+    loop = asyncio.get_running_loop()
+    chunks: list[int] = []
+    real = ParquetSink.write
+
+    def write(self: ParquetSink, records: Any) -> None:
+        records = list(records)
+        chunks.append(len(records))
+        loop.call_soon_threadsafe(task.cancel)  # Ctrl-C while the first chunk is written
+        real(self, records)
+
+    monkeypatch.setattr(ParquetSink, "write", write)
+    out = tmp_path / "r.parquet"
+    task = asyncio.create_task(export_parquet(db, out))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert chunks == [CHUNK_ROWS]
+    assert not [p for p in os.listdir(tmp_path) if "parquet" in p]
