@@ -28,11 +28,19 @@ DAY = 86400
 _DLT_JOB = """
 import sys
 import dlt
+from lodresults import WindowCompleted
 from lodresults.dlt import lab_results
+
+windows = []
+
+def count(event):
+    if isinstance(event, WindowCompleted):
+        windows.append(event)
 
 since, until = int(sys.argv[1]), int(sys.argv[2])
 pipeline = dlt.pipeline("bench", destination="duckdb", dataset_name="lod")
-pipeline.extract(lab_results(since, until, max_concurrency=4, rate_limit=1000.0))
+pipeline.extract(lab_results(since, until, max_concurrency=4, rate_limit=1000.0, on_event=count))
+print("windows:", len(windows))
 with open("/proc/self/status") as status:
     print(next(line for line in status if line.startswith("VmHWM")), flush=True)
 pipeline.normalize()
@@ -56,6 +64,12 @@ def _timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, floa
             raise RuntimeError(f"{args[:4]} failed: {err.read()[-2000:].decode()}")
         out.seek(0)
         return seconds, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def _windows(printed: str) -> str:
+    """How many windows the dlt job fetched, as it printed."""
+    n = int(printed.split("windows:", 1)[1].split()[0])
+    return f"{n} window{'s' if n != 1 else ''}"
 
 
 def _extract_peak(printed: str) -> str:
@@ -97,11 +111,13 @@ def run(days: int, labs_per_day: float) -> str:
             n = _count_sqlite(db)
             rows.append(_row("`lodresults backfill` into SQLite", n, t, rss))
             dlt_job = [sys.executable, "-c", _DLT_JOB, str(since), str(now)]
-            t, rss, _ = _timed(dlt_job, env, root)
+            t, rss, printed = _timed(dlt_job, env, root)
             n = _count_duckdb(root / "bench.duckdb")
-            rows.append(_row("dlt pipeline into DuckDB (`lab_results`)", n, t, rss))
-            t, rss, _ = _timed(dlt_job, env, root)
-            rows.append(_row("the same pipeline run again (unsettled tail only)", None, t, rss))
+            first = f"dlt pipeline into DuckDB (`lab_results`): {_windows(printed)}"
+            rows.append(_row(first, n, t, rss))
+            t, rss, printed = _timed(dlt_job, env, root)
+            again = f"the same pipeline run again: {_windows(printed)} (the unsettled tail)"
+            rows.append(_row(again, None, t, rss))
             out = root / "b.parquet"
             export = [sys.executable, "-m", "lodresults", "export", "--db", str(db),
                       "--format", "parquet", "--out", str(out)]  # fmt: skip

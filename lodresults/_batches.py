@@ -80,7 +80,7 @@ async def iter_batches(
     """
     planner = WindowPlanner(ranges)
     emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
-    dedup = Deduplicator(start, end)
+    dedup = Deduplicator(start, end, ordered=ordered)
     received = itertools.count()
 
     async def fetch(window: Window) -> list[_Part]:

@@ -32,6 +32,12 @@ class Interrupted(Exception):
     """The job was stopped by a signal."""
 
 
+#: click >= 8.2 raises this for a bare group (earlier versions print the help and exit 0).
+_NO_ARGS_IS_HELP: tuple[type[click.ClickException], ...] = tuple(
+    t for t in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if t is not None
+)
+
+
 class Cli(click.Group):
     """
     The command group, holding every failure to one line on stderr and its exit code:
@@ -43,6 +49,9 @@ class Cli(click.Group):
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
+        except _NO_ARGS_IS_HELP as exc:  # the bare command: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             hint = ""
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
