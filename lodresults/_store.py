@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 from lodresults._exceptions import StoreError
 from lodresults._models import LabResult
 from lodresults._store_open import connect, connect_readonly, describe
-from lodresults._store_schema import SELECT_ALL, UPSERT, record_from_row, row_of
+from lodresults._store_schema import UPSERT, columns_in, record_from_row, row_of, select_all
 
 __all__ = ["CHUNK_ROWS", "SQLiteStore"]
 
@@ -54,6 +54,8 @@ class SQLiteStore:
         self.path = path
         self._conn = conn
         self._pool = pool
+        # Read on the database thread at open (``_opened``): the file's own columns.
+        self._select = ""
         # Set by the database thread to the running job's cancel flag (see ``_run``).
         self._job_cancelled: threading.Event | None = None
 
@@ -75,7 +77,13 @@ class SQLiteStore:
         except BaseException:
             pool.shutdown(wait=True)
             raise
-        return cls(p, conn, pool)
+        store = cls(p, conn, pool)
+        try:
+            store._select = await store._run(lambda: select_all(columns_in(conn)))
+        except BaseException:
+            await store.close()
+            raise
+        return store
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -268,7 +276,7 @@ class SQLiteStore:
         If the caller of ``run_sync`` is cancelled, raises ``CancelledError`` (on the
         database thread) before the next batch, so a long export stops within one batch.
         """
-        cur = self._conn.execute(SELECT_ALL)
+        cur = self._conn.execute(self._select)
         try:
             while rows := cur.fetchmany(batch):
                 yield from self._records(rows)
@@ -287,7 +295,7 @@ class SQLiteStore:
         Each chunk (read and ``fn``) is one job, so a cancelled caller stops within one
         chunk rather than at the end of the table.
         """
-        cur = await self._run(self._conn.execute, SELECT_ALL)
+        cur = await self._run(self._conn.execute, self._select)
         try:
             n = 0
             while count := await self._run(self._chunk_to, cur, size, fn):

@@ -15,7 +15,13 @@ import sqlite3
 from pathlib import Path
 
 from lodresults._exceptions import StoreError
-from lodresults._store_schema import SCHEMA, SCHEMA_VERSION, migrate, schema_version
+from lodresults._store_schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    add_new_columns,
+    migrate,
+    schema_version,
+)
 
 __all__ = ["connect", "connect_readonly", "describe"]
 
@@ -38,6 +44,7 @@ def connect(path: Path) -> sqlite3.Connection:
             migrate(conn, version)
         for stmt in filter(str.strip, SCHEMA.split(";")):
             conn.execute(stmt)
+        add_new_columns(conn, path)
         if version != SCHEMA_VERSION:
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",

@@ -29,14 +29,16 @@ __all__ = [
     "COLUMNS",
     "SCHEMA",
     "SCHEMA_VERSION",
-    "SELECT_ALL",
     "UPSERT",
+    "add_new_columns",
+    "columns_in",
     "migrate",
     "record_from_row",
     "row_of",
     "row_reader",
     "row_writer",
     "schema_version",
+    "select_all",
     "table_sql",
 ]
 
@@ -125,10 +127,35 @@ ON CONFLICT ({_quote(_KEY)}) DO UPDATE SET
     fetched_at = excluded.fetched_at
 """  # noqa: S608
 
-SELECT_ALL: Final = (
-    f"SELECT {_COLS} FROM lab_results "  # noqa: S608
-    f'ORDER BY "start", {_quote(_KEY)}'
-)
+
+def columns_in(conn: sqlite3.Connection) -> set[str]:
+    """The columns the file's ``lab_results`` table has."""
+    return {str(r[1]) for r in conn.execute("PRAGMA table_info(lab_results)")}
+
+
+def add_new_columns(conn: sqlite3.Connection, path: Path) -> None:
+    """
+    Add the columns of fields LabResult gained since the file was written (inside a
+    transaction): null in the rows written before, until a run fetches them again
+    (``--refresh`` for checkpointed windows). A field that may not be null cannot be
+    added to rows that lack it: StoreError.
+    """
+    have = columns_in(conn)
+    for f in FIELDS:
+        if f.name in have:
+            continue
+        if not f.nullable:
+            raise StoreError(
+                f"database {path} has no column {f.name}, which every lab result now "
+                "requires; backfill into a new database"
+            )
+        conn.execute(f"ALTER TABLE lab_results ADD COLUMN {column_sql(f)}")
+
+
+def select_all(have: set[str]) -> str:
+    """Every row in start order; a column the file lacks (an older file) reads as null."""
+    cols = ", ".join(_quote(c) if c in have else f"NULL AS {_quote(c)}" for c in COLUMNS)
+    return f'SELECT {cols} FROM lab_results ORDER BY "start", {_quote(_KEY)}'  # noqa: S608
 
 
 def row_writer(fields: Sequence[FieldSpec]) -> Callable[[Any, int], tuple[Any, ...]]:

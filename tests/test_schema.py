@@ -128,3 +128,30 @@ def test_schema_errors_still_name_the_wire_field() -> None:
     with pytest.raises(LodSchemaError) as info:
         structure_record({**lab(1), "LabProfileId": 0})
     assert info.value.field == "LabProfileId"
+
+
+async def test_an_older_file_gains_the_columns_of_new_fields(tmp_path: Path) -> None:
+    """A database written before a nullable field existed (here: without ``city``): read
+    only, the field reads as null; opened for writing, the column is added and kept."""
+    db = tmp_path / "old.db"
+    store = await SQLiteStore.open(db)
+    await store.upsert([structure_record(lab(1, City="Oslo"))])
+    await store.close()
+    with closing(sqlite3.connect(db)) as c:
+        c.execute("ALTER TABLE lab_results DROP COLUMN city")
+        c.commit()
+
+    async def read(readonly: bool) -> list[LabResult]:
+        s = await SQLiteStore.open(db, readonly=readonly)
+        try:
+            got: list[LabResult] = []
+            await s.for_each_chunk(got.extend)
+            return got
+        finally:
+            await s.close()
+
+    assert [r.city for r in await read(readonly=True)] == [None]
+    store = await SQLiteStore.open(db)
+    await store.upsert([structure_record(lab(2, City="Bergen"))])
+    await store.close()
+    assert [r.city for r in await read(readonly=False)] == [None, "Bergen"]
