@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from contextlib import closing
+from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks._harness import machine, simulator, table
@@ -185,7 +186,8 @@ def main() -> None:
     print(body)
     if not args.quick:
         title = "# Beyond SQLite: DuckDB through dlt, and Parquet\n\n"
-        args.out.write_text(f"{title}Machine: {machine()}.\n\n{body}\n")
+        extras = ", ".join(f"{p} {version(p)}" for p in ("dlt", "duckdb", "pyarrow"))
+        args.out.write_text(f"{title}Machine: {machine()}; {extras}.\n\n{body}\n")
         print(f"wrote {args.out}", file=sys.stderr)
 
 
