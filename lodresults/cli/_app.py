@@ -308,17 +308,20 @@ def backfill(
             )  # fmt: skip
 
     summary = _run(job, on_interrupt=resume)
+    running = (
+        f"; {summary.refreshed:,} labs still running fetched again" if summary.refreshed else ""
+    )
     if summary.windows == 0 and summary.complete:
         click.echo(
             f"nothing to do: {db} already holds this range, settled "
-            f"({summary.rows_in_db:,} rows); pass --refresh to fetch it again",
+            f"({summary.rows_in_db:,} rows{running}); pass --refresh to fetch it again",
             err=True,
         )
         return
     click.echo(
         f"backfill: {summary.records:,} records and {summary.updates:,} updates in "
         f"{summary.windows} windows ({summary.skipped_windows} already done) in "
-        f"{summary.seconds:.1f} s; {db} holds {summary.rows_in_db:,} rows",
+        f"{summary.seconds:.1f} s; {db} holds {summary.rows_in_db:,} rows{running}",
         err=True,
     )
     if not summary.complete:
