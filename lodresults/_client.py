@@ -433,7 +433,7 @@ class LodClient:
     ) -> AsyncGenerator[WindowBatch, None]:
         planner = WindowPlanner(ranges)
         self._emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
-        dedup = Deduplicator(start, end)
+        dedup = Deduplicator(start, end, ordered=ordered)
         received = itertools.count()
         clock = self._clock
 

@@ -549,6 +549,18 @@ class Store:
     def _count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM lab_results").fetchone()[0])
 
+    async def running_ids(self, start: int, end: int) -> list[int]:
+        """Ids of the labs stored as running (no end) that started in ``[start, end]``."""
+        return await self._run(self._running_ids, start, end)
+
+    def _running_ids(self, start: int, end: int) -> list[int]:
+        rows = self._conn.execute(
+            'SELECT lab_instance_id FROM lab_results WHERE "end" IS NULL '
+            'AND "start" BETWEEN ? AND ? ORDER BY lab_instance_id',
+            (start, end),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
     async def newest_change(self) -> int | None:
         """The latest start, end or last activity in the table (epoch), or None if empty."""
         return await self._run(self._newest_change)

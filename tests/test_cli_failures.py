@@ -482,6 +482,21 @@ def test_an_unexpected_exception_is_one_line_without_debug(
         assert err.strip().count("\n") == 0 and err.strip().startswith(line)
 
 
+@pytest.mark.parametrize("args", [[], ["--help"], ["export", "--help"]])
+def test_help_is_shown_whole(args: list[str]) -> None:
+    """The bare command and --help show click's help as it is, not squeezed into an
+    error line."""
+    from click.testing import CliRunner
+
+    from lodresults.cli import _app
+
+    r = CliRunner().invoke(_app.cli, args, prog_name="lodresults")
+    text = r.stdout + r.stderr
+    assert r.exit_code in ((0,) if args else (0, USAGE))
+    assert text.startswith("Usage: lodresults") and "error:" not in text
+    assert "\n  " in text  # the options or commands, one per line
+
+
 def test_progress_is_silent_when_the_job_fails() -> None:
     """A job that fails prints its one error line, not a status line before it; a job
     that succeeds ends with one status line."""

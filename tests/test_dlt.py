@@ -57,8 +57,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt-data"))
     monkeypatch.chdir(tmp_path)
+    # dlt configures its logger when a pipeline starts: put it back as it was.
+    log = logging.getLogger("dlt")
+    saved = (log.level, list(log.handlers), log.propagate)
     yield tmp_path
     Container()[PipelineContext].deactivate()
+    log.setLevel(saved[0])
+    log.handlers[:] = saved[1]
+    log.propagate = saved[2]
 
 
 def pipeline(root: Path, name: str = "lodresults") -> Any:
@@ -343,14 +349,20 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
 
 @pytest.mark.parametrize("how", ["argument", "secrets"])
 async def test_the_key_appears_nowhere(
-    home: Path, how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    home: Path,
+    how: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """
     Given as an argument or through dlt's secrets: neither the pipeline's files (state,
     trace, schemas, load packages), nor the DuckDB file, nor logs, nor the exception of a
-    failed run, nor its traceback with frame locals hold the key in any encoding.
+    failed run, nor its traceback with frame locals hold the key in any encoding; dlt
+    logging at DEBUG (to its own handler on stderr) included.
     """
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("RUNTIME__LOG_LEVEL", "DEBUG")
     a = make_sim().span[0] + 10 * DAY
     if how == "secrets":
         monkeypatch.setenv("SOURCES__LODRESULTS__API_KEY", CANARY)
@@ -381,6 +393,7 @@ async def test_the_key_appears_nowhere(
         *map(repr, chain),
         *map(str, chain),
         caplog.text,
+        *capfd.readouterr(),
         str(p.last_trace),
         repr(p.state),
     ]
@@ -437,5 +450,7 @@ async def test_warehouse_benchmark_runs() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, err.decode()[-2000:]
     text = out.decode()
-    assert "| dlt pipeline into DuckDB (`lab_results`) | 1," in text
+    assert "| dlt pipeline into DuckDB (`lab_results`): 5 windows | 1," in text
+    assert "| the same pipeline run again: 1 window (the unsettled tail) |" in text
+    assert "| `export --format parquet` | 4,000 |" in text
     assert "wrote " not in err.decode()  # --quick never overwrites the committed table

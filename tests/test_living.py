@@ -157,6 +157,30 @@ class SlowSimulator(Simulator):
         return super()._answer(command, params)
 
 
+async def test_a_lab_running_past_until_is_fetched_again_once_settled(tmp_path: Path) -> None:
+    """A historical range: a lab started in it runs past ``until``, so no window of the
+    range will return its end; once the range has settled it is asked for by id."""
+    clock = ManualClock(T0)
+    runner = make_lab(1, T0 - 2 * DAY, T0 + 5 * DAY)
+    db = tmp_path / "h.db"
+    since, until = T0 - 9 * DAY, T0 - DAY
+    async with Simulator(records=[runner], clock=clock) as sim:
+        first, _ = await run_backfill(sim, clock, db, since, until)
+        assert not first.complete and (await table(db))[1].end is None
+        clock.advance(4 * DAY)  # settled now, still running
+        second, _ = await run_backfill(sim, clock, db, since, until)
+        assert second.complete and second.refreshed == 1
+        assert (await table(db))[1].end is None
+        clock.advance(3 * DAY)  # it ended
+        before = sim.stats.requests["Results"]
+        third, _ = await run_backfill(sim, clock, db, since, until)
+        assert third.windows == 0 and sim.stats.requests["Results"] == before
+        assert third.refreshed == 1 and sim.stats.requests["Result"] == 2
+        assert_table_is_present(await table(db), sim.present(since, until))
+        fourth, _ = await run_backfill(sim, clock, db, since, until)
+    assert fourth.refreshed == 0  # nothing is running any more: nothing is sent
+
+
 async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
     """Running when its start window is fetched, ended when its end window is: an update.
     fetched_at is the moment before each request was sent, not when it came back."""

@@ -43,6 +43,12 @@ class Interrupted(Exception):
     """The job was stopped by a signal."""
 
 
+#: click >= 8.2 raises this for a bare group (earlier versions print the help and exit 0).
+_NO_ARGS_IS_HELP: tuple[type[click.ClickException], ...] = tuple(
+    t for t in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if t is not None
+)
+
+
 class _Cli(click.Group):
     """
     The command group, holding every failure to one line on stderr and its exit code:
@@ -54,6 +60,9 @@ class _Cli(click.Group):
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
+        except _NO_ARGS_IS_HELP as exc:  # the bare command: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             hint = ""
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
@@ -299,17 +308,20 @@ def backfill(
             )  # fmt: skip
 
     summary = _run(job, on_interrupt=resume)
+    running = (
+        f"; {summary.refreshed:,} labs still running fetched again" if summary.refreshed else ""
+    )
     if summary.windows == 0 and summary.complete:
         click.echo(
             f"nothing to do: {db} already holds this range, settled "
-            f"({summary.rows_in_db:,} rows); pass --refresh to fetch it again",
+            f"({summary.rows_in_db:,} rows{running}); pass --refresh to fetch it again",
             err=True,
         )
         return
     click.echo(
         f"backfill: {summary.records:,} records and {summary.updates:,} updates in "
         f"{summary.windows} windows ({summary.skipped_windows} already done) in "
-        f"{summary.seconds:.1f} s; {db} holds {summary.rows_in_db:,} rows",
+        f"{summary.seconds:.1f} s; {db} holds {summary.rows_in_db:,} rows{running}",
         err=True,
     )
     if not summary.complete:

@@ -68,6 +68,7 @@ class BackfillSummary:
     updates: int = 0
     settled_until: int | None = None
     complete: bool = False
+    refreshed: int = 0
 
 
 async def run_backfill(
@@ -100,6 +101,7 @@ async def run_backfill(
             updates=result.updates,
             settled_until=result.settled_until,
             complete=result.complete,
+            refreshed=result.refreshed,
         )
     finally:
         await store.close()
