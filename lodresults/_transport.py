@@ -106,6 +106,10 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._user_agent = user_agent
+        # One body decoded at a time: decodes that overlap (several worker threads, or one
+        # beside the event loop) each hold a body's wire structs and records, and the peak
+        # is then their sum, reached more often the longer the range (benchmarks/memory.py).
+        self._decoding = asyncio.Lock()
 
     def _session_now(self) -> aiohttp.ClientSession:
         # Created lazily: a ClientSession needs a running event loop.
@@ -151,12 +155,13 @@ class Transport:
         ``parse(answer.body)``, on a worker thread for large bodies; a ``LodError`` it
         raises comes out scrubbed, with no chain and a traceback starting here.
         """
-        if len(answer.body) > _THREAD_DECODE_BYTES:
-            # Decoding 100,000 records takes most of a second: on a worker thread the
-            # event loop keeps serving the application's other tasks meanwhile.
-            outcome = await asyncio.to_thread(_attempt, parse, answer.body, command)
-        else:
-            outcome = _attempt(parse, answer.body, command)
+        async with self._decoding:
+            if len(answer.body) > _THREAD_DECODE_BYTES:
+                # Decoding 100,000 records takes most of a second: on a worker thread the
+                # event loop keeps serving the application's other tasks meanwhile.
+                outcome = await asyncio.to_thread(_attempt, parse, answer.body, command)
+            else:
+                outcome = _attempt(parse, answer.body, command)
         if isinstance(outcome, _Failed):
             raise self._clean(outcome.error)
         return outcome

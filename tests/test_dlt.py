@@ -452,4 +452,5 @@ async def test_warehouse_benchmark_runs() -> None:
     text = out.decode()
     assert "| dlt pipeline into DuckDB (`lab_results`): 5 windows | 1," in text
     assert "| the same pipeline run again: 1 window (the unsettled tail) |" in text
+    assert "| `export --format parquet` | 4,000 |" in text
     assert "wrote " not in err.decode()  # --quick never overwrites the committed table
