@@ -199,7 +199,6 @@ class FastDecoder:
             pass
         return None
 
-
     def _build_releasing(self, structs: list[Any]) -> list[Any]:
         """``self._build(structs)``, emptying ``structs`` chunk by chunk as it goes."""
         out: list[Any] = []
