@@ -56,29 +56,33 @@ _CONVERSIONS: Final = {
 }
 
 
-class _Decimals:
+#: Decimals converted and kept per decoder: a few hundred kB at most (scores and city
+#: coordinates repeat).
+_DECIMALS_KEPT: Final = 4096
+
+
+def _decimal_cache() -> Callable[[int | float], Decimal]:
     """
-    Decimals are immutable, and scores and coordinates repeat a lot: each value is
-    converted once per decoder. ints and floats are cached apart, since 5 == 5.0 but
-    Decimal(5) is spelled "5" and Decimal("5.0") "5.0".
+    ``decimal_of`` with memory: Decimals are immutable, and scores and coordinates repeat
+    a lot, so each value is converted once per decoder. ints and floats are cached apart,
+    since 5 == 5.0 but Decimal(5) is spelled "5" and Decimal("5.0") "5.0". A closure, not
+    an object with ``__call__``: it is called for every decimal of every record.
     """
+    ints: dict[int, Decimal] = {}
+    floats: dict[float, Decimal] = {}
 
-    MAX: Final = 4096  # a few hundred kB at most; scores and city coordinates repeat
-
-    def __init__(self) -> None:
-        self._ints: dict[int, Decimal] = {}
-        self._floats: dict[float, Decimal] = {}
-
-    def __call__(self, v: int | float) -> Decimal:
-        cache: dict[Any, Decimal] = self._ints if type(v) is int else self._floats
+    def number(v: int | float) -> Decimal:
+        cache: dict[Any, Decimal] = ints if type(v) is int else floats
         d = cache.get(v)
         if d is None:
             if v == 0 or (type(v) is float and not math.isfinite(v)):
                 return decimal_of(v)  # -0.0 vs 0.0 are equal keys; inf raises ValueError
-            if len(cache) >= self.MAX:
+            if len(cache) >= _DECIMALS_KEPT:
                 cache.clear()
             d = cache[v] = decimal_of(v)
         return d
+
+    return number
 
 
 def _enum_of(base: Any) -> Callable[[int], Any]:
@@ -91,9 +95,11 @@ def _enum_of(base: Any) -> Callable[[int], Any]:
     return of
 
 
-def _source(cls: type, fields: tuple[FieldSpec, ...]) -> str:
+def _source(cls: type, fields: tuple[FieldSpec, ...], names: list[str]) -> str:
+    # ``make`` binds ``names`` as the closure's variables (faster to read than globals).
     lines = [
-        "def build(records):",
+        f"def make({', '.join(names)}):",
+        "  def build(records):",
         "    out = []",
         "    append = out.append",
         "    for w in records:",
@@ -108,7 +114,7 @@ def _source(cls: type, fields: tuple[FieldSpec, ...]) -> str:
         else:
             expr = value.format(f"w.{f.wire}")
         lines.append(f"        set_{f.name}(o, {expr})")
-    lines += ["        append(o)", "    return out", ""]
+    lines += ["        append(o)", "    return out", "  return build", ""]
     return "\n".join(lines)
 
 
@@ -131,9 +137,8 @@ def _make_builder(
         and "__slots__" in vars(cls)
     ):
         raise TypeError(f"{cls.__name__}: the fast path needs a plain slotted attrs class")
-    source = _source(cls, fields)
     filename = f"<lodresults generated build {cls.__module__}.{cls.__qualname__}>"
-    namespace: dict[str, Any] = {
+    bound: dict[str, Any] = {
         "new": object.__new__,
         cls.__name__: cls,
         "fromts": datetime.fromtimestamp,
@@ -141,13 +146,15 @@ def _make_builder(
         "number": number,
     }
     for f in fields:
-        namespace[f"set_{f.name}"] = vars(cls)[f.name].__set__
+        bound[f"set_{f.name}"] = vars(cls)[f.name].__set__
         if f.kind == "enum":
-            namespace[f"enum_{f.name}"] = _enum_of(f.base)
+            bound[f"enum_{f.name}"] = _enum_of(f.base)
+    source = _source(cls, fields, list(bound))
+    namespace: dict[str, Any] = {}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102
     # The same registration attrs makes for the methods it generates.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    build: Callable[[list[Any]], list[Any]] = namespace["build"]
+    build: Callable[[list[Any]], list[Any]] = namespace["make"](**bound)
     return build
 
 
@@ -182,7 +189,7 @@ class FastDecoder:
             gc=False,
         )
         self._decoder = msgspec.json.Decoder(envelope)
-        self._build = _make_builder(cls, fields, _Decimals())
+        self._build = _make_builder(cls, fields, _decimal_cache())
 
     def decode(self, body: bytes) -> list[Any] | None:
         """The records, or None where the careful path must decide."""
