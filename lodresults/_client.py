@@ -22,6 +22,7 @@ from lodresults._key import ApiKey, check_base_url
 from lodresults._models import LabResult
 from lodresults._ratelimit import AdaptiveRateLimiter
 from lodresults._retry import RetryPolicy
+from lodresults._schema import INT64_MAX
 from lodresults._transport import Transport
 from lodresults._windows import MAX_WINDOW_SECONDS, TimeLike, Window, gaps, validate_range
 from lodresults._wire import decode_json, structure_result
@@ -185,7 +186,7 @@ class LodClient:
         if (
             not isinstance(lab_instance_id, int)
             or isinstance(lab_instance_id, bool)
-            or not 0 < lab_instance_id < 2**63
+            or not 0 < lab_instance_id <= INT64_MAX
         ):
             raise LodInvalidArgument(
                 f"lab_instance_id must be a positive int, got {lab_instance_id!r}"
@@ -228,7 +229,7 @@ class LodClient:
     async def latest_results(self, minutes: int = 60) -> list[LabResult]:
         """
         The ``LatestResults`` command: labs that changed state in the last ``minutes``
-        (1..10080).
+        (1..``MAX_LATEST_MINUTES``, 7 days).
         """
         if not isinstance(minutes, int) or isinstance(minutes, bool):
             raise LodInvalidArgument(f"minutes must be an int, got {type(minutes).__name__}")

@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from lodresults import __version__
-from lodresults._client import LodClient
+from lodresults._client import MAX_LATEST_MINUTES, LodClient
+from lodresults._schema import INT64_MAX
 from lodresults._settle import DEFAULT_SETTLE
 from lodresults._windows import iso
 from lodresults._wire import results_envelope, unstructure_record
@@ -210,7 +211,7 @@ def _print_json(options: dict[str, Any], fetch: Callable[[LodClient], Awaitable[
 
 @cli.command()
 # Ids are positive int64 values (LodClient.result refuses any other).
-@click.argument("lab_instance_id", type=click.IntRange(1, 2**63 - 1))
+@click.argument("lab_instance_id", type=click.IntRange(1, INT64_MAX))
 @connection_options
 def get(lab_instance_id: int, **options: Any) -> None:
     """Print one lab instance result as JSON."""
@@ -222,7 +223,9 @@ def get(lab_instance_id: int, **options: Any) -> None:
 
 
 @cli.command()
-@click.option("--minutes", type=click.IntRange(1, 10080), default=60, show_default=True)
+@click.option(
+    "--minutes", type=click.IntRange(1, MAX_LATEST_MINUTES), default=60, show_default=True
+)
 @connection_options
 def latest(minutes: int, **options: Any) -> None:
     """Print the results that changed in the last MINUTES as JSON."""
