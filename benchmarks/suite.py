@@ -24,7 +24,7 @@ import orjson
 from benchmarks._harness import Timing, alternate, repeat, simulator, table
 from benchmarks.peers import decode, gather, sequential
 from lodresults import LodClient, Throttled, WindowCompleted
-from lodresults._wire import decode_results
+from lodresults._decode import decode_results
 from lodresults.testing import generate
 
 DAY = 86400

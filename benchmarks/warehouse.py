@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from contextlib import closing
+from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks._harness import machine, simulator, table
@@ -28,11 +29,19 @@ DAY = 86400
 _DLT_JOB = """
 import sys
 import dlt
+from lodresults import WindowCompleted
 from lodresults.dlt import lab_results
+
+windows = []
+
+def count(event):
+    if isinstance(event, WindowCompleted):
+        windows.append(event)
 
 since, until = int(sys.argv[1]), int(sys.argv[2])
 pipeline = dlt.pipeline("bench", destination="duckdb", dataset_name="lod")
-pipeline.extract(lab_results(since, until, max_concurrency=4, rate_limit=1000.0))
+pipeline.extract(lab_results(since, until, max_concurrency=4, rate_limit=1000.0, on_event=count))
+print("windows:", len(windows))
 with open("/proc/self/status") as status:
     print(next(line for line in status if line.startswith("VmHWM")), flush=True)
 pipeline.normalize()
@@ -56,6 +65,12 @@ def _timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, floa
             raise RuntimeError(f"{args[:4]} failed: {err.read()[-2000:].decode()}")
         out.seek(0)
         return seconds, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def _windows(printed: str) -> str:
+    """How many windows the dlt job fetched, as it printed."""
+    n = int(printed.split("windows:", 1)[1].split()[0])
+    return f"{n} window{'s' if n != 1 else ''}"
 
 
 def _extract_peak(printed: str) -> str:
@@ -97,11 +112,13 @@ def run(days: int, labs_per_day: float) -> str:
             n = _count_sqlite(db)
             rows.append(_row("`lodresults backfill` into SQLite", n, t, rss))
             dlt_job = [sys.executable, "-c", _DLT_JOB, str(since), str(now)]
-            t, rss, _ = _timed(dlt_job, env, root)
+            t, rss, printed = _timed(dlt_job, env, root)
             n = _count_duckdb(root / "bench.duckdb")
-            rows.append(_row("dlt pipeline into DuckDB (`lab_results`)", n, t, rss))
-            t, rss, _ = _timed(dlt_job, env, root)
-            rows.append(_row("the same pipeline run again (unsettled tail only)", None, t, rss))
+            first = f"dlt pipeline into DuckDB (`lab_results`): {_windows(printed)}"
+            rows.append(_row(first, n, t, rss))
+            t, rss, printed = _timed(dlt_job, env, root)
+            again = f"the same pipeline run again: {_windows(printed)} (the unsettled tail)"
+            rows.append(_row(again, None, t, rss))
             out = root / "b.parquet"
             export = [sys.executable, "-m", "lodresults", "export", "--db", str(db),
                       "--format", "parquet", "--out", str(out)]  # fmt: skip
@@ -139,6 +156,50 @@ def memory(years: tuple[int, ...], labs_per_day: float) -> str:
     )
 
 
+def parquet_memory(db_rows: tuple[int, ...], labs_per_day: float) -> str:
+    """Peak RSS of the Parquet export as the table grows (rows copied with new ids)."""
+    rows: list[list[str]] = []
+    with simulator(latency_ms=0, days=40, labs_per_day=labs_per_day) as srv:
+        now = int(time.time())
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            env = _env(srv.api_key, srv.base_url, root)
+            db = root / "b.db"
+            backfill = [
+                sys.executable, "-m", "lodresults", "backfill", "--since",
+                str(now - 30 * DAY), "--until", str(now), "--db", str(db),
+                "--rate-limit", "1000",
+            ]  # fmt: skip
+            _timed(backfill, env, root)
+            for target in db_rows:
+                _grow(db, target)
+                out = root / "b.parquet"
+                export = [sys.executable, "-m", "lodresults", "export", "--db", str(db),
+                          "--format", "parquet", "--out", str(out)]  # fmt: skip
+                t, rss, _ = _timed(export, env, root)
+                rows.append(_row("`export --format parquet`", _count_sqlite(db), t, rss))
+    return (
+        "The Parquet export as the table grows (30 days of simulated labs, copied under "
+        "new ids up to the row count): memory holds one row group, whatever the total.\n\n"
+        + table(["job", "rows", "wall time", "rows/s", "peak RSS"], rows)
+    )
+
+
+def _grow(db: Path, target: int) -> None:
+    """Copy rows under new ids until ``db`` holds ``target`` rows (or more)."""
+    with closing(sqlite3.connect(db)) as con:
+        while (n := _count_sqlite(db)) < target:
+            top = con.execute("SELECT MAX(lab_instance_id) FROM lab_results").fetchone()[0]
+            cols = [r[1] for r in con.execute("PRAGMA table_info(lab_results)")]
+            rest = ", ".join(f'"{c}"' for c in cols[1:])
+            con.execute(
+                f'INSERT INTO lab_results ("{cols[0]}", {rest}) '  # the table's own column names
+                f'SELECT "{cols[0]}" + ?, {rest} FROM lab_results LIMIT ?',
+                (top, target - n),
+            )
+            con.commit()
+
+
 def _env(key: str, base_url: str, root: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -165,11 +226,17 @@ def main() -> None:
     args = parser.parse_args()
     days, per_day = (30, 50.0) if args.quick else (365, 400.0)
     years, sparse = ((1,), 20.0) if args.quick else ((1, 10), 40.0)
-    body = run(days, per_day) + "\n\n" + memory(years, sparse)
+    sizes, dense = ((2_000, 4_000), 50.0) if args.quick else ((250_000, 1_000_000), 400.0)
+    body = "\n\n".join([run(days, per_day), memory(years, sparse), parquet_memory(sizes, dense)])
     print(body)
     if not args.quick:
         title = "# Beyond SQLite: DuckDB through dlt, and Parquet\n\n"
-        args.out.write_text(f"{title}Machine: {machine()}.\n\n{body}\n")
+        extras = ", ".join(f"{p} {version(p)}" for p in ("dlt", "duckdb", "pyarrow"))
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        args.out.write_text(
+            f"{title}Machine: {machine()}; {extras}. Load average at the end of the run "
+            f"(1, 5, 15 min): {load} (other work shares the machine).\n\n{body}\n"
+        )
         print(f"wrote {args.out}", file=sys.stderr)
 
 

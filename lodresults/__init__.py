@@ -6,7 +6,9 @@ Everything public is listed in ``__all__``; other modules are private.
 
 from __future__ import annotations
 
-from lodresults._client import DEFAULT_BASE_URL, LodClient, WindowBatch
+from lodresults._backfill import BackfillResult, backfill
+from lodresults._batches import WindowBatch
+from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._events import (
     Event,
     EventHook,
@@ -37,8 +39,10 @@ from lodresults._exceptions import (
     LodTransportError,
     LodWindowError,
     LodWindowTooLongError,
+    StoreError,
 )
 from lodresults._models import CompletionStatus, LabResult
+from lodresults._store import SQLiteStore
 from lodresults._windows import MAX_WINDOW_SECONDS, Window
 from lodresults._wire import dump_record, unstructure_record
 
@@ -47,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_WINDOW_SECONDS",
+    "BackfillResult",
     "CompletionStatus",
     "Event",
     "EventHook",
@@ -72,6 +77,8 @@ __all__ = [
     "LodWindowError",
     "LodWindowTooLongError",
     "RequestRetried",
+    "SQLiteStore",
+    "StoreError",
     "Throttled",
     "Window",
     "WindowBatch",
@@ -80,6 +87,7 @@ __all__ = [
     "WindowSplit",
     "WindowsPlanned",
     "__version__",
+    "backfill",
     "dump_record",
     "unstructure_record",
 ]

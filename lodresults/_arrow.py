@@ -1,5 +1,6 @@
 """
-LabResult records as Arrow tables: the typed columns of ``_columns`` in pyarrow types.
+LabResult records as Arrow tables: one typed column per field of ``FIELDS``, one pyarrow
+type per kind.
 
 Imports pyarrow, so only the optional features (Parquet export, the dlt source) import
 this module; ``import lodresults`` never does.
@@ -15,15 +16,28 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from lodresults._columns import COLUMNS, DECIMAL_PRECISION, DECIMAL_SCALE
 from lodresults._exceptions import LodError
-from lodresults._models import LabResult
+from lodresults._models import FIELDS, LabResult
+from lodresults._schema import Kind
 
-__all__ = ["ARROW_SCHEMA", "ArrowConversionError", "to_arrow"]
+__all__ = [
+    "ARROW_SCHEMA",
+    "DECIMAL_PRECISION",
+    "DECIMAL_SCALE",
+    "ArrowConversionError",
+    "to_arrow",
+]
 
-_ARROW_TYPES: Final[dict[str, pa.DataType]] = {
+#: Every decimal column is DECIMAL(38, 18): 20 digits before the point, 18 after. The API
+#: sends decimals as JSON numbers (doubles), whose shortest spelling has at most 17
+#: significant digits, so scores and coordinates fit exactly; a value that does not fit
+#: fails the write naming its column (never rounded silently).
+DECIMAL_PRECISION: Final = 38
+DECIMAL_SCALE: Final = 18
+
+_ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
     "int": pa.int64(),
-    "status": pa.int64(),
+    "enum": pa.int64(),
     "text": pa.string(),
     "bool": pa.bool_(),
     # Microseconds: the unit every Parquet reader and warehouse takes for a UTC instant.
@@ -33,10 +47,10 @@ _ARROW_TYPES: Final[dict[str, pa.DataType]] = {
 
 #: The schema of every table ``to_arrow`` builds (and of the Parquet export).
 ARROW_SCHEMA: Final = pa.schema(
-    [pa.field(c.name, _ARROW_TYPES[c.kind], nullable=c.nullable) for c in COLUMNS]
+    [pa.field(f.name, _ARROW_TYPES[f.kind], nullable=f.nullable) for f in FIELDS]
 )
 
-_GETTERS: Final = tuple((c.name, attrgetter(c.name), c.kind) for c in COLUMNS)
+_GETTERS: Final = tuple((f.name, attrgetter(f.name), f.kind) for f in FIELDS)
 
 _QUANTUM: Final = Decimal(1).scaleb(-DECIMAL_SCALE)
 _LIMIT: Final = Decimal(10) ** (DECIMAL_PRECISION - DECIMAL_SCALE)
@@ -59,7 +73,7 @@ def to_arrow(records: Sequence[LabResult]) -> pa.Table:
     arrays: list[pa.Array] = []
     for (name, get, kind), field in zip(_GETTERS, ARROW_SCHEMA, strict=True):
         values: list[Any] = [get(r) for r in records]
-        if kind == "status":
+        if kind == "enum":
             values = [int(v) for v in values]
         elif kind == "decimal":
             _check_decimals(name, values)

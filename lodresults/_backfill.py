@@ -10,17 +10,25 @@ again (and the new days), never the settled range.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import aclosing
+from typing import Final
 
 import attrs
 
 from lodresults._client import LodClient
 from lodresults._events import EventHook
+from lodresults._exceptions import LodApiError
+from lodresults._models import LabResult
 from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
-from lodresults._store import Store
+from lodresults._store import SQLiteStore
 from lodresults._windows import TimeLike, gaps, validate_range
 
 __all__ = ["BackfillResult", "backfill"]
+
+#: Labs refreshed one by one are fetched and written this many at a time (the client's
+#: ``max_concurrency`` and rate limit still pace the requests).
+_REFRESH_CHUNK: Final = 200
 
 
 @attrs.frozen
@@ -32,7 +40,8 @@ class BackfillResult:
     the table held already); ``updates``: changed copies written after them; ``skipped``:
     checkpointed stretches not fetched; ``settled_until``: every second of ``[since,
     settled_until]`` is checkpointed (None if none is); ``complete``: the whole range is
-    settled, so another run has nothing to do.
+    settled, so another run has no window to fetch; ``refreshed``: labs stored as running
+    in a settled range, fetched one by one (``Result``) since no window returns them again.
     """
 
     windows: int
@@ -41,11 +50,12 @@ class BackfillResult:
     skipped: int
     settled_until: int | None
     complete: bool
+    refreshed: int = 0
 
 
 async def backfill(
     client: LodClient,
-    store: Store,
+    store: SQLiteStore,
     since: TimeLike,
     until: TimeLike,
     *,
@@ -61,7 +71,8 @@ async def backfill(
     nothing later than that clock minus ``settle`` seconds is checkpointed. ``refresh``
     fetches checkpointed stretches again. Each window is committed (rows and checkpoint
     together) before the next is taken, so an interruption loses at most the windows in
-    flight.
+    flight. Once the whole range has settled, labs still stored as running are fetched
+    with ``Result`` (no window of the range returns a lab that ends after ``until``).
     """
     start, end = validate_range(since, until)
     settle_s = settle_seconds(settle)
@@ -83,6 +94,9 @@ async def backfill(
                 records += len(batch.records)
                 updates += len(batch.updates)
     left = gaps(start, end, await store.completed_windows(start, end))
+    # Once the whole range has settled no window of it is fetched again, so a lab stored
+    # as running would keep that state for good if it ends after ``until``: ask for it.
+    refreshed = 0 if left else await _refresh_running(client, store, start, end)
     return BackfillResult(
         windows=windows,
         records=records,
@@ -90,4 +104,24 @@ async def backfill(
         skipped=len(done),
         settled_until=end if not left else None if left[0][0] == start else left[0][0],
         complete=not left,
+        refreshed=refreshed,
     )
+
+
+async def _refresh_running(client: LodClient, store: SQLiteStore, start: int, end: int) -> int:
+    """Fetch each lab stored as running that started in the range with ``Result``."""
+    ids = await store.running_ids(start, end)
+    count = 0
+    for i in range(0, len(ids), _REFRESH_CHUNK):
+        chunk = ids[i : i + _REFRESH_CHUNK]
+        sent = client.clock()
+        got = await asyncio.gather(*(_current(client, lab_id) for lab_id in chunk))
+        count += await store.apply([r for r in got if r is not None], fetched_at=sent)
+    return count
+
+
+async def _current(client: LodClient, lab_id: int) -> LabResult | None:
+    try:
+        return await client.result(lab_id)
+    except LodApiError:
+        return None  # the server no longer knows it (Status 0): keep the stored copy

@@ -1,60 +1,36 @@
 """
 ``LodClient``: the three result commands and ``iter_results``, wiring the modules together.
 
-Data flows one way: client -> stream -> transport -> aiohttp. Option checks happen here,
-before anything is sent.
+Data flows one way: client -> batches -> stream, and client -> caller -> transport ->
+aiohttp. Option checks happen here, before anything is sent; HTTP is the transport's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from typing import Final, TypeVar, cast
+from typing import TYPE_CHECKING, Final
 
-import aiohttp
-import attrs
-
-from lodresults._clock import Clock, race, sleep_unless, timer_for
-from lodresults._dedup import Deduplicator
-from lodresults._events import (
-    Event,
-    EventHook,
-    RequestRetried,
-    Throttled,
-    WindowCompleted,
-    WindowFailed,
-    WindowsPlanned,
-    WindowSplit,
-)
-from lodresults._exceptions import (
-    LodClientClosed,
-    LodDeadlineError,
-    LodError,
-    LodInvalidArgument,
-    LodRateLimitError,
-)
+from lodresults._batches import WindowBatch, iter_batches
+from lodresults._caller import Caller
+from lodresults._clock import Clock, timer_for
+from lodresults._decode import decode_results
+from lodresults._events import EventHook
+from lodresults._exceptions import LodInvalidArgument
+from lodresults._key import ApiKey, check_base_url
 from lodresults._models import LabResult
-from lodresults._ratelimit import AdaptiveRateLimiter, Ticket
-from lodresults._retry import RetryPolicy, is_retryable
-from lodresults._stream import stream_windows
-from lodresults._transport import ApiKey, Transport, check_base_url
-from lodresults._windows import (
-    MAX_WINDOW_SECONDS,
-    TimeLike,
-    Window,
-    WindowPlanner,
-    gaps,
-    validate_range,
-)
-from lodresults._wire import decode_json, decode_results, structure_result
+from lodresults._ratelimit import AdaptiveRateLimiter
+from lodresults._retry import RetryPolicy
+from lodresults._schema import INT64_MAX
+from lodresults._transport import Transport
+from lodresults._windows import MAX_WINDOW_SECONDS, TimeLike, Window, gaps, validate_range
+from lodresults._wire import decode_json, structure_result
 
-__all__ = ["DEFAULT_BASE_URL", "LodClient", "WindowBatch"]
+if TYPE_CHECKING:
+    import aiohttp
 
-logger = logging.getLogger("lodresults")
+__all__ = ["DEFAULT_BASE_URL", "LodClient"]
 
 DEFAULT_BASE_URL: Final = "https://labondemand.com/api/v3"
 DEFAULT_MAX_CONCURRENCY: Final = 4
@@ -64,34 +40,6 @@ DEFAULT_MAX_RETRIES: Final = 5
 #: 256 MiB: a 7-day window of 100,000 labs is about 50 MB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 MAX_LATEST_MINUTES: Final = 10080
-
-T = TypeVar("T")
-
-
-@attrs.frozen
-class WindowBatch:
-    """
-    One window's answer, sorted, as ``iter_windows`` yields it.
-
-    ``records``: labs not yielded before in this iteration, each once, in the server's
-    order (within the window, an ended copy beats a running one, otherwise the later copy
-    wins). ``updates``: changed copies of labs yielded in an earlier batch of this
-    iteration, from a response received after the copy yielded; apply them after
-    ``records`` (the newest state wins). ``fetched_at``: epoch seconds at or before the
-    moment the window's request was sent (for a split window, its earliest part): the
-    answer shows every lab as it was at that moment or later.
-
-    .. versionadded:: 0.1.0
-    """
-
-    window: Window
-    records: list[LabResult]
-    updates: list[LabResult] = attrs.field(factory=list)
-    fetched_at: float = 0.0
-
-
-#: One request's share of a window: (receive sequence, sent at, records).
-_Part = tuple[int, float, list[LabResult]]
 
 
 class LodClient:
@@ -158,8 +106,6 @@ class LodClient:
             _check_positive("deadline", deadline)
         if not callable(clock):
             raise LodInvalidArgument("clock must be a callable returning epoch seconds")
-        if session is not None and not isinstance(session, aiohttp.ClientSession):
-            raise LodInvalidArgument("session must be an aiohttp.ClientSession or None")
         self._key = key
         self.base_url = str(url)
         self.max_concurrency = max_concurrency
@@ -170,18 +116,20 @@ class LodClient:
         self._transport = Transport(
             url, key, timeout=timeout, max_response_bytes=max_response_bytes, session=session
         )
-        self._policy = RetryPolicy(
-            max_retries=max_retries, initial_wait=retry_initial_wait, max_wait=retry_max_wait
-        )
         self._clock = clock
         # Where waits happen: real time, or the virtual time of a ManualClock.
         self._timer: Clock = timer_for(clock)
         self._limiter = AdaptiveRateLimiter(rate_limit, clock=self._timer)
-        self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._hooks: list[EventHook] = [on_event] if on_event is not None else []
-        self._closed = False
-        # Set by close(): wakes every request waiting for a rate slot or a retry.
-        self._stop = asyncio.Event()
+        self._caller = Caller(
+            self._transport,
+            policy=RetryPolicy(
+                max_retries=max_retries, initial_wait=retry_initial_wait, max_wait=retry_max_wait
+            ),
+            limiter=self._limiter,
+            max_concurrency=max_concurrency,
+            timer=self._timer,
+            hooks=[on_event] if on_event is not None else [],
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -199,15 +147,12 @@ class LodClient:
         Requests still waiting for a rate slot or sleeping before a retry raise
         ``LodClientClosed`` at once; none of them is sent afterwards.
         """
-        self._closed = True
-        self._stop.set()
-        self._limiter.close()
-        await self._transport.close()
+        await self._caller.close()
 
     @property
     def closed(self) -> bool:
         """True after ``close()``."""
-        return self._closed
+        return self._caller.closed
 
     def __repr__(self) -> str:
         # Also for a client whose __init__ failed: a traceback formatter may show it.
@@ -226,94 +171,7 @@ class LodClient:
         return self._limiter.rate
 
     def _ensure_open(self) -> None:
-        if self._closed:
-            raise LodClientClosed("this LodClient is closed; create a new one")
-
-    # --- events --------------------------------------------------------------------------
-
-    def _emit(self, event: Event, extra: EventHook | None = None) -> None:
-        for hook in (*self._hooks, extra) if extra is not None else self._hooks:
-            try:
-                hook(event)
-            except Exception:
-                logger.exception("lodresults: event hook failed on %s", type(event).__name__)
-
-    # --- the one request path ------------------------------------------------------------
-
-    async def _request(
-        self,
-        command: str,
-        params: dict[str, str],
-        label: str,
-        parse: Callable[[bytes], T],
-        on_event: EventHook | None = None,
-        deadline: float | None = None,
-    ) -> T:
-        self._ensure_open()
-        failures: list[str] = []
-        attempts = self._attempts(command, params, label, parse, on_event, failures)
-        if deadline is None:
-            return await attempts
-        task, _ = await race(attempts, self._timer.sleep(deadline))
-        if not task.cancelled():  # it finished (or failed) before the deadline
-            return cast(T, task.result())
-        last = f"; last failure: {failures[-1]}" if failures else ""
-        raise LodDeadlineError(
-            f"{command} {label}: deadline of {deadline:g} s passed before it finished "
-            f"({len(failures)} failed attempts{last})",
-            deadline=deadline,
-        )
-
-    async def _attempts(
-        self,
-        command: str,
-        params: dict[str, str],
-        label: str,
-        parse: Callable[[bytes], T],
-        on_event: EventHook | None,
-        failures: list[str],
-    ) -> T:
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.perf_counter()
-            ticket: Ticket | None = None
-            status: int | str = "-"
-            try:
-                async with self._semaphore:
-                    ticket = await self._limiter.acquire()
-                    # close() may have run while this request waited: never send then
-                    # (the transport would open a new session that nobody closes).
-                    self._ensure_open()
-                    answer = await self._transport.get(command, params)
-                status = answer.status
-                value = await self._transport.decode(command, answer, parse)
-            except LodError as error:
-                retry_after = error.retry_after if isinstance(error, LodRateLimitError) else None
-                logger.debug(
-                    "%s %s status=%s attempt=%d elapsed=%.3fs error=%s",
-                    command, label, status, attempt, time.perf_counter() - started,
-                    type(error).__name__,
-                )  # fmt: skip
-                failures.append(f"{type(error).__name__}: {error}")
-                if isinstance(error, LodRateLimitError) and ticket is not None:
-                    self._limiter.on_throttled(ticket)
-                    self._emit(Throttled(command, retry_after, self._limiter.rate), on_event)
-                if not is_retryable(error) or attempt > self.max_retries:
-                    raise
-                delay = self._policy.delay(attempt, retry_after)
-                self._emit(RequestRetried(command, attempt, delay, failures[-1]), on_event)
-                if await sleep_unless(self._timer, delay, self._stop):
-                    raise LodClientClosed(
-                        f"{command} {label}: the LodClient was closed while waiting to retry"
-                    ) from None
-                continue
-            self._limiter.on_success(ticket)
-            logger.debug(
-                "%s %s status=%s attempt=%d elapsed=%.3fs",
-                command, label, status, attempt, time.perf_counter() - started,
-            )  # fmt: skip
-            return value
+        self._caller.ensure_open()
 
     # --- commands ------------------------------------------------------------------------
 
@@ -328,12 +186,12 @@ class LodClient:
         if (
             not isinstance(lab_instance_id, int)
             or isinstance(lab_instance_id, bool)
-            or not 0 < lab_instance_id < 2**63
+            or not 0 < lab_instance_id <= INT64_MAX
         ):
             raise LodInvalidArgument(
                 f"lab_instance_id must be a positive int, got {lab_instance_id!r}"
             )
-        return await self._request(
+        return await self._caller.call(
             "Result",
             {"labInstanceId": str(lab_instance_id)},
             f"id={lab_instance_id}",
@@ -359,7 +217,7 @@ class LodClient:
     async def _fetch_window(
         self, window: Window, on_event: EventHook | None = None, deadline: float | None = None
     ) -> list[LabResult]:
-        return await self._request(
+        return await self._caller.call(
             "Results",
             {"start": str(window.start), "end": str(window.end)},
             str(window),
@@ -371,7 +229,7 @@ class LodClient:
     async def latest_results(self, minutes: int = 60) -> list[LabResult]:
         """
         The ``LatestResults`` command: labs that changed state in the last ``minutes``
-        (1..10080).
+        (1..``MAX_LATEST_MINUTES``, 7 days).
         """
         if not isinstance(minutes, int) or isinstance(minutes, bool):
             raise LodInvalidArgument(f"minutes must be an int, got {type(minutes).__name__}")
@@ -379,7 +237,7 @@ class LodClient:
             raise LodInvalidArgument(
                 f"minutes must be within 1..{MAX_LATEST_MINUTES} (7 days), got {minutes}"
             )
-        return await self._request(
+        return await self._caller.call(
             "LatestResults",
             {"minutes": str(minutes)},
             f"minutes={minutes}",
@@ -419,63 +277,19 @@ class LodClient:
             _check_positive("deadline", deadline)
         self._ensure_open()
         limit = deadline if deadline is not None else self.deadline
-        return self._iter_windows(s, e, ordered, gaps(s, e, skip), on_event, deadline=limit)
-
-    async def _iter_windows(
-        self,
-        start: int,
-        end: int,
-        ordered: bool,
-        ranges: list[tuple[int, int]],
-        on_event: EventHook | None,
-        *,
-        deadline: float | None = None,
-    ) -> AsyncGenerator[WindowBatch, None]:
-        planner = WindowPlanner(ranges)
-        self._emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
-        dedup = Deduplicator(start, end)
-        received = itertools.count()
-        clock = self._clock
-
-        async def fetch(window: Window) -> list[_Part]:
-            sent = clock()
-            records = await self._fetch_window(window, on_event)
-            # The order responses complete in is the order their copies are newest in.
-            return [(next(received), sent, records)]
-
-        def split(window: Window, parts: int, limit: int) -> None:
-            logger.debug(
-                "Results %s refused as too long: split in %d (limit %d s)", window, parts, limit
-            )
-            self._emit(WindowSplit(window, parts, limit), on_event)
-
-        def failed(window: Window, error: LodError) -> None:
-            self._emit(WindowFailed(window, f"{type(error).__name__}: {error}"), on_event)
-
-        stream = stream_windows(
-            planner,
-            fetch,
-            concurrency=self.max_concurrency,
+        return iter_batches(
+            self._fetch_window,
+            s,
+            e,
+            gaps(s, e, skip),
             ordered=ordered,
-            on_split=split,
-            on_failed=failed,
-            deadline=deadline,
+            concurrency=self.max_concurrency,
+            clock=self._clock,
             timer=self._timer,
+            emit=self._caller.emit,
+            on_event=on_event,
+            deadline=limit,
         )
-        async with aclosing(stream):
-            async for done in stream:
-                parts = done.items
-                fresh, updates = dedup.take(done.window, [(seq, recs) for seq, _, recs in parts])
-                if done.watermark is not None:
-                    dedup.passed(done.watermark)
-                count = sum(len(recs) for _, _, recs in parts)
-                self._emit(WindowCompleted(done.window, count, len(fresh), len(updates)), on_event)
-                logger.debug(
-                    "window %s: %d records, %d new, %d updates, dedup holds %d ids",
-                    done.window, count, len(fresh), len(updates), len(dedup),
-                )  # fmt: skip
-                fetched_at = min(sent for _, sent, _ in parts)
-                yield WindowBatch(done.window, fresh, updates, fetched_at)
 
     def iter_results(
         self,

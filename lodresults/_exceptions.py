@@ -21,8 +21,9 @@ The one exception tree of lodresults.
     ├── LodDecodeError                         the body is not what the API documents
     │   ├── LodJSONError                       not JSON at all (retried: usually a cut body)
     │   └── LodSchemaError                     JSON, but a field does not fit (has .field)
-    └── LodWindowError                         iter_results gave up on one window (has bounds);
-                                               also an instance of its cause's class
+    ├── LodWindowError                         iter_results gave up on one window (has .window);
+    │                                          also an instance of its cause's class
+    └── StoreError                             the SQLite file cannot be used (SQLiteStore)
 
 Every error stores plain fields only (no aiohttp objects, no headers), so ``str`` and
 ``repr`` can never show the ``api_key``. aiohttp exceptions are translated in one place
@@ -31,8 +32,10 @@ Every error stores plain fields only (no aiohttp objects, no headers), so ``str`
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from lodresults._windows import Window
 
 __all__ = [
     "LodApiError",
@@ -54,7 +57,11 @@ __all__ = [
     "LodTransportError",
     "LodWindowError",
     "LodWindowTooLongError",
+    "StoreError",
 ]
+
+#: The most characters of what the server sent (a body, a record) an error message quotes.
+EXCERPT_CHARS: Final = 200
 
 
 class LodError(Exception):
@@ -245,13 +252,10 @@ class LodSchemaError(LodDecodeError):
 # --- windows ---------------------------------------------------------------------------
 
 
-def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class LodWindowError(LodError):
     """
-    ``iter_results`` gave up on the window ``[start, end]`` (epoch seconds, inclusive).
+    ``iter_results`` gave up on ``window`` (its ``start``/``end`` in epoch seconds, both
+    inclusive, are also attributes of the error).
 
     The error that made it give up is ``__cause__`` and ``error``. The raised object is
     also an instance of the cause's class, with the cause's fields (``status``,
@@ -260,27 +264,25 @@ class LodWindowError(LodError):
     LodWindowError`` still catches every window failure.
     """
 
-    start: int
-    end: int
+    window: Window
     error: LodError
 
-    def __new__(cls, start: int, end: int, error: LodError) -> LodWindowError:
+    def __new__(cls, window: Window, error: LodError) -> LodWindowError:
         if cls is LodWindowError:
             cls = _window_class(type(error))
         instance: LodWindowError = Exception.__new__(cls)
         return instance
 
-    def __init__(self, start: int, end: int, error: LodError) -> None:
+    def __init__(self, window: Window, error: LodError) -> None:
         # Not super().__init__: the next class in the MRO is the cause's, whose
         # constructor wants its own fields; those are copied from the cause instead.
         Exception.__init__(
             self,
-            f"window {_iso(start)}..{_iso(end)} (epoch {start}..{end}) failed: "
+            f"window {window} (epoch {window.start}..{window.end}) failed: "
             f"{type(error).__name__}: {error}",
         )
         vars(self).update(vars(error))
-        self.start = start
-        self.end = end
+        self.window = window
         self.error = error
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -291,14 +293,33 @@ class LodWindowError(LodError):
         return (_rebuild_window, (cause, self.args, dict(vars(self))))
 
     @property
+    def start(self) -> int:
+        """The window's first second (epoch)."""
+        return self.window.start
+
+    @property
+    def end(self) -> int:
+        """The window's last second (epoch)."""
+        return self.window.end
+
+    @property
     def start_iso(self) -> str:
         """The window's first second as ISO-8601 UTC."""
-        return _iso(self.start)
+        return self.window.start_iso
 
     @property
     def end_iso(self) -> str:
         """The window's last second as ISO-8601 UTC."""
-        return _iso(self.end)
+        return self.window.end_iso
+
+
+# --- storage ---------------------------------------------------------------------------
+
+
+class StoreError(LodError):
+    """
+    The SQLite file cannot be used (corrupt, locked, not a database, wrong schema).
+    """
 
 
 _WINDOW_CLASSES: dict[type[LodError], type[LodWindowError]] = {}

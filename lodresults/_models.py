@@ -1,5 +1,11 @@
 """
-What a lab result *is*: plain attrs classes, no I/O and no wire names (see ``_wire``).
+What a lab result *is*: plain attrs classes, no I/O.
+
+``LabResult`` is the one declaration of a lab result's fields. Each attribute's type
+gives its kind and nullability (``X | None``; the others are required on the wire), and
+``column(...)`` the few facts a type cannot say. Every layer (wire decoders, SQLite,
+CSV, Arrow/Parquet, dlt) derives its tables from ``FIELDS``: adding a field the API
+starts sending is one line here.
 """
 
 from __future__ import annotations
@@ -7,11 +13,13 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Final
 
 import attrs
 
-__all__ = ["CompletionStatus", "LabResult", "field_types"]
+from lodresults._schema import FieldSpec, column, fields_of
+
+__all__ = ["FIELDS", "CompletionStatus", "LabResult"]
 
 
 class CompletionStatus(enum.IntEnum):
@@ -60,8 +68,8 @@ class LabResult:
     .. versionadded:: 0.1.0
     """
 
-    lab_instance_id: int
-    lab_profile_id: int
+    lab_instance_id: int = attrs.field(metadata=column(key=True, ge=1))
+    lab_profile_id: int = attrs.field(metadata=column(ge=1))
     start: datetime
     end: datetime | None
     last_activity: datetime | None
@@ -91,16 +99,5 @@ class LabResult:
         return self.end is None
 
 
-# Resolve the string annotations once so that the converter sees real types.
-attrs.resolve_types(LabResult)
-
-
-def field_types() -> dict[str, tuple[type, bool]]:
-    """Each LabResult field's base type and whether it is nullable (``X | None``)."""
-    out: dict[str, tuple[type, bool]] = {}
-    for a in attrs.fields(LabResult):
-        t: Any = a.type
-        args = getattr(t, "__args__", None)
-        base = next(x for x in args if x is not type(None)) if args else t
-        out[a.name] = (base, bool(args))
-    return out
+#: The fields of LabResult, derived once (see ``_schema.FieldSpec``).
+FIELDS: Final[tuple[FieldSpec, ...]] = fields_of(LabResult)

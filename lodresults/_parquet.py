@@ -4,12 +4,11 @@ Write LabResult records to a Parquet file, streaming, one row group at a time.
 Memory holds one row group (``row_group_size`` records) at most, whatever the total. The
 file appears under its name only once complete: it is written next to it under a
 temporary name and renamed at the end, so a failure or an interrupt never leaves a
-truncated file where a complete one is expected.
+truncated file where a complete one is expected (an existing file stays as it was).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -22,10 +21,79 @@ import pyarrow.parquet as pq
 from lodresults._arrow import ARROW_SCHEMA, to_arrow
 from lodresults._models import LabResult
 
-__all__ = ["DEFAULT_ROW_GROUP_SIZE", "write_parquet"]
+__all__ = ["DEFAULT_ROW_GROUP_SIZE", "ParquetSink", "write_parquet"]
 
 #: 64k rows per group: a few MB of memory, and large enough for fast column scans.
 DEFAULT_ROW_GROUP_SIZE: Final = 65_536
+
+
+class ParquetSink:
+    """
+    A Parquet file being written: ``write`` records in any pieces, then ``commit`` (or
+    ``abort``). Rows are written a full row group at a time. Not thread-safe: call it from
+    one thread at a time.
+
+    Raises (from ``write``/``commit``):
+        ArrowConversionError: a value does not fit its column.
+        OSError: the file cannot be written.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        compression: str = "zstd",
+    ) -> None:
+        if row_group_size < 1:
+            raise ValueError("row_group_size must be at least 1")
+        self.path = Path(path)
+        self.row_group_size = row_group_size
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent
+        )
+        os.close(fd)
+        self._tmp = Path(tmp)
+        try:
+            self._writer = pq.ParquetWriter(self._tmp, ARROW_SCHEMA, compression=compression)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        self._pending: list[LabResult] = []
+        self.count = 0
+
+    def write(self, records: Iterable[LabResult]) -> None:
+        """Add ``records``; every full row group is written out at once."""
+        it = iter(records)
+        while chunk := list(islice(it, self.row_group_size - len(self._pending))):
+            self._pending += chunk
+            if len(self._pending) == self.row_group_size:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(to_arrow(self._pending), row_group_size=self.row_group_size)
+            self.count += len(self._pending)
+            self._pending = []
+
+    def commit(self) -> int:
+        """Write what is left, close, and move the file into place; returns the count."""
+        try:
+            self._flush()
+            self._writer.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.count
+
+    def abort(self) -> None:
+        """Close and remove the unfinished file (the target path is not touched)."""
+        self._pending = []
+        try:
+            self._writer.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 def write_parquet(
@@ -42,22 +110,10 @@ def write_parquet(
         ArrowConversionError: a value does not fit its column (the file is not written).
         OSError: the file cannot be written.
     """
-    if row_group_size < 1:
-        raise ValueError("row_group_size must be at least 1")
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    count = 0
+    sink = ParquetSink(path, row_group_size=row_group_size, compression=compression)
     try:
-        with pq.ParquetWriter(tmp, ARROW_SCHEMA, compression=compression) as writer:
-            it = iter(records)
-            while chunk := list(islice(it, row_group_size)):
-                writer.write_table(to_arrow(chunk), row_group_size=row_group_size)
-                count += len(chunk)
-        os.replace(tmp, target)
+        sink.write(records)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        sink.abort()
         raise
-    return count
+    return sink.commit()

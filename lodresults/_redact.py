@@ -39,7 +39,7 @@ _UNIT: Final = re.compile(
       (?P<pair>\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})
     | \\u(?P<u>[0-9a-fA-F]{4})
     | \\x(?P<x>[0-9a-fA-F]{2})
-    | \\(?P<simple>[/\\"'bfnrt])
+    | \\(?P<simple>.)
     | %(?P<ascii>[0-7][0-9a-fA-F])
     | (?P<utf8>(?:%[89a-fA-F][0-9a-fA-F])+)
     | &\#(?P<dec>[0-9]{1,7});?
@@ -47,7 +47,7 @@ _UNIT: Final = re.compile(
     | (?P<named>&[A-Za-z][A-Za-z0-9]{1,31};?)
     | (?P<nul>\x00)
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.DOTALL,
 )
 
 # One decoded character and the span [start, end) of the original text it came from.
@@ -68,7 +68,10 @@ def _decode_unit(m: re.Match[str]) -> str:
     if kind == "dec":
         return _chr(int(m.group("dec")))
     if kind == "simple":
-        return _SIMPLE_ESCAPES[m.group("simple")]
+        # Lenient readers turn an unknown escape into the character itself: a cut
+        # ``\\u00`` reads as ``u00``, which may complete a piece with its neighbours.
+        c = m.group("simple")
+        return _SIMPLE_ESCAPES.get(c, c)
     if kind == "named":
         return html.unescape(m.group("named"))  # unchanged when it names nothing
     if kind == "utf8":

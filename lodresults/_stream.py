@@ -174,7 +174,7 @@ async def stream_windows(
             if error is not None:
                 if isinstance(error, LodError):
                     on_failed(window, error)
-                    raise LodWindowError(window.start, window.end, error) from error
+                    raise LodWindowError(window, error) from error
                 raise error
             # Advance the watermark: the end of the contiguous prefix of yielded windows.
             yielded[ready] = window

@@ -5,8 +5,9 @@ One GET for one command: the ``api_key`` header is built at the moment of sendin
 session default, never in the URL, and its value a ``str`` whose ``repr`` is ``'***'``);
 redirects are refused, never followed (aiohttp would forward a custom header to another
 host); the body is counted as it is inflated and refused past ``max_response_bytes``;
-every HTTP status but 200 is mapped to the error tree here; decoding errors pass through
-here too. Whatever leaves this module is key-free:
+every HTTP status but 200 is mapped to the error tree here (by ``_status``); decoding
+errors pass through here too. The key itself and the check of where it may go are
+``_key``'s. Whatever leaves this module is key-free:
 
 - every text that came from the server (error bodies, headers, aiohttp's messages, decode
   excerpts) is scrubbed of every piece of the key in any spelling (``_redact``);
@@ -21,7 +22,6 @@ Knows no records, no retries, no windows.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Generic, TypeVar
 
@@ -30,22 +30,19 @@ import attrs
 from yarl import URL
 
 from lodresults._exceptions import (
-    LodAuthError,
+    EXCERPT_CHARS,
     LodConnectionError,
     LodDecodeError,
     LodError,
     LodInvalidArgument,
-    LodRateLimitError,
-    LodRedirectError,
     LodResponseTooLarge,
-    LodServerError,
     LodStatusError,
     LodTimeoutError,
 )
-from lodresults._redact import Redactor
-from lodresults._retry import parse_retry_after
+from lodresults._key import ApiKey
+from lodresults._status import origin_of, status_error
 
-__all__ = ["Answer", "ApiKey", "Transport", "check_base_url", "is_loopback"]
+__all__ = ["Answer", "Transport"]
 
 T = TypeVar("T")
 
@@ -54,105 +51,9 @@ _CHUNK: Final = 1 << 16
 _ERROR_BODY_BYTES: Final = 1 << 16
 #: Scrubbed before the excerpt is cut: longer than any spelling of a key (≤ 150 chars).
 _SCRUB_CHARS: Final = 4096
-_EXCERPT: Final = 200
 _TEXT: Final = 300
 #: Bodies larger than this are decoded on a worker thread (about 2,000 records).
 _THREAD_DECODE_BYTES: Final = 1 << 20
-
-
-class _Secret(str):
-    """The key as the header value: a ``str`` whose ``repr`` hides it (dict reprs, locals)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    def __reduce__(self) -> str:
-        raise TypeError("the api_key cannot be pickled")
-
-
-class ApiKey:
-    """
-    Holds the key; ``str``/``repr`` show ``***`` so it cannot leak by formatting.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        problem = _key_problem(value)
-        if problem is not None:
-            del value  # not a local of the frame the error's traceback shows
-            raise LodInvalidArgument(problem)
-        self._value = _Secret(value)
-
-    @classmethod
-    def checked(cls, value: object) -> ApiKey | LodInvalidArgument:
-        """
-        The key, or the error to raise once the caller has dropped its own plain-text
-        copy (``del``): raised from here, the caller's frame would still hold the key as
-        a local, and a traceback formatted with locals would show it.
-        """
-        problem = _key_problem(value)
-        return cls(value) if problem is None else LodInvalidArgument(problem)  # type: ignore[arg-type]
-
-    def reveal(self) -> str:
-        """The key itself, for the one header that carries it (its ``repr`` is ``'***'``)."""
-        return self._value
-
-    def redactor(self) -> Redactor:
-        """A ``Redactor`` that removes every piece of this key from a text."""
-        return Redactor(self._value)
-
-    def __repr__(self) -> str:
-        return "ApiKey('***')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> str:
-        raise TypeError("ApiKey cannot be pickled")
-
-
-def _key_problem(value: object) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return "api_key must be a non-empty string"
-    if any(c in value for c in "\r\n\0"):
-        return "api_key contains a control character"
-    return None
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
-    if not host:
-        return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(base_url: str) -> URL:
-    """
-    Validate where the key will be sent: https, or plain http only to a loopback host.
-    """
-    if not isinstance(base_url, str):
-        raise LodInvalidArgument("base_url must be a string")
-    url = URL(base_url)
-    if url.scheme not in ("https", "http") or not url.host:
-        raise LodInvalidArgument(f"base_url must be an absolute https:// URL, got {base_url!r}")
-    if url.scheme == "http" and not is_loopback(url.host):
-        raise LodInvalidArgument(
-            "base_url uses plain http:// to a non-loopback host; the api_key would travel "
-            "unencrypted. Use https:// (http:// is allowed for localhost only)"
-        )
-    if url.user or url.password or url.query_string or url.fragment:
-        raise LodInvalidArgument(
-            "base_url must not carry credentials, a query or a fragment; pass the key as api_key"
-        )
-    return url.with_path(url.path.rstrip("/"))
 
 
 @attrs.frozen
@@ -195,6 +96,8 @@ class Transport:
         session: aiohttp.ClientSession | None = None,
         user_agent: str = "lodresults",
     ) -> None:
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise LodInvalidArgument("session must be an aiohttp.ClientSession or None")
         self.base_url = base_url
         self._key = api_key
         self._redact = api_key.redactor()
@@ -203,6 +106,10 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._user_agent = user_agent
+        # One body decoded at a time: decodes that overlap (several worker threads, or one
+        # beside the event loop) each hold a body's wire structs and records, and the peak
+        # is then their sum, reached more often the longer the range (benchmarks/memory.py).
+        self._decoding = asyncio.Lock()
 
     def _session_now(self) -> aiohttp.ClientSession:
         # Created lazily: a ClientSession needs a running event loop.
@@ -248,12 +155,13 @@ class Transport:
         ``parse(answer.body)``, on a worker thread for large bodies; a ``LodError`` it
         raises comes out scrubbed, with no chain and a traceback starting here.
         """
-        if len(answer.body) > _THREAD_DECODE_BYTES:
-            # Decoding 100,000 records takes most of a second: on a worker thread the
-            # event loop keeps serving the application's other tasks meanwhile.
-            outcome = await asyncio.to_thread(_attempt, parse, answer.body, command)
-        else:
-            outcome = _attempt(parse, answer.body, command)
+        async with self._decoding:
+            if len(answer.body) > _THREAD_DECODE_BYTES:
+                # Decoding 100,000 records takes most of a second: on a worker thread the
+                # event loop keeps serving the application's other tasks meanwhile.
+                outcome = await asyncio.to_thread(_attempt, parse, answer.body, command)
+            else:
+                outcome = _attempt(parse, answer.body, command)
         if isinstance(outcome, _Failed):
             raise self._clean(outcome.error)
         return outcome
@@ -378,57 +286,17 @@ class Transport:
     def _excerpt(self, body: bytes) -> str:
         # Scrubbed before it is cut: a cut could leave a piece too short to recognise.
         text = body[: _SCRUB_CHARS * 4].decode("utf-8", "replace")[:_SCRUB_CHARS]
-        return self._redact.text(text)[:_EXCERPT].strip()
+        return self._redact.text(text)[:EXCERPT_CHARS].strip()
 
     def _status_error(self, command: str, reply: _Reply) -> LodStatusError:
         """The error for an HTTP status other than 200 (its texts scrubbed)."""
-        status = reply.status
-        excerpt = self._excerpt(reply.body)
-        detail = f": {excerpt!r}" if excerpt else ""
-        if 300 <= status < 400:
-            return LodRedirectError(
-                f"{command}: HTTP {status} redirect to {self._target(reply.location)} refused; "
-                "redirects are never followed so the api_key cannot leave the configured "
-                "host. Fix base_url",
-                status=status,
-                command=command,
-            )
-        if status in (401, 403):
-            return LodAuthError(
-                f"{command}: HTTP {status}: the api_key was refused{detail}",
-                status=status,
-                command=command,
-            )
-        if status == 429:
-            ra = parse_retry_after(reply.retry_after)
-            return LodRateLimitError(
-                f"{command}: HTTP 429 rate limited"
-                + (f" (Retry-After {ra:.1f} s)" if ra is not None else ""),
-                command=command,
-                retry_after=ra,
-            )
-        if status == 408 or status >= 500:
-            return LodServerError(
-                f"{command}: HTTP {status}{detail}", status=status, command=command
-            )
-        return LodStatusError(f"{command}: HTTP {status}{detail}", status=status, command=command)
-
-    def _target(self, location: str | None) -> str:
-        """Where a redirect pointed: its origin only (a path or query may carry anything)."""
-        if not location:
-            return "(no Location)"
-        try:
-            url = URL(location)
-            host = url.host
-            port = url.explicit_port
-        except (ValueError, TypeError):
-            return "(invalid Location)"
-        if not host:
-            return "(same host)"
-        # A protocol-relative "//host/path" keeps our scheme.
-        scheme = url.scheme or self.base_url.scheme
-        origin = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
-        return self._redact.text(origin)
+        return status_error(
+            command,
+            reply.status,
+            excerpt=self._excerpt(reply.body),
+            retry_after=reply.retry_after,
+            target=origin_of(reply.location, self.base_url.scheme, scrub=self._redact.text),
+        )
 
     def _clean(self, error: LodError) -> LodError:
         """A decode error as it may leave: scrubbed, no chain, no traceback below here."""

@@ -19,15 +19,17 @@ from typing import Final
 import attrs
 
 from lodresults._exceptions import LodInvalidArgument
+from lodresults._schema import MAX_EPOCH
 
 __all__ = [
-    "MAX_EPOCH",
+    "ISO_FORMAT",
     "MAX_WINDOW_SECONDS",
     "TimeLike",
     "Window",
     "WindowPlanner",
     "count_windows",
     "gaps",
+    "iso",
     "narrower_limit",
     "plan_windows",
     "to_epoch",
@@ -36,8 +38,6 @@ __all__ = [
 
 #: The documented limit of one ``Results`` request: 7 days.
 MAX_WINDOW_SECONDS: Final = 7 * 24 * 3600
-#: 9999-12-31T23:59:59Z, the last second a ``datetime`` can hold.
-MAX_EPOCH: Final = 253402300799
 
 TimeLike = datetime | date | int
 
@@ -45,8 +45,13 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SECOND: Final = timedelta(seconds=1)
 
 
-def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+#: How lodresults spells an instant: ISO-8601 UTC to the second.
+ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def iso(epoch: int) -> str:
+    """``epoch`` seconds as ISO-8601 UTC (``2024-01-01T00:00:00Z``)."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime(ISO_FORMAT)
 
 
 def to_epoch(value: object, name: str = "time") -> int:
@@ -87,7 +92,7 @@ def validate_range(start: object, end: object) -> tuple[int, int]:
     s = to_epoch(start, "start")
     e = to_epoch(end, "end")
     if e < s:
-        raise LodInvalidArgument(f"end ({_iso(e)}) is before start ({_iso(s)}); swap them")
+        raise LodInvalidArgument(f"end ({iso(e)}) is before start ({iso(s)}); swap them")
     return s, e
 
 
@@ -110,12 +115,12 @@ class Window:
     @property
     def start_iso(self) -> str:
         """``start`` as ISO-8601 UTC."""
-        return _iso(self.start)
+        return iso(self.start)
 
     @property
     def end_iso(self) -> str:
         """``end`` as ISO-8601 UTC."""
-        return _iso(self.end)
+        return iso(self.end)
 
     def __str__(self) -> str:
         return f"{self.start_iso}..{self.end_iso}"

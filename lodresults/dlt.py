@@ -15,8 +15,7 @@ dlt; ``import lodresults`` does not.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import timedelta
 from typing import Any, Final, cast
@@ -26,18 +25,16 @@ import dlt
 import pyarrow as pa
 from dlt.common.schema.typing import TColumnSchema
 
-from lodresults._arrow import to_arrow
+from lodresults._arrow import DECIMAL_PRECISION, DECIMAL_SCALE, to_arrow
 from lodresults._client import DEFAULT_BASE_URL, LodClient
-from lodresults._columns import dlt_columns
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._models import LabResult
-from lodresults._transport import ApiKey
+from lodresults._key import ApiKey
+from lodresults._models import FIELDS, LabResult
+from lodresults._schema import Kind
+from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
 from lodresults._windows import TimeLike, to_epoch, validate_range
 
-__all__ = ["DEFAULT_SETTLE", "FETCHED_AT", "lab_results"]
-
-#: How long after a window's end its labs may still change (end, grading).
-DEFAULT_SETTLE: Final = timedelta(days=2)
+__all__ = ["FETCHED_AT", "lab_results"]
 
 #: The column that records when each row's copy was received. Within one load the merge
 #: keeps, for each ``lab_instance_id``, the copy with the latest ``fetched_at``.
@@ -45,10 +42,20 @@ FETCHED_AT: Final = "fetched_at"
 
 _STATE_KEY: Final = "settled"
 
+#: The dlt column type of each kind of field (the same types as the Arrow columns).
+_DLT_TYPES: Final[dict[Kind, dict[str, Any]]] = {
+    "int": {"data_type": "bigint"},
+    "enum": {"data_type": "bigint"},
+    "text": {"data_type": "text"},
+    "bool": {"data_type": "bool"},
+    "timestamp": {"data_type": "timestamp", "timezone": True},
+    "decimal": {"data_type": "decimal", "precision": DECIMAL_PRECISION, "scale": DECIMAL_SCALE},
+}
+
 _COLUMNS: Final = cast(
     dict[str, TColumnSchema],
     {
-        **dlt_columns(),
+        **{f.name: {"name": f.name, **_DLT_TYPES[f.kind], "nullable": f.nullable} for f in FIELDS},
         FETCHED_AT: {
             "name": FETCHED_AT,
             "data_type": "timestamp",
@@ -70,20 +77,6 @@ class _Plan:
     client_options: dict[str, Any]
 
 
-def _settle_seconds(settle: object) -> int:
-    if isinstance(settle, timedelta):
-        seconds = settle.total_seconds()
-    elif isinstance(settle, (int, float)) and not isinstance(settle, bool):
-        seconds = float(settle)
-    else:
-        raise LodInvalidArgument(
-            f"settle must be a timedelta or seconds, not {type(settle).__name__}"
-        )
-    if not 0 <= seconds < float("inf"):
-        raise LodInvalidArgument(f"settle must be zero or positive, got {settle!r}")
-    return int(seconds)
-
-
 def _merge(intervals: list[list[int]], start: int, end: int) -> list[list[int]]:
     """``intervals`` with ``[start, end]`` added, merged where they touch (sorted)."""
     out: list[list[int]] = []
@@ -95,15 +88,18 @@ def _merge(intervals: list[list[int]], start: int, end: int) -> list[list[int]]:
     return out
 
 
-class _FetchClock:
-    """Strictly increasing receive times (microseconds), so the newest copy sorts last."""
+class _ReceiveOrder:
+    """
+    ``fetched_at`` for each yielded table: the batch's own time, nudged a microsecond past
+    the previous one when needed, so that yield order (the order of newest copies) and
+    ``fetched_at`` order agree, and the merge keeps the copy yielded last.
+    """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._last = 0
 
-    def __call__(self) -> int:
-        now = max(int(self._clock() * 1_000_000), self._last + 1)
+    def __call__(self, fetched_at: float) -> int:
+        now = max(int(fetched_at * 1_000_000), self._last + 1)
         self._last = now
         return now
 
@@ -144,14 +140,16 @@ async def lab_results(
         api_key: The key; by default from dlt's secrets (``secrets.toml`` or the
             environment, e.g. ``SOURCES__LODRESULTS__API_KEY``). Never logged.
         base_url: The API root; None for the production API.
-        settle: How long after a window's end its labs may still change. Windows that
-            ended at least ``settle`` before they were fetched are recorded as settled in
-            the resource's dlt state, and a later run skips them: a pipeline run again
-            (cron) fetches only the unsettled tail and the new time.
+        settle: How long after a window's end its labs may still change (seconds or a
+            timedelta; default three days, as for ``lodresults backfill``). The part of
+            each window that ended at least ``settle`` before it was fetched is recorded
+            as settled in the resource's dlt state, and a later run skips it: a pipeline
+            run again (cron) fetches only the unsettled tail and the new time.
         client_options: Passed to ``LodClient`` (``max_concurrency``, ``rate_limit``, ...).
 
-    Records stream window by window (one Arrow table per window, at most 7 days), so
-    memory stays bounded whatever the range.
+    Records stream window by window (one Arrow table per window, at most 7 days: its new
+    labs, then the changed copies of labs met in earlier windows), so memory stays bounded
+    whatever the range. Pass ``clock=`` (a ``LodClient`` option) to run on a test clock.
     """
     try:
         key = ApiKey(api_key)
@@ -161,7 +159,7 @@ async def lab_results(
     plan = _plan(since, until, key, base_url, settle, client_options)
     state = dlt.current.resource_state()
     settled: list[list[int]] = state.setdefault(_STATE_KEY, [])
-    async for table in _extract(plan, settled, time.time):
+    async for table in _extract(plan, settled):
         yield table
 
 
@@ -177,25 +175,26 @@ def _plan(
     u = None if until is None else validate_range(s, until)[1]
     if base_url is not None and not isinstance(base_url, str):
         raise LodInvalidArgument(f"base_url must be a string, not {type(base_url).__name__}")
-    return _Plan(s, u, key, base_url or DEFAULT_BASE_URL, _settle_seconds(settle), client_options)
+    return _Plan(s, u, key, base_url or DEFAULT_BASE_URL, settle_seconds(settle), client_options)
 
 
-async def _extract(
-    plan: _Plan, settled: list[list[int]], clock: Callable[[], float]
-) -> AsyncIterator[pa.Table]:
-    fetch_clock = _FetchClock(clock)
-    until = plan.until if plan.until is not None else int(clock())
-    if until < plan.since:
-        raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {until})")
+async def _extract(plan: _Plan, settled: list[list[int]]) -> AsyncIterator[pa.Table]:
+    order = _ReceiveOrder()
     skip = [(a, b) for a, b in settled]
     async with LodClient(
         plan.key.reveal(), base_url=plan.base_url, **plan.client_options
     ) as client:
+        until = plan.until if plan.until is not None else int(client.clock())
+        if until < plan.since:
+            raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {until})")
         batches = client.iter_windows(plan.since, until, skip=skip)
         async with aclosing(batches):
             async for batch in batches:
-                fetched = fetch_clock()
-                if batch.records:
-                    yield _table(batch.records, fetched)
-                if batch.window.end <= fetched // 1_000_000 - plan.settle:
-                    settled[:] = _merge(settled, batch.window.start, batch.window.end)
+                # records first, then updates: the newest copy comes last.
+                changed = batch.records + batch.updates
+                if changed:
+                    yield _table(changed, order(batch.fetched_at))
+                w = batch.window
+                end = settled_end(w.start, w.end, batch.fetched_at, plan.settle)
+                if end is not None:
+                    settled[:] = _merge(settled, w.start, end)

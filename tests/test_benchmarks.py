@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.peers import decode, gather, sequential
-from lodresults._wire import decode_results
+from lodresults._decode import decode_results
 from lodresults.testing import Simulator
 from tests.conftest import fast_client
 
@@ -59,3 +59,16 @@ async def test_quick_benchmark_suite_runs() -> None:
     ):
         assert f"== {title}" in text
     assert "wrote " not in text  # --quick never overwrites the committed table
+
+
+async def test_quick_memory_benchmark_runs() -> None:
+    """python -m benchmarks.memory --quick runs both clients end to end (figures not checked)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.memory", "--quick", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    text = out.decode()
+    assert "| lodresults |" in text and "| sequential peer |" in text
+    assert "wrote " not in err.decode()  # --quick never overwrites the committed table

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
@@ -19,9 +20,10 @@ import pytest
 from lodresults import LabResult, unstructure_record
 from lodresults._wire import structure_record
 from lodresults.cli._dates import parse_when
-from lodresults.cli._jobs import read_csv, watch
-from lodresults.testing import Faults, Simulator
+from lodresults.cli._watch import watch
+from lodresults.testing import Faults, ManualClock, Simulator
 from tests.conftest import fast_client, make_sim
+from tests.csv_records import read_csv
 
 DAY = 86400
 
@@ -286,7 +288,10 @@ async def test_watch_survives_transient_errors_and_catches_up(tmp_path: Path) ->
     """Failed polls are reported and retried; the gap since the last success is covered."""
     db = tmp_path / "w.db"
     out = io.StringIO()
-    async with make_sim(faults=Faults(rate=1.0, kinds=("http500",))) as sim:
+    # The simulator's clock stands still (a real one could tick between two reads of
+    # sim.now below), the watch's own clock jumps ten days.
+    frozen = ManualClock(time.time())
+    async with make_sim(faults=Faults(rate=1.0, kinds=("http500",)), clock=frozen) as sim:
         clock = [float(sim.now)]
         await watch(lambda **kw: fast_client(sim, max_retries=0, **kw), db=db, interval=0.01,
                     out=out, iterations=2, clock=lambda: clock[0])  # fmt: skip
@@ -313,7 +318,7 @@ async def test_watch_survives_transient_errors_and_catches_up(tmp_path: Path) ->
 
 def test_upsert_keeps_the_copy_written_last(tmp_path: Path) -> None:
     """The copy written last wins, whatever its last_activity says (equal, null, earlier)."""
-    from lodresults._store import Store
+    from lodresults import SQLiteStore
 
     base = _lab()
     ended = structure_record({**base, "End": base["Start"] + 100, "CompletionStatus": 50})
@@ -328,7 +333,7 @@ def test_upsert_keeps_the_copy_written_last(tmp_path: Path) -> None:
     )
 
     async def go() -> list[list[LabResult]]:
-        store = await Store.open(tmp_path / "s.db")
+        store = await SQLiteStore.open(tmp_path / "s.db")
         seen = []
         try:
             for copy in (ended, graded_same_activity, graded_no_activity, earlier_activity):
@@ -348,12 +353,12 @@ def test_upsert_keeps_the_copy_written_last(tmp_path: Path) -> None:
 
 def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
     """A file that is not SQLite gives StoreError naming the file, not silent loss."""
-    from lodresults._store import Store, StoreError
+    from lodresults import SQLiteStore, StoreError
 
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="not a usable SQLite file"):
-        asyncio.run(Store.open(bad))
+        asyncio.run(SQLiteStore.open(bad))
 
 
 async def test_locked_database_is_a_clear_error(sim: Simulator, tmp_path: Path) -> None:
@@ -400,7 +405,7 @@ def _lab() -> dict[str, Any]:
 
 def test_records_round_trip_through_the_store(tmp_path: Path) -> None:
     """Every field survives SQLite: decimals exact, ints stay ints, unknown codes kept."""
-    from lodresults._store import Store
+    from lodresults import SQLiteStore
 
     recs = [
         structure_record({**_lab(), "LabInstanceId": 1, "ExamScore": 87.5, "Latitude": 47.6062,
@@ -409,7 +414,7 @@ def test_records_round_trip_through_the_store(tmp_path: Path) -> None:
     ]  # fmt: skip
 
     async def go() -> list[LabResult]:
-        store = await Store.open(tmp_path / "s.db")
+        store = await SQLiteStore.open(tmp_path / "s.db")
         try:
             await store.write_window(0, 10, recs)
             return await store.run_sync(lambda s: list(s.iter_records_sync()))

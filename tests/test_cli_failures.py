@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
-import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -151,6 +153,10 @@ def _cases() -> list[tuple[str, list[str], dict[str, str], int, str]]:
          "cannot read --api-key-file"),
         ("latest-key-dir", ["latest", "--api-key-file", "{a_dir}"], sim, USAGE, "is a directory"),
         ("latest-auth", ["latest"], wrong, FAILURE, "401"),
+        ("latest-env-key-control", ["latest"], {"LOD_API_KEY": "abc\x01defghij"}, USAGE,
+         "LOD_API_KEY holds a character"),
+        ("latest-env-key-inner-space", ["latest"], {"LOD_API_KEY": "abc defghij"}, USAGE,
+         "LOD_API_KEY holds a character"),
         ("latest-unreachable", ["latest", "--max-retries", "0"], down, FAILURE, "connect"),
         ("latest-bad-minutes", ["latest", "--minutes", "99999"], sim, USAGE, "--minutes"),
         ("simulate-port-in-use", ["simulate", "--port", "{busy_port}", "--days", "1"], {},
@@ -297,27 +303,90 @@ def _export_as_reader(db: Path, out: Path | None = None) -> subprocess.Completed
     return subprocess.run(args, capture_output=True, text=True, env=_env(None), timeout=60)
 
 
-@pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() == 0,
-    reason="as root, file permissions are not enforced, so read-only cannot be tested",
-)
-def test_export_of_a_read_only_file_in_a_read_only_directory(tmp_path: Path) -> None:
-    """A 0444 database in a 0555 directory exports completely and stays byte-identical."""
-    ro = tmp_path / "ro"
+_NOBODY = 65534
+
+
+@functools.cache
+def _unprivileged_python() -> tuple[str, dict[str, str], int | None] | None:
+    """
+    A Python that runs ``lodresults`` without root's right to write anything: this one
+    if not root; as root, this one or the system's python3 run as ``nobody`` with this
+    environment's packages on PYTHONPATH; None if there is no such way here.
+    """
+    env = _env(None)
+    if os.geteuid() != 0:
+        return sys.executable, env, None
+    import site
+
+    import lodresults
+
+    paths = [str(Path(lodresults.__file__).parents[1]), *site.getsitepackages()]
+    env = {**env, "PYTHONPATH": os.pathsep.join(paths)}
+    for python in (sys.executable, shutil.which("python3", path="/usr/bin:/bin")):
+        if python is None:
+            continue
+        try:
+            probe = subprocess.run(
+                [python, "-c", "import sys, lodresults.cli._app; print(sys.version_info[:2])"],
+                capture_output=True, text=True, env=env, user=_NOBODY, group=_NOBODY,
+                cwd="/", timeout=60,
+            )  # fmt: skip
+        except OSError:
+            continue
+        if probe.returncode == 0 and probe.stdout.strip() == str(sys.version_info[:2]):
+            return python, env, _NOBODY
+    return None
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory that ``nobody`` can enter (pytest's own tmp_path is root's alone)."""
+    d = Path(tempfile.mkdtemp(prefix="lodresults-ro-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        for p in d.rglob("*"):
+            if p.is_dir():
+                p.chmod(0o755)
+        shutil.rmtree(d)
+
+
+def _export_unprivileged(db: Path) -> subprocess.CompletedProcess[str]:
+    found = _unprivileged_python()
+    if found is None:
+        pytest.skip("as root, with no way to run lodresults as another user here")
+    python, env, uid = found
+    return subprocess.run(
+        [python, "-m", "lodresults", "export", "--db", str(db)],
+        capture_output=True, text=True, env=env, cwd="/", timeout=60,
+        **({} if uid is None else {"user": uid, "group": uid}),
+    )  # fmt: skip
+
+
+def test_export_of_a_read_only_file_in_a_read_only_directory(shared_dir: Path) -> None:
+    """A 0444 WAL database in a 0555 directory (where SQLite cannot create its -shm)
+    exports completely and stays byte-identical, with nothing created beside it; with a
+    -journal file there (which only a writer could apply) it is refused, clearly."""
+    ro = shared_dir / "ro"
     ro.mkdir()
     db = ro / "r.db"
     asyncio.run(make_db(db, [structure_record(lab(i, ExamScore=48.0)) for i in range(1, 50)]))
     before = _sha(db)
-    db.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    db.chmod(0o444)
     ro.chmod(0o555)
-    try:
-        r = _export_as_reader(db)
-    finally:
-        ro.chmod(0o755)
+    r = _export_unprivileged(db)
     assert r.returncode == OK, r.stderr
     assert len(r.stdout.splitlines()) == 49 and '"ExamScore":48.0,' in r.stdout
     assert _sha(db) == before
     assert sorted(p.name for p in ro.iterdir()) == ["r.db"]
+    ro.chmod(0o755)
+    (ro / "r.db-journal").touch()
+    ro.chmod(0o555)
+    r = _export_unprivileged(db)
+    assert r.returncode == FAILURE
+    assert r.stderr.count("\n") == 1 and "r.db-journal file that only a writer" in r.stderr
+    assert _sha(db) == before
 
 
 def test_export_spells_decimals_as_the_api_did_and_never_writes_the_database(
@@ -362,6 +431,7 @@ def test_a_failing_export_leaves_no_partial_file(tmp_path: Path) -> None:
 
 @example("²", False)  # a Unicode digit
 @example("٣٣٣", False)  # Arabic-Indic digits
+@example("0\x85", False)  # a Unicode space (NEL) that str.strip() removes
 @given(st.text(max_size=40), st.booleans())
 def test_any_date_text_is_an_epoch_or_a_clear_error(text: str, end_of_day: bool) -> None:
     """Whatever is typed: epoch seconds in range, or a ValueError quoting the text."""
@@ -395,12 +465,12 @@ def test_an_unexpected_exception_is_one_line_without_debug(
     traceback of a bug."""
     from click.testing import CliRunner
 
-    from lodresults.cli import _app
+    from lodresults.cli import _app, _options
 
     def boom(*args: object) -> str:
         raise exc
 
-    monkeypatch.setattr(_app, "_api_key", boom)
+    monkeypatch.setattr(_options, "api_key", boom)
     args = [*(["--debug"] if debug else []), "latest"]
     r = CliRunner().invoke(_app.cli, args, prog_name="lodresults")
     assert r.exit_code == code
@@ -410,6 +480,21 @@ def test_an_unexpected_exception_is_one_line_without_debug(
     else:
         assert "Traceback" not in err and "internal detail" not in err
         assert err.strip().count("\n") == 0 and err.strip().startswith(line)
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["export", "--help"]])
+def test_help_is_shown_whole(args: list[str]) -> None:
+    """The bare command and --help show click's help as it is, not squeezed into an
+    error line."""
+    from click.testing import CliRunner
+
+    from lodresults.cli import _app
+
+    r = CliRunner().invoke(_app.cli, args, prog_name="lodresults")
+    text = r.stdout + r.stderr
+    assert r.exit_code in ((0,) if args else (0, USAGE))
+    assert text.startswith("Usage: lodresults") and "error:" not in text
+    assert "\n  " in text  # the options or commands, one per line
 
 
 def test_progress_is_silent_when_the_job_fails() -> None:

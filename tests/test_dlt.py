@@ -12,8 +12,9 @@ import sys
 import time
 import traceback
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lodresults import CompletionStatus, LabResult, LodWindowError
-from lodresults._columns import COLUMNS
+from lodresults import (
+    CompletionStatus,
+    LabResult,
+    LodClient,
+    LodInvalidArgument,
+    LodWindowError,
+)
+from lodresults._models import FIELDS
 from lodresults._wire import structure_record
-from lodresults.testing import Simulator
+from lodresults.testing import ManualClock, Simulator
 from tests.conftest import make_sim
 
 dlt = pytest.importorskip("dlt")
@@ -50,8 +57,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt-data"))
     monkeypatch.chdir(tmp_path)
+    # dlt configures its logger when a pipeline starts: put it back as it was.
+    log = logging.getLogger("dlt")
+    saved = (log.level, list(log.handlers), log.propagate)
     yield tmp_path
     Container()[PipelineContext].deactivate()
+    log.setLevel(saved[0])
+    log.handlers[:] = saved[1]
+    log.propagate = saved[2]
 
 
 def pipeline(root: Path, name: str = "lodresults") -> Any:
@@ -65,7 +78,7 @@ def pipeline(root: Path, name: str = "lodresults") -> Any:
 
 def rows(db: Path, table: str = "lod.lab_results") -> dict[int, LabResult]:
     """The table's rows as LabResults (fetched_at dropped), by id; ids must be unique."""
-    names = [c.name for c in COLUMNS]
+    names = [f.name for f in FIELDS]
     with closing(duckdb.connect(str(db), read_only=True)) as con:
         con.execute("SET TimeZone = 'UTC'")
         got = con.execute(f"SELECT {', '.join(map(repr_ident, names))} FROM {table}").fetchall()
@@ -133,8 +146,8 @@ async def test_rerun_fetches_only_the_unsettled_tail(home: Path, sim: Simulator)
     assert first == 15  # 100 days in 7-day windows, up to now
     settled = p.state["sources"]["lodresults"]["resources"]["lab_results"]["settled"]
     assert len(settled) == 1 and settled[0][0] == a
-    # The default settle period is two days: the last window (2 days) is not settled.
-    assert sim.span[1] - 3 * DAY < settled[0][1] <= sim.span[1] - 2 * DAY
+    # Settled up to three days (the default settle period) before the windows were fetched.
+    assert sim.span[1] - 3 * DAY <= settled[0][1] <= int(time.time()) - 3 * DAY
     await run(p, resource())
     assert sim.stats.requests["Results"] - first == 1
     assert rows(home / "lodresults.duckdb") == truth(sim, a, sim.span[1])
@@ -157,6 +170,43 @@ async def test_settle_zero_and_range_in_the_past(home: Path, sim: Simulator) -> 
     assert rows(home / "lodresults.duckdb") == truth(sim, a, a + 20 * DAY)
 
 
+async def test_since_and_until_take_what_the_client_takes(home: Path, sim: Simulator) -> None:
+    """An aware datetime and a date select the same labs as epoch seconds."""
+    a = sim.span[0] + 40 * DAY
+    start = datetime.fromtimestamp(a, timezone(timedelta(hours=-5)))
+    end = (datetime.fromtimestamp(a, timezone.utc) + timedelta(days=20)).date()
+    p = pipeline(home)
+    await run(p, lab_results(start, end, api_key=sim.api_key, base_url=sim.base_url))
+    b = int(datetime(end.year, end.month, end.day, tzinfo=timezone.utc).timestamp())
+    assert rows(home / "lodresults.duckdb") == truth(sim, a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"since": datetime(2025, 1, 1)}, "naive datetime"),
+        ({"since": 1_700_000_000, "until": 1_600_000_000}, "before start"),
+        ({"since": 4_000_000_000}, "in the future"),
+        ({"since": 1_700_000_000, "settle": -5}, "settle"),
+        ({"since": 1_700_000_000, "api_key": ""}, "api_key"),
+        ({"since": 1_700_000_000, "max_concurrency": 0}, "max_concurrency"),
+    ],
+)
+async def test_bad_arguments_fail_before_any_request(
+    home: Path, sim: Simulator, kwargs: dict[str, Any], message: str
+) -> None:
+    """Bad input: a clear LodInvalidArgument (the cause of dlt's error), nothing sent."""
+    options = {"api_key": sim.api_key, "base_url": sim.base_url, **kwargs}
+    with pytest.raises(Exception) as info:
+        await run(pipeline(home), lab_results(**options))
+    cause = info.value
+    while cause is not None and not isinstance(cause, LodInvalidArgument):
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    assert isinstance(cause, LodInvalidArgument), info.value
+    assert message in str(cause)
+    assert sim.stats.total == 0
+
+
 @given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 30)), max_size=12))
 def test_merge_covers_the_union(spans: list[tuple[int, int]]) -> None:
     """Settled intervals merge into disjoint sorted ones covering exactly the same seconds."""
@@ -167,6 +217,109 @@ def test_merge_covers_the_union(spans: list[tuple[int, int]]) -> None:
         covered |= set(range(start, start + length + 1))
     assert [s for a, b in merged for s in range(a, b + 1)] == sorted(covered)
     assert all(b1 < a2 for (_, b1), (a2, _) in itertools.pairwise(merged))
+
+
+# --- living data: labs start, end and get graded between and during runs -----------------
+
+T0 = 1_750_000_000  # a fixed moment: the same labs, hence the same changes, on every run
+
+
+def living(clock: Callable[[], float], **kwargs: Any) -> Simulator:
+    return Simulator(
+        seed=5, clock=clock, span=(T0 - 40 * DAY, T0 + 5 * DAY), labs_per_day=60, **kwargs
+    )
+
+
+def state(r: LabResult) -> Any:
+    """A lab's whole record once it ended; while it runs, only that it runs (its run time
+    grows every second, so no copy of a running lab stays the present for long)."""
+    return ("running", r.start) if r.end is None else r
+
+
+def states(records: dict[int, LabResult]) -> dict[int, Any]:
+    return {i: state(r) for i, r in records.items()}
+
+
+def present(sim: Simulator, a: int) -> dict[int, Any]:
+    return {i: state(structure_record(dict(d))) for i, d in sim.present(a, sim.now).items()}
+
+
+async def test_next_day_run_fetches_the_tail_and_ends_with_the_present(home: Path) -> None:
+    """
+    Day 1 loads 30 days; a day passes (labs start, end, get graded); day 2 fetches only
+    the unsettled tail and the new day, and the table equals the server's present state.
+    """
+    clock = ManualClock(T0)
+    a = T0 - 30 * DAY
+    async with living(clock) as sim:
+        p = pipeline(home)
+
+        def resource() -> Any:
+            return lab_results(
+                a, api_key=sim.api_key, base_url=sim.base_url, rate_limit=None, clock=clock
+            )
+
+        await run(p, resource())
+        day1 = rows(home / "lodresults.duckdb")
+        assert states(day1) == present(sim, a)
+        first = sim.stats.requests["Results"]
+        assert first == 5  # 30 days in 7-day windows
+        clock.advance(DAY)
+        await run(p, resource())
+        # Settled up to T0 - 3 days: day 2 asks for [T0 - 3 days, T0 + 1 day], one window.
+        assert sim.stats.requests["Results"] - first == 1
+        day2 = rows(home / "lodresults.duckdb")
+        assert states(day2) == present(sim, a)
+    assert set(day2) - set(day1), "no lab started during the day"
+    assert any(day1[i].end is None and day2[i].end is not None for i in day1), "none ended"
+    graded = [
+        i
+        for i in day1
+        if day1[i].completion_status == CompletionStatus.SUBMITTED_FOR_GRADING
+        and day2[i].exam_score is not None
+    ]
+    assert graded, "no exam was graded during the day"
+
+
+async def test_changes_during_a_run_keep_the_newest_copy(home: Path) -> None:
+    """
+    Labs change while a run fetches its windows: a lab met again changed is loaded as an
+    update in the same load, and the table keeps the copy received last for each lab.
+    """
+    # Each Results request sees the server six hours later than the one before, and the
+    # window boundary lies just after the first request's moment: labs running then and
+    # ended by the second request come back changed in the second window.
+    a, b = T0 - 7 * DAY + 3 * 3600, T0 + DAY
+
+    def ticking() -> Simulator:
+        holder: list[Simulator] = []
+
+        def clock() -> float:
+            return T0 + 6 * 3600 * (holder[0].stats.requests["Results"] if holder else 0)
+
+        holder.append(living(clock))
+        return holder[0]
+
+    # The expected table: the last copy of each lab, in the order iter_windows gives them.
+    expected: dict[int, LabResult] = {}
+    updates = 0
+    async with ticking() as sim:
+        client = LodClient(
+            sim.api_key, base_url=sim.base_url, rate_limit=None, max_concurrency=1,
+            clock=ManualClock(T0),
+        )  # fmt: skip
+        async with client:
+            async for batch in client.iter_windows(a, b):
+                updates += len(batch.updates)
+                expected.update((r.lab_instance_id, r) for r in batch.records + batch.updates)
+    assert updates > 0
+    async with ticking() as sim:
+        resource = lab_results(
+            a, b, api_key=sim.api_key, base_url=sim.base_url, rate_limit=None,
+            max_concurrency=1, clock=ManualClock(T0),
+        )  # fmt: skip
+        await run(pipeline(home), resource)
+    assert rows(home / "lodresults.duckdb") == expected
 
 
 # --- credentials -------------------------------------------------------------------------
@@ -196,14 +349,20 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
 
 @pytest.mark.parametrize("how", ["argument", "secrets"])
 async def test_the_key_appears_nowhere(
-    home: Path, how: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    home: Path,
+    how: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """
     Given as an argument or through dlt's secrets: neither the pipeline's files (state,
     trace, schemas, load packages), nor the DuckDB file, nor logs, nor the exception of a
-    failed run, nor its traceback with frame locals hold the key in any encoding.
+    failed run, nor its traceback with frame locals hold the key in any encoding; dlt
+    logging at DEBUG (to its own handler on stderr) included.
     """
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("RUNTIME__LOG_LEVEL", "DEBUG")
     a = make_sim().span[0] + 10 * DAY
     if how == "secrets":
         monkeypatch.setenv("SOURCES__LODRESULTS__API_KEY", CANARY)
@@ -234,6 +393,7 @@ async def test_the_key_appears_nowhere(
         *map(repr, chain),
         *map(str, chain),
         caplog.text,
+        *capfd.readouterr(),
         str(p.last_trace),
         repr(p.state),
     ]
@@ -290,5 +450,7 @@ async def test_warehouse_benchmark_runs() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, err.decode()[-2000:]
     text = out.decode()
-    assert "| dlt pipeline into DuckDB (`lab_results`) | 1," in text
+    assert "| dlt pipeline into DuckDB (`lab_results`): 5 windows | 1," in text
+    assert "| the same pipeline run again: 1 window (the unsettled tail) |" in text
+    assert "| `export --format parquet` | 4,000 |" in text
     assert "wrote " not in err.decode()  # --quick never overwrites the committed table

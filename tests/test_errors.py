@@ -16,6 +16,7 @@ from lodresults import (
     LodSchemaError,
     LodWindowError,
     LodWindowTooLongError,
+    Window,
 )
 
 
@@ -45,7 +46,7 @@ def test_hierarchy() -> None:
         LodRateLimitError("x", retry_after=3.0),
         LodApiError("x", error_text="boom"),
         LodSchemaError("x", field="Start", excerpt="{}"),
-        LodWindowError(0, 604800, LodAuthError("y", status=403)),
+        LodWindowError(Window(0, 604800), LodAuthError("y", status=403)),
     ],
 )
 def test_errors_pickle_with_their_fields(error: LodError) -> None:
@@ -60,10 +61,11 @@ def test_errors_pickle_with_their_fields(error: LodError) -> None:
 
 def test_window_error_names_the_window() -> None:
     """The message and attributes carry ISO-8601 UTC bounds and epoch seconds."""
-    e = LodWindowError(1704067200, 1704672000, LodApiError("z", error_text="z"))
+    e = LodWindowError(Window(1704067200, 1704672000), LodApiError("z", error_text="z"))
     assert e.start_iso == "2024-01-01T00:00:00Z" and e.end_iso == "2024-01-08T00:00:00Z"
     assert "2024-01-01T00:00:00Z..2024-01-08T00:00:00Z" in str(e)
     assert "1704067200..1704672000" in str(e)
+    assert e.window == Window(1704067200, 1704672000)
 
 
 @pytest.mark.parametrize(
@@ -79,14 +81,14 @@ def test_window_error_names_the_window() -> None:
 def test_window_error_is_caught_by_its_cause_category(cause: LodError) -> None:
     """``except <cause's class>`` catches a window error; it stays a LodWindowError with
     its bounds and ``.error``, carries the cause's fields, and pickles as the same class."""
-    error = LodWindowError(0, 604800, cause)
+    error = LodWindowError(Window(0, 604800), cause)
     with pytest.raises(type(cause)) as info:
         raise error
     assert isinstance(info.value, LodWindowError)
     assert info.value.error is cause and info.value.start == 0 and info.value.end == 604800
     for name, value in vars(cause).items():
         assert getattr(info.value, name) == value
-    assert type(LodWindowError(5, 6, cause)) is type(error)  # one class per cause class
+    assert type(LodWindowError(Window(5, 6), cause)) is type(error)  # one class per cause class
     assert type(error).__name__ == "LodWindowError"
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is type(error) and isinstance(back, type(cause))
@@ -95,7 +97,7 @@ def test_window_error_is_caught_by_its_cause_category(cause: LodError) -> None:
 
 def test_window_error_is_not_caught_by_another_category() -> None:
     """A window that failed on a 401 is not a LodApiError or a LodServerError."""
-    error = LodWindowError(0, 1, LodAuthError("x", status=401))
+    error = LodWindowError(Window(0, 1), LodAuthError("x", status=401))
     assert not isinstance(error, (LodApiError, LodRateLimitError, LodSchemaError))
 
 

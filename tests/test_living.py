@@ -15,12 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lodresults import LabResult, LodAuthError, LodClient, WindowCompleted
+from lodresults import LabResult, LodAuthError, LodClient, SQLiteStore, WindowCompleted
 from lodresults._backfill import BackfillResult, backfill
 from lodresults._settle import DEFAULT_SETTLE
-from lodresults._store import Store
 from lodresults._wire import structure_record
-from lodresults.cli._jobs import watch
+from lodresults.cli._watch import watch
 from lodresults.testing import Faults, Lab, ManualClock, Simulator, Sloppiness, generate_labs
 
 DAY = 86400
@@ -57,7 +56,7 @@ async def run_backfill(
 ) -> tuple[BackfillResult, int]:
     """One backfill run; returns its result and how many Results requests it sent."""
     before = sim.stats.requests["Results"]
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         async with client_for(sim, clock) as client:
             result = await backfill(client, store, since, until, **kw)
@@ -67,7 +66,7 @@ async def run_backfill(
 
 
 async def table(db: Path) -> dict[int, LabResult]:
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         rows = await store.run_sync(lambda s: list(s.iter_records_sync()))
     finally:
@@ -128,7 +127,7 @@ async def test_until_in_the_future_checkpoints_nothing_after_now_minus_settle(
     db = tmp_path / "f.db"
     async with Simulator(records=[make_lab(1, T0 - 3 * DAY, T0 - DAY)], clock=clock) as sim:
         result, sent = await run_backfill(sim, clock, db, T0 - 10 * DAY, T0 + 365 * DAY)
-        store = await Store.open(db)
+        store = await SQLiteStore.open(db)
         try:
             done = await store.completed_windows(0, 2**40)
         finally:
@@ -155,6 +154,30 @@ class SlowSimulator(Simulator):
         assert isinstance(self.clock, ManualClock)
         self.clock.advance(600)
         return super()._answer(command, params)
+
+
+async def test_a_lab_running_past_until_is_fetched_again_once_settled(tmp_path: Path) -> None:
+    """A historical range: a lab started in it runs past ``until``, so no window of the
+    range will return its end; once the range has settled it is asked for by id."""
+    clock = ManualClock(T0)
+    runner = make_lab(1, T0 - 2 * DAY, T0 + 5 * DAY)
+    db = tmp_path / "h.db"
+    since, until = T0 - 9 * DAY, T0 - DAY
+    async with Simulator(records=[runner], clock=clock) as sim:
+        first, _ = await run_backfill(sim, clock, db, since, until)
+        assert not first.complete and (await table(db))[1].end is None
+        clock.advance(4 * DAY)  # settled now, still running
+        second, _ = await run_backfill(sim, clock, db, since, until)
+        assert second.complete and second.refreshed == 1
+        assert (await table(db))[1].end is None
+        clock.advance(3 * DAY)  # it ended
+        before = sim.stats.requests["Results"]
+        third, _ = await run_backfill(sim, clock, db, since, until)
+        assert third.windows == 0 and sim.stats.requests["Results"] == before
+        assert third.refreshed == 1 and sim.stats.requests["Result"] == 2
+        assert_table_is_present(await table(db), sim.present(since, until))
+        fourth, _ = await run_backfill(sim, clock, db, since, until)
+    assert fourth.refreshed == 0  # nothing is running any more: nothing is sent
 
 
 async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
@@ -192,7 +215,7 @@ async def test_a_grade_landing_mid_run_reaches_the_table(tmp_path: Path) -> None
 
     db = tmp_path / "g.db"
     async with Simulator(records=[exam], clock=clock) as sim:
-        store = await Store.open(db)
+        store = await SQLiteStore.open(db)
         try:
             async with client_for(sim, clock, max_concurrency=1, on_event=tick) as c:
                 result = await backfill(c, store, T0 - 14 * DAY, T0)

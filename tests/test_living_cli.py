@@ -10,7 +10,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from lodresults._store import COLUMNS, record_from_row
+from lodresults._store_schema import COLUMNS, record_from_row
 from lodresults.testing import Simulator
 from tests.test_cli import _env, db_ids, run
 from tests.test_living import assert_table_is_present, make_lab

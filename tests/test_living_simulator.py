@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -132,20 +131,13 @@ async def test_sloppy_server_knobs() -> None:
 
 
 def test_pytest_plugin_works_in_strict_mode(tmp_path: Path) -> None:
-    """The README example, verbatim in a fresh project, passes under asyncio_mode=strict."""
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["lodresults.testing.pytest_plugin"]\n')
-    (tmp_path / "test_example.py").write_text(
-        textwrap.dedent(
-            """
-            async def test_my_report(lod_simulator, lod_client):
-                rows = await lod_client.latest_results(minutes=600)
-                assert isinstance(rows, list)
-            """
-        )
-    )
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
-    )
+    """The README's pytest example, verbatim in a fresh project, passes in strict mode."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("# conftest.py\n", 1)[1].split("```", 1)[0]
+    conftest, test = block.split("# test_report.py\n")
+    (tmp_path / "conftest.py").write_text(conftest)
+    (tmp_path / "test_report.py").write_text(test)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = strict\n")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,

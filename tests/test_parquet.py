@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lodresults import LabResult
-from lodresults._columns import COLUMNS, DECIMAL_PRECISION, DECIMAL_SCALE
-from lodresults._store import Store
+from lodresults import LabResult, SQLiteStore
+from lodresults._arrow import DECIMAL_PRECISION, DECIMAL_SCALE
+from lodresults._models import FIELDS
 from lodresults._wire import structure_record
 from lodresults.testing import Simulator
 from tests import strategies
@@ -31,7 +31,7 @@ DAY = 86400
 
 def as_row(r: LabResult) -> dict[str, Any]:
     """A record as the plain values its Parquet row must hold (status as its code)."""
-    row = {c.name: getattr(r, c.name) for c in COLUMNS}
+    row = {f.name: getattr(r, f.name) for f in FIELDS}
     row["completion_status"] = int(r.completion_status)
     return row
 
@@ -66,7 +66,7 @@ def test_schema_types() -> None:
     assert s.field("is_exam").type == pa.bool_() and not s.field("is_exam").nullable
     assert s.field("exam_passed").type == pa.bool_() and s.field("exam_passed").nullable
     assert s.field("user_id").type == pa.string()
-    assert s.names == [c.name for c in COLUMNS]
+    assert s.names == [f.name for f in FIELDS]
 
 
 @given(st.lists(strategies.records(), max_size=6))
@@ -203,7 +203,7 @@ async def test_cli_export_parquet_equals_the_table(sim: Simulator, tmp_path: Pat
     db = tmp_path / "r.db"
     a = sim.span[0] + 10 * DAY
     truth = [structure_record(d) for d in sim.between(a, a + 30 * DAY)]
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         await store.upsert(truth)
         expected = await store.run_sync(lambda s: list(s.iter_records_sync()))
@@ -222,7 +222,7 @@ async def test_cli_export_parquet_equals_the_table(sim: Simulator, tmp_path: Pat
 async def test_cli_parquet_needs_out_and_pyarrow(tmp_path: Path) -> None:
     """Without --out, or without pyarrow installed: a clear usage error (exit 2)."""
     db = tmp_path / "r.db"
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     await store.close()
     code, err = await _cli("export", "--db", str(db), "--format", "parquet")
     assert code == 2 and "pass --out FILE" in err
@@ -239,7 +239,7 @@ async def test_cli_parquet_needs_out_and_pyarrow(tmp_path: Path) -> None:
 async def test_import_lodresults_loads_neither_dlt_nor_pyarrow() -> None:
     """The optional extras stay optional: the SDK and the CLI import neither."""
     code = (
-        "import sys, lodresults, lodresults.cli._app, lodresults.cli._jobs, lodresults.testing; "
+        "import sys, lodresults, lodresults.cli._app, lodresults.testing; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dlt', 'pyarrow', 'duckdb')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -248,3 +248,37 @@ async def test_import_lodresults_loads_neither_dlt_nor_pyarrow() -> None:
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
+
+
+async def test_cancel_stops_within_one_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled (Ctrl-C) mid-export: it stops after the chunk in hand and writes no file."""
+    from lodresults._parquet import ParquetSink
+    from lodresults._store import CHUNK_ROWS
+    from lodresults.cli._export_parquet import export_parquet
+
+    db = tmp_path / "r.db"
+    base = structure_record(_doc(1))
+    store = await SQLiteStore.open(db)
+    try:
+        await store.upsert([_with_id(base, i) for i in range(1, 5 * CHUNK_ROWS + 1)])
+    finally:
+        await store.close()
+    loop = asyncio.get_running_loop()
+    chunks: list[int] = []
+    real = ParquetSink.write
+
+    def write(self: ParquetSink, records: Any) -> None:
+        records = list(records)
+        chunks.append(len(records))
+        loop.call_soon_threadsafe(task.cancel)  # Ctrl-C while the first chunk is written
+        real(self, records)
+
+    monkeypatch.setattr(ParquetSink, "write", write)
+    out = tmp_path / "r.parquet"
+    task = asyncio.create_task(export_parquet(db, out))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert chunks == [CHUNK_ROWS]
+    assert not [p for p in os.listdir(tmp_path) if "parquet" in p]

@@ -17,25 +17,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lodresults import LabResult
-from lodresults._store import _SQL_TYPES, COLUMNS, SCHEMA_VERSION, Store, StoreError
-from lodresults._wire import WIRE_NAMES, decode_results, dump_record, structure_record
-from lodresults.cli._jobs import atomic_output, export
+from lodresults import LabResult, SQLiteStore, StoreError
+from lodresults._decode import decode_results
+from lodresults._models import FIELDS
+from lodresults._store_schema import COLUMNS, SCHEMA_VERSION, column_sql
+from lodresults._wire import WIRE_NAMES, dump_record, structure_record
+from lodresults.cli._export import atomic_output, export
 
 
 def lab(i: int = 77, **changes: Any) -> dict[str, Any]:
-    """One record as the API spells it, every key in the API's order."""
-    doc = {
-        "LabInstanceId": i, "LabProfileId": 1, "Start": 1_700_000_000 + i, "End": None,
-        "LastActivity": 1_700_000_050 + i, "UserId": "u", "ClassId": None,
-        "CompletionStatus": 3, "TotalRunTimeSeconds": 50, "TaskCompletePercent": 10,
-        "IsExam": False, "ExamPassed": None, "ExamScore": None, "ExamMaxPossibleScore": None,
-        "ExamPassingScore": None, "IpAddress": None, "Country": None, "Region": None,
-        "City": None, "Latitude": None, "Longitude": None, "LabHostId": 1,
-        "DatacenterId": 1, "DeliveryRegionId": 1,
-    }  # fmt: skip
+    """One record as the API spells it, every key in the API's order (null where not set)."""
+    doc: dict[str, Any] = dict.fromkeys(WIRE_NAMES.values())
+    doc.update(
+        LabInstanceId=i, LabProfileId=1, Start=1_700_000_000 + i,
+        LastActivity=1_700_000_050 + i, UserId="u", CompletionStatus=3,
+        TotalRunTimeSeconds=50, TaskCompletePercent=10, IsExam=False, LabHostId=1,
+        DatacenterId=1, DeliveryRegionId=1,
+    )  # fmt: skip
+    unknown = set(changes) - set(doc)
+    assert not unknown, unknown
     doc.update(changes)
-    assert list(doc) == list(WIRE_NAMES.values())
     return doc
 
 
@@ -58,7 +59,7 @@ def parts(directory: Path) -> list[Path]:
 
 
 async def make_db(path: Path, records: list[LabResult]) -> None:
-    store = await Store.open(path)
+    store = await SQLiteStore.open(path)
     try:
         await store.upsert(records)
     finally:
@@ -66,7 +67,7 @@ async def make_db(path: Path, records: list[LabResult]) -> None:
 
 
 async def read_all(path: Path, *, readonly: bool = False) -> list[LabResult]:
-    store = await Store.open(path, readonly=readonly)
+    store = await SQLiteStore.open(path, readonly=readonly)
     try:
         out: list[LabResult] = []
         await store.for_each_chunk(out.extend, size=7)
@@ -88,12 +89,12 @@ def _rows_then(exc: BaseException, good: tuple[Any, ...]) -> Iterator[tuple[Any,
 )
 def test_any_exception_mid_transaction_rolls_back(tmp_path: Path, exc: BaseException) -> None:
     """An exception of any kind inside a write rolls it back; the next write works."""
-    from lodresults._store import _row
+    from lodresults._store_schema import row_of
 
     async def go() -> list[int]:
-        store = await Store.open(tmp_path / "s.db")
+        store = await SQLiteStore.open(tmp_path / "s.db")
         try:
-            rows = _rows_then(exc, _row(structure_record(lab(1)), 0))
+            rows = _rows_then(exc, row_of(structure_record(lab(1)), 0))
             with pytest.raises(type(exc)):
                 await store._run(store._apply, rows, None)
             await store.upsert([structure_record(lab(2))])
@@ -108,7 +109,7 @@ def test_any_exception_mid_transaction_rolls_back(tmp_path: Path, exc: BaseExcep
 
 async def test_a_value_sqlite_cannot_store_rolls_back(tmp_path: Path) -> None:
     """A record SQLite refuses (an int beyond int64: OverflowError) leaves no open transaction."""
-    store = await Store.open(tmp_path / "s.db")
+    store = await SQLiteStore.open(tmp_path / "s.db")
     try:
         ok = structure_record(lab(1))
         huge = attrs.evolve(structure_record(lab(2)), lab_host_id=2**64)
@@ -131,7 +132,7 @@ async def test_readonly_open_changes_nothing(tmp_path: Path) -> None:
     with closing(sqlite3.connect(db)) as c:
         c.execute("PRAGMA journal_mode=DELETE")
     before, files = sha(db), names(tmp_path)
-    store = await Store.open(db, readonly=True)
+    store = await SQLiteStore.open(db, readonly=True)
     try:
         with pytest.raises(StoreError, match="readonly"):
             await store.upsert([structure_record(lab(99))])
@@ -158,7 +159,7 @@ async def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path, wal: b
     before = sha(db)
     for readonly in (True, False):
         with pytest.raises(StoreError, match=r"app\.db is not a lodresults database.*notes"):
-            await Store.open(db, readonly=readonly)
+            await SQLiteStore.open(db, readonly=readonly)
         assert sha(db) == before
         assert every_name(tmp_path) == ["app.db"]
 
@@ -168,7 +169,7 @@ async def test_readonly_refuses_an_empty_file(tmp_path: Path) -> None:
     db = tmp_path / "empty.db"
     db.touch()
     with pytest.raises(StoreError, match="not a lodresults database"):
-        await Store.open(db, readonly=True)
+        await SQLiteStore.open(db, readonly=True)
     assert db.read_bytes() == b""
 
 
@@ -223,7 +224,7 @@ async def test_a_version_1_database_is_migrated_when_opened_for_writing(tmp_path
     """NUMERIC decimal columns become TEXT, values and checkpoints kept, version recorded."""
     db = tmp_path / "v1.db"
     make_v1(db)
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         assert await store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
         assert await store.completed_windows(0, 100) == [(0, 10)]
@@ -232,7 +233,10 @@ async def test_a_version_1_database_is_migrated_when_opened_for_writing(tmp_path
     assert {c: _types(db)[c] for c in ("exam_score", "latitude", "longitude")} == dict.fromkeys(
         ("exam_score", "latitude", "longitude"), "TEXT"
     )
-    assert _types(db) == {**{c: _SQL_TYPES[c].split()[0] for c in COLUMNS}, "fetched_at": "INTEGER"}
+    assert _types(db) == {
+        **{f.name: column_sql(f).split()[1] for f in FIELDS},
+        "fetched_at": "INTEGER",
+    }
     with closing(sqlite3.connect(db)) as c:
         assert c.execute("SELECT exam_score, latitude FROM lab_results ORDER BY 1").fetchall() == [
             ("48", "-0.1278"),
@@ -271,7 +275,7 @@ async def test_an_unknown_schema_version_is_refused(
         c.commit()
     before = sha(db)
     with pytest.raises(StoreError, match=f"{db}.*{needle}"):
-        await Store.open(db, readonly=readonly)
+        await SQLiteStore.open(db, readonly=readonly)
     assert sha(db) == before
 
 
@@ -288,7 +292,7 @@ async def test_corrupt_meta_and_checkpoint_values_are_store_errors(tmp_path: Pat
         c.execute("INSERT INTO backfill_windows VALUES (0, 'b', 0, 0)")
         c.execute("UPDATE lab_results SET \"start\" = 'soon'")
         c.commit()
-    store = await Store.open(db)
+    store = await SQLiteStore.open(db)
     try:
         with pytest.raises(StoreError, match=f"{db}: meta value 'watch.last_success'.*yesterday"):
             await store.get_meta_number("watch.last_success")
@@ -425,11 +429,11 @@ async def test_a_cancelled_reader_stops_within_one_batch(tmp_path: Path) -> None
 
     db = tmp_path / "big.db"
     await make_db(db, [structure_record(lab(i)) for i in range(1, 10_001)])
-    store = await Store.open(db, readonly=True)
+    store = await SQLiteStore.open(db, readonly=True)
     started, proceed = threading.Event(), threading.Event()
     seen: list[int] = []
 
-    def read(s: Store) -> int:
+    def read(s: SQLiteStore) -> int:
         started.set()
         proceed.wait()  # the caller is cancelled before the first row is read
         for r in s.iter_records_sync():

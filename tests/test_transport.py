@@ -21,7 +21,8 @@ from lodresults import (
     LodServerError,
     LodTimeoutError,
 )
-from lodresults._transport import ApiKey, Transport, check_base_url, is_loopback
+from lodresults._key import ApiKey, check_base_url, is_loopback
+from lodresults._transport import Transport
 
 BASE = "https://lod.example.test/api/v3"
 KEY = "unit-KEY-secret-123"
@@ -303,3 +304,32 @@ async def test_anything_else_aiohttp_raises_is_a_named_lod_error() -> None:
         with pytest.raises(LodConnectionError, match="RuntimeError: Session is closed") as info:
             await c.results(0, 100)
     assert not info.value.retryable and info.value.__context__ is None
+
+
+async def test_one_body_is_decoded_at_a_time() -> None:
+    """Decodes of one client never overlap, on worker threads or beside the event loop: the
+    peak memory of a long range is then one body's decode, not several (benchmarks/memory.py).
+    Each decode waits (bounded) for another one to start; none may."""
+    import threading
+
+    from lodresults._transport import _THREAD_DECODE_BYTES, Answer
+
+    cond = threading.Condition()
+    active = peak = 0
+
+    def parse(body: bytes) -> int:
+        nonlocal active, peak
+        with cond:
+            active += 1
+            peak = max(peak, active)
+            cond.notify_all()
+            cond.wait_for(lambda: active > 1, timeout=0.2)
+            active -= 1
+        return len(body)
+
+    t = Transport(check_base_url(BASE), ApiKey(KEY), timeout=1, max_response_bytes=10)
+    big, small = b"x" * (_THREAD_DECODE_BYTES + 1), b"{}"
+    bodies = [big, big, small, big, small]
+    got = await asyncio.gather(*(t.decode("Results", Answer(200, b), parse) for b in bodies))
+    assert got == [len(b) for b in bodies]
+    assert peak == 1

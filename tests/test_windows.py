@@ -10,8 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lodresults import LodInvalidArgument
+from lodresults._schema import MAX_EPOCH
 from lodresults._windows import (
-    MAX_EPOCH,
     MAX_WINDOW_SECONDS,
     Window,
     WindowPlanner,

@@ -29,12 +29,12 @@ from lodresults import (
     LodJSONError,
     LodSchemaError,
 )
+from lodresults._decode import decode_results
 from lodresults._exceptions import LodWindowTooLongError
 from lodresults._retry import is_retryable
 from lodresults._wire import (
     converter,
     decode_json,
-    decode_results,
     dumps_records,
     structure_record,
     structure_result,

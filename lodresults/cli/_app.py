@@ -1,244 +1,40 @@
 """
-The ``lodresults`` command: click parses, ``_jobs`` works, this module reports.
-
-Exit codes: 0 ok, 2 usage error, 1 API / auth / network / database failure (one line on
-stderr, no traceback unless ``--debug``), 130 interrupted (Ctrl-C or SIGTERM).
+The ``lodresults`` commands: click parses here, the jobs (``_jobs``, ``_export``,
+``_watch``) work, ``_runner`` reports failures and sets the exit code.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
 import sys
-import traceback
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from lodresults import __version__
-from lodresults._client import DEFAULT_BASE_URL, LodClient
-from lodresults._exceptions import LodError
-from lodresults._settle import DEFAULT_SETTLE, parse_duration
+from lodresults._client import MAX_LATEST_MINUTES, LodClient
+from lodresults._schema import INT64_MAX
+from lodresults._settle import DEFAULT_SETTLE
+from lodresults._windows import iso
 from lodresults._wire import results_envelope, unstructure_record
-from lodresults.cli import _jobs
-from lodresults.cli._dates import parse_when
-from lodresults.cli._keyfile import decode_key
+from lodresults.cli import _export, _jobs, _watch
+from lodresults.cli._options import (
+    api_key,
+    client_factory,
+    connection_options,
+    duration,
+    make_from_options,
+    when,
+)
 from lodresults.cli._progress import Progress
-
-T = TypeVar("T")
+from lodresults.cli._runner import Cli, run
 
 _DEFAULT_SETTLE = f"{DEFAULT_SETTLE // 3600}h"
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
-
-class Interrupted(Exception):
-    """The job was stopped by a signal."""
-
-
-class _Cli(click.Group):
-    """
-    The command group, holding every failure to one line on stderr and its exit code:
-    usage errors (2), anything unexpected (1; the traceback only with ``--debug``) and
-    Ctrl-C outside a job (130).
-    """
-
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs["standalone_mode"] = False
-        try:
-            code = super().main(*args, **kwargs)
-        except click.ClickException as exc:
-            hint = ""
-            if isinstance(exc, click.UsageError) and exc.ctx is not None:
-                hint = f" (see '{exc.ctx.command_path} --help')"
-            click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
-            sys.exit(exc.exit_code)
-        except click.Abort:  # click's form of KeyboardInterrupt outside a job
-            click.echo("interrupted.", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        sys.exit(code if isinstance(code, int) else 0)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
-            raise
-        except BrokenPipeError:
-            _quiet_stdout()
-            ctx.exit(EXIT_FAILURE)
-        except Exception as exc:
-            # Expected failures are reported where they happen; this is a bug. Its
-            # message is not shown: it could quote anything, the key included.
-            debug = bool(ctx.params.get("debug"))
-            if debug:
-                traceback.print_exc()
-            hint = "the traceback is above" if debug else "run with --debug for the traceback"
-            click.echo(
-                f"error: unexpected {type(exc).__name__} (a bug in lodresults; {hint})", err=True
-            )
-            ctx.exit(EXIT_FAILURE)
-
-
-def _quiet_stdout() -> None:
-    """The reader went away (``| head``): stop writing quietly, as Unix tools do."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
-def _run(job: Callable[[], Awaitable[T]], *, on_interrupt: str | None = None) -> T:
-    """Run ``job`` with SIGINT/SIGTERM cancelling it cleanly; map errors to exit codes."""
-    ctx = click.get_current_context()
-    debug = bool(ctx.find_root().params.get("debug"))
-
-    async def main() -> T:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        caught: list[int] = []
-
-        def stop(sig: int) -> None:
-            caught.append(sig)
-            task.cancel()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop, sig)
-        try:
-            return await job()
-        except asyncio.CancelledError:
-            if caught:
-                raise Interrupted(signal.Signals(caught[0]).name) from None
-            raise
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-    try:
-        return asyncio.run(main())
-    except (Interrupted, KeyboardInterrupt) as exc:
-        how = f" ({exc})" if isinstance(exc, Interrupted) else ""
-        click.echo(f"\ninterrupted{how}. {on_interrupt or ''}".rstrip(), err=True)
-        ctx.exit(EXIT_INTERRUPTED)
-    except BrokenPipeError:
-        _quiet_stdout()
-        ctx.exit(EXIT_FAILURE)
-    except (LodError, OSError) as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"error: {_one_line(exc)}", err=True)
-        ctx.exit(EXIT_FAILURE)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _one_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
-def _api_key(key_file: Path | None) -> str:
-    if key_file is not None:
-        try:
-            return decode_key(key_file.read_bytes())
-        except OSError as exc:
-            raise click.UsageError(f"cannot read --api-key-file: {exc.strerror}") from None
-        except ValueError as exc:
-            raise click.UsageError(f"--api-key-file {key_file} {exc}") from None
-    key = os.environ.get("LOD_API_KEY", "").strip()
-    if not key:
-        raise click.UsageError(
-            "no API key: set LOD_API_KEY or pass --api-key-file FILE "
-            "(a plain --api-key option is not offered: it would land in shell history and ps)"
-        )
-    return key
-
-
-def _when(param: str, text: str, end_of_day: bool = False) -> int:
-    try:
-        return parse_when(text, end_of_day=end_of_day)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
-
-
-def _duration(param: str, text: str) -> int:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
-
-
-def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _client_factory(
-    key: str,
-    base_url: str,
-    concurrency: int,
-    rate_limit: float | None,
-    timeout: float,
-    max_retries: int,
-) -> Callable[..., LodClient]:
-    def make(**kw: Any) -> LodClient:
-        return LodClient(
-            key,
-            base_url=base_url,
-            max_concurrency=concurrency,
-            rate_limit=rate_limit,
-            timeout=timeout,
-            max_retries=max_retries,
-            **kw,
-        )
-
-    try:
-        make()  # validate the options now, as a usage error (no session is opened)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    return make
-
-
-def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--base-url",
-            envvar="LOD_BASE_URL",
-            default=DEFAULT_BASE_URL,
-            show_default=True,
-            help="API root (env LOD_BASE_URL). https:// only, http:// for localhost.",
-        ),
-        click.option(
-            "--api-key-file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Read the key from this file instead of LOD_API_KEY.",
-        ),
-        click.option(
-            "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
-            help="Requests in flight at once.",
-        ),
-        click.option(
-            "--rate-limit", type=click.FloatRange(0, min_open=True), default=5.0,
-            show_default=True, help="Requests per second (adapts down on 429).",
-        ),
-        click.option(
-            "--timeout", type=click.FloatRange(0, min_open=True), default=60.0,
-            show_default=True, help="Seconds per request.",
-        ),
-        click.option(
-            "--max-retries", type=click.IntRange(0, 100), default=5, show_default=True,
-            help="Retries of a transient failure.",
-        ),
-    ]  # fmt: skip
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lodresults")
 @click.option("--debug", is_flag=True, help="Debug logging and tracebacks on errors.")
 def cli(debug: bool) -> None:
@@ -263,7 +59,7 @@ def cli(debug: bool) -> None:
     help="How long after its end a window is final (36h, 2d, 90m); younger ones are "
     "stored but fetched again by the next run.",
 )  # fmt: skip
-@_connection_options
+@connection_options
 def backfill(
     since: str,
     until: str,
@@ -278,13 +74,13 @@ def backfill(
     max_retries: int,
 ) -> None:
     """Fetch every result in a date range into SQLite; resumable and idempotent."""
-    start = _when("--since", since)
-    end = _when("--until", until, end_of_day=True)
+    start = when("--since", since)
+    end = when("--until", until, end_of_day=True)
     if end < start:
         raise click.BadParameter("--until is before --since", param_hint="--until")
-    settle_s = _duration("--settle", settle)
-    make = _client_factory(
-        _api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries
+    settle_s = duration("--settle", settle)
+    make = client_factory(
+        api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries
     )
     resume = f"Progress is saved; run the same command again to resume:\n  {_argv()}"
 
@@ -295,24 +91,27 @@ def backfill(
                 progress=progress,
             )  # fmt: skip
 
-    summary = _run(job, on_interrupt=resume)
+    summary = run(job, on_interrupt=resume)
+    running = (
+        f"; {summary.refreshed:,} labs still running fetched again" if summary.refreshed else ""
+    )
     if summary.windows == 0 and summary.complete:
         click.echo(
             f"nothing to do: {db} already holds this range, settled "
-            f"({summary.rows_in_db:,} rows); pass --refresh to fetch it again",
+            f"({summary.rows_in_db:,} rows{running}); pass --refresh to fetch it again",
             err=True,
         )
         return
     click.echo(
         f"backfill: {summary.records:,} records and {summary.updates:,} updates in "
         f"{summary.windows} windows ({summary.skipped_windows} already done) in "
-        f"{summary.seconds:.1f} s; {db} holds {summary.rows_in_db:,} rows",
+        f"{summary.seconds:.1f} s; {db} holds {summary.rows_in_db:,} rows{running}",
         err=True,
     )
     if not summary.complete:
         upto = (
             "nothing yet" if summary.settled_until is None
-            else f"up to {_iso(summary.settled_until)}"
+            else f"up to {iso(summary.settled_until)}"
         )  # fmt: skip
         click.echo(
             f"backfill: settled {upto}; run it again later (e.g. nightly) to fetch the "
@@ -351,7 +150,7 @@ def demo(db: Path, days: int, latency_ms: float, seed: int, labs_per_day: float)
                 out=sys.stdout,
             )
 
-    summary, expected = _run(job, on_interrupt="Run the demo again to resume.")
+    summary, expected = run(job, on_interrupt="Run the demo again to resume.")
     click.echo(
         f"demo: {summary.records:,} new records from {summary.windows} windows in "
         f"{summary.seconds:.1f} s; {db} now holds {summary.rows_in_db:,} rows "
@@ -384,7 +183,7 @@ def simulate(
     days: int,
 ) -> None:
     """Serve the API simulator (for trying things out, tests and benchmarks)."""
-    _run(
+    run(
         lambda: _jobs.serve_simulator(
             host=host,
             port=port,
@@ -400,20 +199,20 @@ def simulate(
 
 
 def _print_json(options: dict[str, Any], fetch: Callable[[LodClient], Awaitable[Any]]) -> None:
-    make = _make_from_options(options)
+    make = make_from_options(options)
 
     async def job() -> None:
         async with make() as client:
             doc = await fetch(client)
         _jobs.json_dump(doc)
 
-    _run(job)
+    run(job)
 
 
 @cli.command()
 # Ids are positive int64 values (LodClient.result refuses any other).
-@click.argument("lab_instance_id", type=click.IntRange(1, 2**63 - 1))
-@_connection_options
+@click.argument("lab_instance_id", type=click.IntRange(1, INT64_MAX))
+@connection_options
 def get(lab_instance_id: int, **options: Any) -> None:
     """Print one lab instance result as JSON."""
 
@@ -424,8 +223,10 @@ def get(lab_instance_id: int, **options: Any) -> None:
 
 
 @cli.command()
-@click.option("--minutes", type=click.IntRange(1, 10080), default=60, show_default=True)
-@_connection_options
+@click.option(
+    "--minutes", type=click.IntRange(1, MAX_LATEST_MINUTES), default=60, show_default=True
+)
+@connection_options
 def latest(minutes: int, **options: Any) -> None:
     """Print the results that changed in the last MINUTES as JSON."""
 
@@ -433,17 +234,6 @@ def latest(minutes: int, **options: Any) -> None:
         return results_envelope(await client.latest_results(minutes))
 
     _print_json(options, fetch)
-
-
-def _make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
-    return _client_factory(
-        _api_key(options["api_key_file"]),
-        options["base_url"],
-        options["concurrency"],
-        options["rate_limit"],
-        options["timeout"],
-        options["max_retries"],
-    )
 
 
 @cli.command(name="export")
@@ -473,11 +263,11 @@ def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
 
     async def job() -> int:
         if out is None:
-            return await _jobs.export(db, fmt, sys.stdout)
-        with _jobs.atomic_output(out) as f:
-            return await _jobs.export(db, fmt, f)
+            return await _export.export(db, fmt, sys.stdout)
+        with _export.atomic_output(out) as f:
+            return await _export.export(db, fmt, f)
 
-    n = _run(job)
+    n = run(job)
     click.echo(f"export: {n:,} records", err=True)
 
 
@@ -491,7 +281,7 @@ def _export_parquet(db: Path, out: Path | None) -> None:
             f"--format parquet needs pyarrow ({exc}); install it with "
             "pip install 'lodresults[parquet]'"
         ) from None
-    n = _run(lambda: export_parquet(db, out))
+    n = run(lambda: export_parquet(db, out))
     click.echo(f"export: {n:,} records", err=True)
 
 
@@ -509,14 +299,14 @@ def _export_parquet(db: Path, out: Path | None) -> None:
     "--reconcile", default="1h", show_default=True, metavar="DURATION",
     help="How often to fetch the unsettled tail with windowed Results.",
 )  # fmt: skip
-@_connection_options
+@connection_options
 def watch(db: Path, interval: float, settle: str, reconcile: str, **options: Any) -> None:
     """Keep the table equal to the server (recent changes, and the unsettled tail)."""
-    settle_s = _duration("--settle", settle)
-    reconcile_s = _duration("--reconcile", reconcile)
-    make = _make_from_options(options)
-    _run(
-        lambda: _jobs.watch(
+    settle_s = duration("--settle", settle)
+    reconcile_s = duration("--reconcile", reconcile)
+    make = make_from_options(options)
+    run(
+        lambda: _watch.watch(
             make, db=db, interval=interval, out=sys.stderr, settle=settle_s,
             reconcile=reconcile_s,
         ),

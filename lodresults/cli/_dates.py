@@ -9,6 +9,7 @@ from lodresults._windows import to_epoch
 
 __all__ = ["parse_when"]
 
+_ASCII_SPACE = " \t\n\r\f\v"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 
 
@@ -20,7 +21,9 @@ def parse_when(text: str, *, end_of_day: bool = False) -> int:
     ``--until 2025-06-30`` includes June 30). A datetime without an offset is UTC.
     Raises ValueError with a message fit for the user.
     """
-    t = text.strip()
+    # ASCII whitespace only: str.strip() also removes U+0085 and other Unicode spaces,
+    # which would let "0\x85" through as an epoch.
+    t = text.strip(_ASCII_SPACE)
     if t.lower() == "now":
         return int(datetime.now(timezone.utc).timestamp())
     when: datetime | int

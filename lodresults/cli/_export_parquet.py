@@ -8,16 +8,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lodresults._parquet import write_parquet
-from lodresults._store import Store
+from lodresults._parquet import ParquetSink
+from lodresults._store import SQLiteStore
 
 __all__ = ["export_parquet"]
 
 
 async def export_parquet(db: Path, out: Path) -> int:
-    """Write every row of ``db`` to ``out`` as Parquet, in row groups; returns the count."""
-    store = await Store.open(db, readonly=True)
+    """
+    Write every row of ``db`` to ``out`` as Parquet, in row groups; returns the count.
+
+    The database is opened read-only and read a chunk at a time, so a cancellation
+    (Ctrl-C) stops the export within one chunk; ``out`` then stays as it was.
+    """
+    store = await SQLiteStore.open(db, readonly=True)
     try:
-        return await store.run_sync(lambda s: write_parquet(s.iter_records_sync(), out))
+        sink = ParquetSink(out)
+        try:
+            await store.for_each_chunk(sink.write)
+            # On the database thread too: after any chunk still being written.
+            return await store.run_sync(lambda _: sink.commit())
+        except BaseException:
+            await store.run_sync(lambda _: sink.abort())
+            raise
     finally:
         await store.close()

@@ -1,11 +1,12 @@
-"""Reading the API key from a file, whatever editor or shell wrote it (pure, no I/O)."""
+"""Reading the API key from a file, whatever editor or shell wrote it, or from the
+environment (pure, no I/O)."""
 
 from __future__ import annotations
 
 import codecs
 from typing import Final
 
-__all__ = ["decode_key"]
+__all__ = ["check_key", "decode_key"]
 
 # The longer BOMs first: UTF-32-LE's BOM begins with UTF-16-LE's.
 _BOMS: Final = (
@@ -37,6 +38,14 @@ def decode_key(data: bytes) -> str:
     except UnicodeDecodeError:
         # The codec's message quotes the offending bytes: they belong to the key.
         raise ValueError("is not text (UTF-8, or UTF-16/UTF-32 with a byte-order mark)") from None
+    return check_key(text)
+
+
+def check_key(text: str) -> str:
+    """
+    ``text`` without surrounding whitespace, if it is a key: printable ASCII without
+    whitespace inside. Raises ValueError, quoting none of it, otherwise.
+    """
     key = text.strip()
     if not key:
         raise ValueError("is empty")

@@ -19,6 +19,7 @@ For pytest, add ``pytest_plugins = ["lodresults.testing.pytest_plugin"]`` to a
 
 from __future__ import annotations
 
+from lodresults._clock import ManualClock
 from lodresults.testing._dataset import (
     GRADING_DELAY_MAX,
     Dataset,
@@ -26,17 +27,15 @@ from lodresults.testing._dataset import (
     generate,
     generate_labs,
 )
-from lodresults.testing._server import (
+from lodresults.testing._knobs import (
     FAULT_KINDS,
-    TOO_LONG_TEXT,
     TRANSIENT_FAULT_KINDS,
     Faults,
-    ManualClock,
     RequestLog,
-    Simulator,
     SimulatorStats,
     Sloppiness,
 )
+from lodresults.testing._server import TOO_LONG_TEXT, Simulator
 
 __all__ = [
     "FAULT_KINDS",

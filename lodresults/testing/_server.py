@@ -1,5 +1,8 @@
 """
 The simulator: a real ``aiohttp.web`` server that answers Result, Results and LatestResults.
+
+Its dataset is ``_dataset``'s; the faults it injects and the counters it keeps are
+``_knobs``'.
 """
 
 from __future__ import annotations
@@ -13,137 +16,25 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-import attrs
 import orjson
 from aiohttp import web
 
-from lodresults._clock import ManualClock
 from lodresults._windows import TimeLike, to_epoch
 from lodresults.testing._dataset import Dataset, Lab, generate_labs
+from lodresults.testing._knobs import (
+    FAULT_KINDS,
+    Faults,
+    RequestLog,
+    SimulatorStats,
+    Sloppiness,
+    fault_response,
+    json_response,
+)
 
-__all__ = [
-    "FAULT_KINDS",
-    "TRANSIENT_FAULT_KINDS",
-    "Faults",
-    "ManualClock",
-    "RequestLog",
-    "Simulator",
-    "SimulatorStats",
-    "Sloppiness",
-]
+__all__ = ["TOO_LONG_TEXT", "Simulator"]
 
 SEVEN_DAYS: Final = 7 * 24 * 3600
 TOO_LONG_TEXT: Final = "Timeframe cannot exceed 7 days"
-
-#: Every fault the simulator can inject.
-FAULT_KINDS: Final = (
-    "http500",  # 500 with an HTML body
-    "http502",  # 502 with an HTML body
-    "http503",  # 503 with an HTML body and Retry-After
-    "http429",  # 429 with Retry-After in seconds, regardless of the rate limit
-    "http429_date",  # 429 with Retry-After as an HTTP-date
-    "reset",  # connection closed before any response
-    "reset_body",  # headers and part of the body, then the connection is closed
-    "truncate",  # Content-Length says more than is sent
-    "malformed",  # 200 with a body that is not JSON
-    "slow",  # answers after ``slow_seconds`` (past a short client timeout)
-    "status0",  # 200 with Status 0 and an error text (not transient for a client)
-)
-
-#: The faults another attempt can get past (all but the permanent ``status0``).
-TRANSIENT_FAULT_KINDS: Final = tuple(k for k in FAULT_KINDS if k != "status0")
-
-_HTML = (
-    b"<!DOCTYPE html><html><head><title>{code}</title></head>"
-    b"<body><h1>{code}</h1><p>The service is temporarily unavailable.</p></body></html>"
-)
-
-
-@attrs.define
-class Faults:
-    """
-    Injected faults: each request fails with probability ``rate``, with a kind drawn from
-    ``kinds`` (the transient ones unless told: ``status0`` is permanent for a client, so it
-    is drawn only when named). Seeded by the request itself (command, parameters, how many
-    times it was asked before), so a run is reproducible whatever the order requests
-    arrive in.
-    """
-
-    rate: float = 0.0
-    kinds: tuple[str, ...] = TRANSIENT_FAULT_KINDS
-    slow_seconds: float = 2.0
-    retry_after: str = "1"
-
-    def __attrs_post_init__(self) -> None:
-        unknown = set(self.kinds) - set(FAULT_KINDS)
-        if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError("fault rate must be within 0..1")
-
-
-@attrs.define
-class Sloppiness:
-    """
-    A server that bends the documented rules, as real ones do.
-
-    Args:
-        duplicate_rate: Share of the ended labs in a ``Results`` answer that also appear as
-            a running copy (the lab as it was at its start), before or after the ended one.
-        skew: Seconds the ``Results`` filter is off by: it matches ``[start + skew,
-            end + skew]`` instead of the range asked for.
-        everywhere: Ids every ``Results`` answer includes, wherever their times lie.
-    """
-
-    duplicate_rate: float = 0.0
-    skew: int = 0
-    everywhere: tuple[int, ...] = ()
-
-    def __attrs_post_init__(self) -> None:
-        if not 0.0 <= self.duplicate_rate <= 1.0:
-            raise ValueError("duplicate_rate must be within 0..1")
-
-
-@attrs.frozen
-class RequestLog:
-    """One request as the simulator saw it (headers included, for leak tests)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    arrived: float
-    status: int | None
-    fault: str | None
-
-
-@attrs.define
-class SimulatorStats:
-    """Counters the tests and benchmarks read."""
-
-    requests: collections.Counter[str] = attrs.field(factory=collections.Counter)
-    faults: collections.Counter[str] = attrs.field(factory=collections.Counter)
-    throttled: int = 0
-    unauthorized: int = 0
-    in_flight: int = 0
-    max_in_flight: int = 0
-    arrivals: list[float] = attrs.field(factory=list)
-
-    @property
-    def total(self) -> int:
-        """All requests received."""
-        return sum(self.requests.values())
-
-    def max_rate(self, window: float = 1.0) -> float:
-        """The most requests that arrived within any ``window`` seconds, per second."""
-        best = 0
-        times = sorted(self.arrivals)
-        j = 0
-        for i, t in enumerate(times):
-            while t - times[j] > window:
-                j += 1
-            best = max(best, i - j + 1)
-        return best / window
 
 
 class Simulator:
@@ -343,10 +234,10 @@ class Simulator:
             if request.headers.get("api_key") != self.api_key:
                 stats.unauthorized += 1
                 status = 401
-                return self._json({"Error": "Invalid API key", "Status": 0}, status=401)
+                return json_response({"Error": "Invalid API key", "Status": 0}, status=401)
             if command is None:
                 status = 404
-                return self._json({"Error": "Unknown command", "Status": 0}, status=404)
+                return json_response({"Error": "Unknown command", "Status": 0}, status=404)
             throttled = self._throttle()
             if throttled is not None:
                 stats.throttled += 1
@@ -357,7 +248,13 @@ class Simulator:
                 fault = self.fail_kind
             if fault is not None:
                 stats.faults[fault] += 1
-                response = await self._fault(request, fault, command, params)
+                response = await fault_response(
+                    request,
+                    fault,
+                    self.faults,
+                    echo_headers=self.echo_headers,
+                    answer=lambda: self._answer(command, params),
+                )
                 status = response.status if response is not None else None
                 return response if response is not None else web.Response(status=500)
             response = self._answer(command, params)
@@ -419,7 +316,7 @@ class Simulator:
             value = email.utils.formatdate(time.time() + max(1.0, wait), usegmt=True)
         else:
             value = str(max(1, math.ceil(wait)))
-        return self._json(
+        return json_response(
             {"Error": "Too many requests", "Status": 0}, status=429, headers={"Retry-After": value}
         )
 
@@ -444,79 +341,32 @@ class Simulator:
             return False
         return a <= self.fail_range[1] and b >= self.fail_range[0]
 
-    async def _fault(
-        self, request: web.Request, kind: str, command: str, params: Mapping[str, str]
-    ) -> web.StreamResponse | None:
-        if kind in ("http500", "http502", "http503"):
-            code = int(kind[4:])
-            headers = {"Retry-After": self.faults.retry_after} if code == 503 else {}
-            body = _HTML.replace(b"{code}", str(code).encode())
-            if self.echo_headers:
-                dump = "".join(f"{k}: {v}\n" for k, v in request.headers.items())
-                body += f"<pre>{dump}</pre>".encode()
-            return web.Response(status=code, body=body, content_type="text/html", headers=headers)
-        if kind in ("http429", "http429_date"):
-            value = self.faults.retry_after
-            if kind == "http429_date":
-                value = email.utils.formatdate(time.time() + float(value), usegmt=True)
-            return self._json(
-                {"Error": "Too many requests", "Status": 0},
-                status=429,
-                headers={"Retry-After": value},
-            )
-        if kind == "status0":
-            return self._json({"Error": "An internal error occurred. (sim)", "Status": 0})
-        if kind == "malformed":
-            return web.Response(
-                status=200,
-                body=b'{"Results": [{"LabInstanceId": 1,,',
-                content_type="application/json",
-            )
-        if kind == "slow":
-            await asyncio.sleep(self.faults.slow_seconds)
-            return self._answer(command, params)
-        transport = request.transport
-        if kind == "reset":
-            if transport is not None:
-                transport.abort()
-            return None
-        # truncate / reset_body: promise the whole body, send part of it, hang up.
-        full = self._answer(command, params).body
-        assert isinstance(full, bytes)
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        response.content_length = len(full) + (0 if kind == "reset_body" else 100)
-        await response.prepare(request)
-        await response.write(full[: max(1, len(full) // 2)])
-        if transport is not None:
-            transport.abort() if kind == "reset_body" else transport.close()
-        return response
-
     def _answer(self, command: str, params: Mapping[str, str]) -> web.Response:
         try:
             if command == "Result":
                 lab_id = int(params["labinstanceid"])
                 record = self.dataset.get(lab_id)
                 if record is None:
-                    return self._json({"Error": f"Lab instance {lab_id} not found", "Status": 0})
+                    return json_response({"Error": f"Lab instance {lab_id} not found", "Status": 0})
                 body = {k: v for k, v in record.items() if k != "LabInstanceId"}
                 body.update(Status=1, Error=None)
-                return self._json(body)
+                return json_response(body)
             if command == "Results":
                 a, b = int(params["start"]), int(params["end"])
                 if b < a:
-                    return self._json({"Error": "End must be after start", "Status": 0})
+                    return json_response({"Error": "End must be after start", "Status": 0})
                 if b - a > self.max_window_seconds:
-                    return self._json({"Error": TOO_LONG_TEXT, "Status": 0})
-                return self._json({"Results": self._results(a, b), "Status": 1, "Error": None})
+                    return json_response({"Error": TOO_LONG_TEXT, "Status": 0})
+                return json_response({"Results": self._results(a, b), "Status": 1, "Error": None})
             minutes = int(params["minutes"])
             if not 1 <= minutes <= 10080:
-                return self._json({"Error": "Minutes cannot exceed 10,080", "Status": 0})
+                return json_response({"Error": "Minutes cannot exceed 10,080", "Status": 0})
             since = self.now - minutes * 60
-            return self._json(
+            return json_response(
                 {"Results": self.dataset.changed_since(since), "Status": 1, "Error": None}
             )
         except (KeyError, ValueError):
-            return self._json({"Error": "Missing or invalid parameter", "Status": 0})
+            return json_response({"Error": "Missing or invalid parameter", "Status": 0})
 
     def _results(self, a: int, b: int) -> list[Mapping[str, Any]]:
         """What ``Results`` answers for ``[a, b]``, bent as ``self.sloppy`` says."""
@@ -541,14 +391,3 @@ class Simulator:
             running.update(End=None, CompletionStatus=3)
             out.extend((running, r) if rng.random() < 0.5 else (r, running))
         return out
-
-    @staticmethod
-    def _json(
-        doc: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
-    ) -> web.Response:
-        return web.Response(
-            status=status,
-            body=orjson.dumps(doc),
-            content_type="application/json",
-            headers=headers,
-        )

@@ -1,0 +1,124 @@
+"""
+A range as a stream of ``WindowBatch``es: planned into windows, fetched through the
+stream (fan-out, order, splits, fail-fast, deadline), deduplicated across windows.
+
+Knows no HTTP: a window is fetched by the function it is given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+
+import attrs
+
+from lodresults._clock import Clock
+from lodresults._dedup import Deduplicator
+from lodresults._events import (
+    Event,
+    EventHook,
+    WindowCompleted,
+    WindowFailed,
+    WindowsPlanned,
+    WindowSplit,
+)
+from lodresults._exceptions import LodError
+from lodresults._models import LabResult
+from lodresults._stream import stream_windows
+from lodresults._windows import Window, WindowPlanner
+
+__all__ = ["WindowBatch", "iter_batches"]
+
+logger = logging.getLogger("lodresults")
+
+
+@attrs.frozen
+class WindowBatch:
+    """
+    One window's answer, sorted, as ``iter_windows`` yields it.
+
+    ``records``: labs not yielded before in this iteration, each once, in the server's
+    order (within the window, an ended copy beats a running one, otherwise the later copy
+    wins). ``updates``: changed copies of labs yielded in an earlier batch of this
+    iteration, from a response received after the copy yielded; apply them after
+    ``records`` (the newest state wins). ``fetched_at``: epoch seconds at or before the
+    moment the window's request was sent (for a split window, its earliest part): the
+    answer shows every lab as it was at that moment or later.
+
+    .. versionadded:: 0.1.0
+    """
+
+    window: Window
+    records: list[LabResult]
+    updates: list[LabResult] = attrs.field(factory=list)
+    fetched_at: float = 0.0
+
+
+#: One request's share of a window: (receive sequence, sent at, records).
+_Part = tuple[int, float, list[LabResult]]
+
+
+async def iter_batches(
+    fetch_window: Callable[[Window, EventHook | None], Awaitable[list[LabResult]]],
+    start: int,
+    end: int,
+    ranges: list[tuple[int, int]],
+    *,
+    ordered: bool,
+    concurrency: int,
+    clock: Callable[[], float],
+    timer: Clock,
+    emit: Callable[[Event, EventHook | None], None],
+    on_event: EventHook | None,
+    deadline: float | None,
+) -> AsyncGenerator[WindowBatch, None]:
+    """
+    The windows of ``ranges`` (the gaps of ``[start, end]`` still to fetch), each fetched
+    with ``fetch_window`` ``concurrency`` at a time, deduplicated, as ``WindowBatch``es.
+    """
+    planner = WindowPlanner(ranges)
+    emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
+    dedup = Deduplicator(start, end, ordered=ordered)
+    received = itertools.count()
+
+    async def fetch(window: Window) -> list[_Part]:
+        sent = clock()
+        records = await fetch_window(window, on_event)
+        # The order responses complete in is the order their copies are newest in.
+        return [(next(received), sent, records)]
+
+    def split(window: Window, parts: int, limit: int) -> None:
+        logger.debug(
+            "Results %s refused as too long: split in %d (limit %d s)", window, parts, limit
+        )
+        emit(WindowSplit(window, parts, limit), on_event)
+
+    def failed(window: Window, error: LodError) -> None:
+        emit(WindowFailed(window, f"{type(error).__name__}: {error}"), on_event)
+
+    stream = stream_windows(
+        planner,
+        fetch,
+        concurrency=concurrency,
+        ordered=ordered,
+        on_split=split,
+        on_failed=failed,
+        deadline=deadline,
+        timer=timer,
+    )
+    async with aclosing(stream):
+        async for done in stream:
+            parts = done.items
+            fresh, updates = dedup.take(done.window, [(seq, recs) for seq, _, recs in parts])
+            if done.watermark is not None:
+                dedup.passed(done.watermark)
+            count = sum(len(recs) for _, _, recs in parts)
+            emit(WindowCompleted(done.window, count, len(fresh), len(updates)), on_event)
+            logger.debug(
+                "window %s: %d records, %d new, %d updates, dedup holds %d ids",
+                done.window, count, len(fresh), len(updates), len(dedup),
+            )  # fmt: skip
+            fetched_at = min(sent for _, sent, _ in parts)
+            yield WindowBatch(done.window, fresh, updates, fetched_at)

@@ -1,0 +1,153 @@
+"""
+One command call as the client makes it: a concurrency slot, a rate-limit slot, the
+transport's request, retries with backoff, a deadline, and events on the way.
+
+The transport sends one request and maps what came back; this module decides when to
+send it and whether to send it again (``_retry``'s policy), and reports what happened
+(``_events``). Knows no records and no windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+from lodresults._clock import Clock, race, sleep_unless
+from lodresults._events import Event, EventHook, RequestRetried, Throttled
+from lodresults._exceptions import LodClientClosed, LodDeadlineError, LodError, LodRateLimitError
+from lodresults._ratelimit import AdaptiveRateLimiter, Ticket
+from lodresults._retry import RetryPolicy, is_retryable
+from lodresults._transport import Transport
+
+__all__ = ["Caller"]
+
+logger = logging.getLogger("lodresults")
+
+T = TypeVar("T")
+
+
+class Caller:
+    """
+    Makes the calls of one client: at most ``max_concurrency`` at once, paced by
+    ``limiter``, retried by ``policy``, waiting on ``timer``. ``close()`` wakes every call
+    waiting for a slot or a retry, which then raises ``LodClientClosed``.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        policy: RetryPolicy,
+        limiter: AdaptiveRateLimiter,
+        max_concurrency: int,
+        timer: Clock,
+        hooks: list[EventHook],
+    ) -> None:
+        self._transport = transport
+        self._policy = policy
+        self._limiter = limiter
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._timer = timer
+        self._hooks = hooks
+        self.closed = False
+        # Set by close(): wakes every request waiting for a rate slot or a retry.
+        self._stop = asyncio.Event()
+
+    def ensure_open(self) -> None:
+        """Raise ``LodClientClosed`` after ``close()``."""
+        if self.closed:
+            raise LodClientClosed("this LodClient is closed; create a new one")
+
+    async def close(self) -> None:
+        """Stop every waiting call, then close the transport."""
+        self.closed = True
+        self._stop.set()
+        self._limiter.close()
+        await self._transport.close()
+
+    def emit(self, event: Event, extra: EventHook | None = None) -> None:
+        """Call every hook (and ``extra``) with ``event``; a failing hook is logged only."""
+        for hook in (*self._hooks, extra) if extra is not None else self._hooks:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("lodresults: event hook failed on %s", type(event).__name__)
+
+    async def call(
+        self,
+        command: str,
+        params: dict[str, str],
+        label: str,
+        parse: Callable[[bytes], T],
+        on_event: EventHook | None = None,
+        deadline: float | None = None,
+    ) -> T:
+        """``command`` with ``params``, its body parsed by ``parse``, retried as needed."""
+        self.ensure_open()
+        failures: list[str] = []
+        attempts = self._attempts(command, params, label, parse, on_event, failures)
+        if deadline is None:
+            return await attempts
+        task, _ = await race(attempts, self._timer.sleep(deadline))
+        if not task.cancelled():  # it finished (or failed) before the deadline
+            return cast(T, task.result())
+        last = f"; last failure: {failures[-1]}" if failures else ""
+        raise LodDeadlineError(
+            f"{command} {label}: deadline of {deadline:g} s passed before it finished "
+            f"({len(failures)} failed attempts{last})",
+            deadline=deadline,
+        )
+
+    async def _attempts(
+        self,
+        command: str,
+        params: dict[str, str],
+        label: str,
+        parse: Callable[[bytes], T],
+        on_event: EventHook | None,
+        failures: list[str],
+    ) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            ticket: Ticket | None = None
+            status: int | str = "-"
+            try:
+                async with self._semaphore:
+                    ticket = await self._limiter.acquire()
+                    # close() may have run while this request waited: never send then
+                    # (the transport would open a new session that nobody closes).
+                    self.ensure_open()
+                    answer = await self._transport.get(command, params)
+                status = answer.status
+                value = await self._transport.decode(command, answer, parse)
+            except LodError as error:
+                retry_after = error.retry_after if isinstance(error, LodRateLimitError) else None
+                logger.debug(
+                    "%s %s status=%s attempt=%d elapsed=%.3fs error=%s",
+                    command, label, status, attempt, time.perf_counter() - started,
+                    type(error).__name__,
+                )  # fmt: skip
+                failures.append(f"{type(error).__name__}: {error}")
+                if isinstance(error, LodRateLimitError) and ticket is not None:
+                    self._limiter.on_throttled(ticket)
+                    self.emit(Throttled(command, retry_after, self._limiter.rate), on_event)
+                if not is_retryable(error) or attempt > self._policy.max_retries:
+                    raise
+                delay = self._policy.delay(attempt, retry_after)
+                self.emit(RequestRetried(command, attempt, delay, failures[-1]), on_event)
+                if await sleep_unless(self._timer, delay, self._stop):
+                    raise LodClientClosed(
+                        f"{command} {label}: the LodClient was closed while waiting to retry"
+                    ) from None
+                continue
+            self._limiter.on_success(ticket)
+            logger.debug(
+                "%s %s status=%s attempt=%d elapsed=%.3fs",
+                command, label, status, attempt, time.perf_counter() - started,
+            )  # fmt: skip
+            return value

@@ -1,0 +1,112 @@
+"""
+The ``api_key`` and where it may travel: a holder whose ``str``/``repr`` never show it,
+and the check of the base URL it will be sent to (https, or plain http to loopback only).
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from yarl import URL
+
+from lodresults._exceptions import LodInvalidArgument
+from lodresults._redact import Redactor
+
+__all__ = ["ApiKey", "check_base_url", "is_loopback"]
+
+
+class _Secret(str):
+    """The key as the header value: a ``str`` whose ``repr`` hides it (dict reprs, locals)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    def __reduce__(self) -> str:
+        raise TypeError("the api_key cannot be pickled")
+
+
+class ApiKey:
+    """
+    Holds the key; ``str``/``repr`` show ``***`` so it cannot leak by formatting.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        problem = _key_problem(value)
+        if problem is not None:
+            del value  # not a local of the frame the error's traceback shows
+            raise LodInvalidArgument(problem)
+        self._value = _Secret(value)
+
+    @classmethod
+    def checked(cls, value: object) -> ApiKey | LodInvalidArgument:
+        """
+        The key, or the error to raise once the caller has dropped its own plain-text
+        copy (``del``): raised from here, the caller's frame would still hold the key as
+        a local, and a traceback formatted with locals would show it.
+        """
+        problem = _key_problem(value)
+        return cls(value) if problem is None else LodInvalidArgument(problem)  # type: ignore[arg-type]
+
+    def reveal(self) -> str:
+        """The key itself, for the one header that carries it (its ``repr`` is ``'***'``)."""
+        return self._value
+
+    def redactor(self) -> Redactor:
+        """A ``Redactor`` that removes every piece of this key from a text."""
+        return Redactor(self._value)
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> str:
+        raise TypeError("ApiKey cannot be pickled")
+
+
+def _key_problem(value: object) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return "api_key must be a non-empty string"
+    if any(c in value for c in "\r\n\0"):
+        return "api_key contains a control character"
+    return None
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: str) -> URL:
+    """
+    Validate where the key will be sent: https, or plain http only to a loopback host.
+    """
+    if not isinstance(base_url, str):
+        raise LodInvalidArgument("base_url must be a string")
+    url = URL(base_url)
+    if url.scheme not in ("https", "http") or not url.host:
+        raise LodInvalidArgument(f"base_url must be an absolute https:// URL, got {base_url!r}")
+    if url.scheme == "http" and not is_loopback(url.host):
+        raise LodInvalidArgument(
+            "base_url uses plain http:// to a non-loopback host; the api_key would travel "
+            "unencrypted. Use https:// (http:// is allowed for localhost only)"
+        )
+    if url.user or url.password or url.query_string or url.fragment:
+        raise LodInvalidArgument(
+            "base_url must not carry credentials, a query or a fragment; pass the key as api_key"
+        )
+    return url.with_path(url.path.rstrip("/"))

@@ -1,0 +1,133 @@
+"""
+Opening a backfill database: for writing (create, check, migrate) or read-only.
+
+Stdlib ``sqlite3``. Opening for writing creates a new database, migrates an older
+lodresults database in one transaction, and refuses a newer one or a file that is not a
+lodresults database. Read-only (export) opens the file with ``mode=ro``: it never
+creates tables, never switches the journal mode and never writes a byte; it reads any
+version up to the current one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from lodresults._exceptions import StoreError
+from lodresults._store_schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    add_new_columns,
+    migrate,
+    schema_version,
+)
+
+__all__ = ["connect", "connect_readonly", "describe"]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open for writing: create, or check and migrate, the schema."""
+    try:
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from None
+    try:
+        # Identify the file before changing anything in it (journal mode included).
+        schema_version(conn, path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("BEGIN IMMEDIATE")
+        version = schema_version(conn, path)  # again, now that no one else can write
+        if version is not None and version < SCHEMA_VERSION:
+            migrate(conn, version)
+        for stmt in filter(str.strip, SCHEMA.split(";")):
+            conn.execute(stmt)
+        add_new_columns(conn, path)
+        if version != SCHEMA_VERSION:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        conn.execute("COMMIT")
+        check = conn.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise StoreError(f"{path} failed an integrity check: {check}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(describe(path, exc)) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """
+    Open for reading only: ``mode=ro``, nothing created, the journal mode left alone.
+
+    The file is identified first through an ``immutable`` connection, which creates no
+    ``-wal``/``-shm`` file beside it, so a foreign file is refused untouched. A WAL-mode
+    database in a directory this process cannot write (where SQLite cannot create its
+    shared-memory file) and without a ``-wal`` or ``-journal`` file is then read as
+    immutable too.
+    """
+    if not path.is_file():
+        raise StoreError(f"database {path} does not exist or is not a file")
+    uri = path.absolute().as_uri()
+    try:
+        probe = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from None
+    try:
+        if schema_version(probe, path) is None:
+            raise StoreError(f"{path} is not a lodresults database (it holds no tables)")
+    except sqlite3.Error as exc:
+        raise StoreError(describe(path, exc)) from None
+    finally:
+        probe.close()
+    conn = None
+    try:
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            schema_version(conn, path)
+        except sqlite3.OperationalError:
+            # Immutable only where nothing can be half-written: no WAL content and no
+            # hot rollback journal (which only a writer could roll back) beside it.
+            pending = [path.with_name(path.name + s) for s in ("-wal", "-journal")]
+            if os.access(path.parent, os.W_OK):
+                raise
+            if any(p.exists() for p in pending):
+                raise StoreError(
+                    f"database {path} has a {' or '.join(p.name for p in pending if p.exists())}"
+                    " file that only a writer can apply, and its directory is read-only; "
+                    "copy both to a writable directory, or export once with write access"
+                ) from None
+            conn.close()
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                check_same_thread=False,
+            )  # fmt: skip
+            schema_version(conn, path)
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise StoreError(describe(path, exc)) from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    return conn
+
+
+def describe(path: Path, exc: sqlite3.Error) -> str:
+    """A StoreError message for ``exc`` on ``path``, saying what to do."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"database {path} is locked by another process ({text}); stop it and retry"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return f"database {path} is not a usable SQLite file ({text}); restore or remove it"
+    return f"database {path}: {text}"
