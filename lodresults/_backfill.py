@@ -40,8 +40,9 @@ class BackfillResult:
     the table held already); ``updates``: changed copies written after them; ``skipped``:
     checkpointed stretches not fetched; ``settled_until``: every second of ``[since,
     settled_until]`` is checkpointed (None if none is); ``complete``: the whole range is
-    settled, so another run has no window to fetch; ``refreshed``: labs stored as running
-    in a settled range, fetched one by one (``Result``) since no window returns them again.
+    settled, so another run has no window to fetch; ``refreshed``: labs of a settled range
+    stored as running, or ended after ``until`` but not yet settled, fetched one by one
+    (``Result``) since no window returns them again.
     """
 
     windows: int
@@ -95,8 +96,9 @@ async def backfill(
                 updates += len(batch.updates)
     left = gaps(start, end, await store.completed_windows(start, end))
     # Once the whole range has settled no window of it is fetched again, so a lab stored
-    # as running would keep that state for good if it ends after ``until``: ask for it.
-    refreshed = 0 if left else await _refresh_running(client, store, start, end)
+    # as running, or ended after ``until`` but not yet settled (an exam still to be
+    # graded), would keep that state for good: ask for it.
+    refreshed = 0 if left else await _refresh_running(client, store, start, end, settle_s)
     return BackfillResult(
         windows=windows,
         records=records,
@@ -108,9 +110,15 @@ async def backfill(
     )
 
 
-async def _refresh_running(client: LodClient, store: SQLiteStore, start: int, end: int) -> int:
-    """Fetch each lab stored as running that started in the range with ``Result``."""
-    ids = await store.running_ids(start, end)
+async def _refresh_running(
+    client: LodClient, store: SQLiteStore, start: int, end: int, settle: int
+) -> int:
+    """
+    Fetch with ``Result`` each lab that started in the range and is stored as running, or
+    ended after ``end`` but was last fetched before its end had settled (its grade may
+    still land, and no window of the range returns it).
+    """
+    ids = await store.running_ids(start, end, settle=settle)
     count = 0
     for i in range(0, len(ids), _REFRESH_CHUNK):
         chunk = ids[i : i + _REFRESH_CHUNK]

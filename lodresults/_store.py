@@ -236,15 +236,20 @@ class SQLiteStore:
     def _count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM lab_results").fetchone()[0])
 
-    async def running_ids(self, start: int, end: int) -> list[int]:
-        """Ids of the labs stored as running (no end) that started in ``[start, end]``."""
-        return await self._run(self._running_ids, start, end)
+    async def running_ids(self, start: int, end: int, *, settle: int = 0) -> list[int]:
+        """
+        Ids of the labs that started in ``[start, end]`` and are stored as running (no
+        end), or that ended after ``end`` in a copy fetched less than ``settle`` seconds
+        after their end (an exam still to be graded): no window of the range returns them.
+        """
+        return await self._run(self._running_ids, start, end, settle)
 
-    def _running_ids(self, start: int, end: int) -> list[int]:
+    def _running_ids(self, start: int, end: int, settle: int) -> list[int]:
         rows = self._conn.execute(
-            'SELECT lab_instance_id FROM lab_results WHERE "end" IS NULL '
-            'AND "start" BETWEEN ? AND ? ORDER BY lab_instance_id',
-            (start, end),
+            'SELECT lab_instance_id FROM lab_results WHERE "start" BETWEEN ? AND ? '
+            'AND ("end" IS NULL OR ("end" > ? AND fetched_at < "end" + ?)) '
+            "ORDER BY lab_instance_id",
+            (start, end, end, settle),
         ).fetchall()
         return [int(r[0]) for r in rows]
 

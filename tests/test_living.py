@@ -176,8 +176,35 @@ async def test_a_lab_running_past_until_is_fetched_again_once_settled(tmp_path: 
         assert third.windows == 0 and sim.stats.requests["Results"] == before
         assert third.refreshed == 1 and sim.stats.requests["Result"] == 2
         assert_table_is_present(await table(db), sim.present(since, until))
+        clock.advance(DEFAULT_SETTLE)  # its end has settled since it was last fetched
         fourth, _ = await run_backfill(sim, clock, db, since, until)
-    assert fourth.refreshed == 0  # nothing is running any more: nothing is sent
+        assert fourth.refreshed == 1  # fetched before its end had settled: once more
+        fifth, _ = await run_backfill(sim, clock, db, since, until)
+    assert fifth.refreshed == 0  # nothing is running or unsettled any more: nothing is sent
+
+
+async def test_an_exam_ending_past_until_is_refreshed_until_its_grade_lands(
+    tmp_path: Path,
+) -> None:
+    """A lab started in a settled historical range ends after ``until`` and is graded two
+    days later: seen ended but ungraded (status 50), it is still asked for by id until its
+    end has settled, so the grade reaches the table."""
+    clock = ManualClock(T0)
+    since, until = T0 - 9 * DAY, T0 - DAY
+    end = T0 + 5 * DAY
+    exam = make_lab(1, until - 3600, end, graded=end + 2 * DAY, exam=True)
+    db = tmp_path / "g.db"
+    async with Simulator(records=[exam], clock=clock) as sim:
+        await run_backfill(sim, clock, db, since, until)
+        clock.set(end + 3600)  # ended, not graded yet
+        ended, _ = await run_backfill(sim, clock, db, since, until)
+        assert ended.complete and ended.refreshed == 1
+        assert (await table(db))[1].completion_status == 50
+        clock.set(end + 2 * DAY + 3600)  # graded now
+        graded, _ = await run_backfill(sim, clock, db, since, until)
+        assert graded.refreshed == 1
+        assert_table_is_present(await table(db), sim.present(since, until))
+        assert (await table(db))[1].exam_score is not None
 
 
 async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:

@@ -93,7 +93,9 @@ def backfill(
 
     summary = run(job, on_interrupt=resume)
     running = (
-        f"; {summary.refreshed:,} labs still running fetched again" if summary.refreshed else ""
+        f"; {summary.refreshed:,} labs still running or unsettled fetched again"
+        if summary.refreshed
+        else ""
     )
     if summary.windows == 0 and summary.complete:
         click.echo(
