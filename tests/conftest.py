@@ -11,10 +11,13 @@ stand-in writer. The shim switches itself off once aioresponses passes the argum
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -129,3 +132,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     for fault, rate, requests, injected, retries, outcome in MATRIX:
         tr.write_line(f"{fault:<22} {rate:>8} {requests:>9} {injected:>9} {retries:>8}  {outcome}")
+
+
+#: The repository's root (where ``python -m benchmarks`` runs).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run_quick_benchmark(module: str) -> tuple[str, str]:
+    """``python -m <module> --quick`` from the root; its (stdout, stderr), exit 0 asserted."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, "--quick", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out.decode(), err.decode()

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from pathlib import Path
-
 from benchmarks.peers import decode, gather, sequential
 from lodresults._decode import decode_results
 from lodresults.testing import Simulator
-from tests.conftest import fast_client
+from tests.conftest import fast_client, run_quick_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400
 
 
@@ -42,13 +37,7 @@ def test_decode_ceilings_parse_the_same_records(sim: Simulator) -> None:
 
 async def test_quick_benchmark_suite_runs() -> None:
     """python -m benchmarks --quick runs every section end to end (figures not checked)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks", "--quick", cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(proc.communicate(), 300)
-    text = err.decode()
-    assert proc.returncode == 0, text[-2000:]
+    _, text = await run_quick_benchmark("benchmarks")
     for title in (
         "Fan-out",
         "Throughput",
@@ -63,12 +52,6 @@ async def test_quick_benchmark_suite_runs() -> None:
 
 async def test_quick_memory_benchmark_runs() -> None:
     """python -m benchmarks.memory --quick runs both clients end to end (figures not checked)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.memory", "--quick", cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    text = out.decode()
+    text, err = await run_quick_benchmark("benchmarks.memory")
     assert "| lodresults |" in text and "| sequential peer |" in text
-    assert "wrote " not in err.decode()  # --quick never overwrites the committed table
+    assert "wrote " not in err  # --quick never overwrites the committed table

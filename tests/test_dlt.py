@@ -33,7 +33,7 @@ from lodresults import (
 from lodresults._models import FIELDS
 from lodresults._wire import structure_record
 from lodresults.testing import ManualClock, Simulator
-from tests.conftest import make_sim
+from tests.conftest import make_sim, run_quick_benchmark
 
 dlt = pytest.importorskip("dlt")
 duckdb = pytest.importorskip("duckdb")
@@ -442,15 +442,8 @@ async def test_readme_example_runs_verbatim(home: Path, sim: Simulator) -> None:
 
 async def test_warehouse_benchmark_runs() -> None:
     """python -m benchmarks.warehouse --quick runs every job end to end (figures not checked)."""
-    root = README.parent
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.warehouse", "--quick", cwd=root,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    text = out.decode()
+    text, err = await run_quick_benchmark("benchmarks.warehouse")
     assert "| dlt pipeline into DuckDB (`lab_results`): 5 windows | 1," in text
     assert "| the same pipeline run again: 1 window (the unsettled tail) |" in text
     assert "| `export --format parquet` | 4,000 |" in text
-    assert "wrote " not in err.decode()  # --quick never overwrites the committed table
+    assert "wrote " not in err  # --quick never overwrites the committed table
