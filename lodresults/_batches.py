@@ -26,6 +26,7 @@ from lodresults._events import (
 )
 from lodresults._exceptions import LodError
 from lodresults._models import LabResult
+from lodresults._slots import Lease
 from lodresults._stream import stream_windows
 from lodresults._windows import Window, WindowPlanner
 
@@ -61,7 +62,7 @@ _Part = tuple[int, float, list[LabResult]]
 
 
 async def iter_batches(
-    fetch_window: Callable[[Window, EventHook | None], Awaitable[list[LabResult]]],
+    fetch_window: Callable[[Window, EventHook | None, Lease], Awaitable[list[LabResult]]],
     start: int,
     end: int,
     ranges: list[tuple[int, int]],
@@ -83,9 +84,9 @@ async def iter_batches(
     dedup = Deduplicator(start, end, ordered=ordered)
     received = itertools.count()
 
-    async def fetch(window: Window) -> list[_Part]:
+    async def fetch(window: Window, lease: Lease) -> list[_Part]:
         sent = clock()
-        records = await fetch_window(window, on_event)
+        records = await fetch_window(window, on_event, lease)
         # The order responses complete in is the order their copies are newest in.
         return [(next(received), sent, records)]
 

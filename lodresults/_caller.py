@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 from lodresults._clock import Clock, race, sleep_unless
 from lodresults._events import Event, EventHook, RequestRetried, Throttled
@@ -27,6 +27,14 @@ __all__ = ["Caller"]
 logger = logging.getLogger("lodresults")
 
 T = TypeVar("T")
+
+
+class Lease(Protocol):
+    """A claim on a slot of a larger job (``_slots.Lease``): let go while decoding."""
+
+    def release(self) -> None: ...
+
+    async def acquire(self) -> None: ...
 
 
 class Caller:
@@ -84,11 +92,17 @@ class Caller:
         parse: Callable[[bytes], T],
         on_event: EventHook | None = None,
         deadline: float | None = None,
+        lease: Lease | None = None,
     ) -> T:
-        """``command`` with ``params``, its body parsed by ``parse``, retried as needed."""
+        """
+        ``command`` with ``params``, its body parsed by ``parse``, retried as needed.
+
+        ``lease``: held for every attempt until its answer is read, released while the
+        body is decoded, acquired again before the next attempt.
+        """
         self.ensure_open()
         failures: list[str] = []
-        attempts = self._attempts(command, params, label, parse, on_event, failures)
+        attempts = self._attempts(command, params, label, parse, on_event, failures, lease)
         if deadline is None:
             return await attempts
         task, _ = await race(attempts, self._timer.sleep(deadline))
@@ -109,6 +123,7 @@ class Caller:
         parse: Callable[[bytes], T],
         on_event: EventHook | None,
         failures: list[str],
+        lease: Lease | None,
     ) -> T:
         attempt = 0
         while True:
@@ -117,6 +132,8 @@ class Caller:
             ticket: Ticket | None = None
             status: int | str = "-"
             try:
+                if lease is not None:
+                    await lease.acquire()
                 async with self._semaphore:
                     ticket = await self._limiter.acquire()
                     # close() may have run while this request waited: never send then
@@ -124,7 +141,10 @@ class Caller:
                     self.ensure_open()
                     answer = await self._transport.get(command, params)
                 status = answer.status
-                value = await self._transport.decode(command, answer, parse)
+                # Once the decoder is free for this body, the slot goes to the next window
+                # (or one sending again), whose request then overlaps this decode.
+                release = lease.release if lease is not None else None
+                value = await self._transport.decode(command, answer, parse, release)
             except LodError as error:
                 retry_after = error.retry_after if isinstance(error, LodRateLimitError) else None
                 logger.debug(

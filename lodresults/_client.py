@@ -13,7 +13,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Final
 
 from lodresults._batches import WindowBatch, iter_batches
-from lodresults._caller import Caller
+from lodresults._caller import Caller, Lease
 from lodresults._clock import Clock, timer_for
 from lodresults._decode import decode_results
 from lodresults._events import EventHook
@@ -53,7 +53,9 @@ class LodClient:
     Args:
         api_key: The key sent in the ``api_key`` header. Never logged or shown.
         base_url: The API root. Must be ``https://``; ``http://`` only to loopback.
-        max_concurrency: Requests in flight at once (also windows in flight).
+        max_concurrency: Requests in flight at once. ``iter_results`` sends this many
+            windows at a time; a window whose answer has been read is decoded while the
+            next one's request is out.
         rate_limit: Request starts per second, or None for no limit. Adapts down on 429.
         timeout: Seconds for one request, connect to last byte.
         max_retries: Retries of a transient failure (so ``max_retries + 1`` attempts).
@@ -215,7 +217,11 @@ class LodClient:
         return await self._fetch_window(Window(s, e), deadline=self.deadline)
 
     async def _fetch_window(
-        self, window: Window, on_event: EventHook | None = None, deadline: float | None = None
+        self,
+        window: Window,
+        on_event: EventHook | None = None,
+        lease: Lease | None = None,
+        deadline: float | None = None,
     ) -> list[LabResult]:
         return await self._caller.call(
             "Results",
@@ -224,6 +230,7 @@ class LodClient:
             decode_results,
             on_event,
             deadline,
+            lease,
         )
 
     async def latest_results(self, minutes: int = 60) -> list[LabResult]:

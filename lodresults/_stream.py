@@ -27,6 +27,7 @@ from lodresults._exceptions import (
     LodWindowError,
     LodWindowTooLongError,
 )
+from lodresults._slots import Lease, Slots
 from lodresults._windows import Window, WindowPlanner
 
 __all__ = ["Finished", "stream_windows"]
@@ -46,11 +47,12 @@ class Finished(Generic[T]):
 async def _run_window(
     planner: WindowPlanner,
     window: Window,
-    fetch: Callable[[Window], Awaitable[list[T]]],
+    fetch: Callable[[Window, Lease], Awaitable[list[T]]],
     on_split: Callable[[Window, int, int], None],
+    lease: Lease,
 ) -> list[T]:
     try:
-        return await fetch(window)
+        return await fetch(window, lease)
     except LodWindowTooLongError:
         if window.span <= 1:
             raise
@@ -59,13 +61,13 @@ async def _run_window(
         on_split(window, len(parts), limit)
         items: list[T] = []
         for part in parts:
-            items.extend(await _run_window(planner, part, fetch, on_split))
+            items.extend(await _run_window(planner, part, fetch, on_split, lease))
         return items
 
 
 async def stream_windows(
     planner: WindowPlanner,
-    fetch: Callable[[Window], Awaitable[list[T]]],
+    fetch: Callable[[Window, Lease], Awaitable[list[T]]],
     *,
     concurrency: int,
     ordered: bool = True,
@@ -77,6 +79,10 @@ async def stream_windows(
 ) -> AsyncGenerator[Finished[T], None]:
     """
     Fetch every window of ``planner`` and yield each one's items once.
+
+    ``fetch(window, lease)`` gets the window's ``Lease`` on one of ``concurrency`` slots:
+    it releases the lease once its answer is read and acquires it again before sending
+    anything more (``_slots``), so the next window starts while this one decodes.
 
     Raises ``LodWindowError`` (naming the window, the cause chained) when a window fails;
     with ``ordered=True`` every earlier window has been yielded before, and the windows
@@ -93,43 +99,57 @@ async def stream_windows(
     newly: list[int] = []  # done since the loop last looked (filled by callbacks)
     wake = asyncio.Event()
     next_index = 0
-    running = 0
     exhausted = False
+    trusted = False  # a window of the planner's current limit came back whole
     failed: int | None = None  # the lowest window that failed for good
     # Windows yielded beyond the contiguous prefix (only ever more than one when unordered).
     yielded: dict[int, Window] = {}
     prefix = 0  # every index < prefix has been yielded
 
     def fill() -> None:
-        # Start windows while fewer than `concurrency` run and the newest stays within
-        # `ahead` of the oldest not yielded. Called by the loop and as each fetch ends,
-        # so a free slot is refilled at once, not when the consumer next asks.
-        nonlocal next_index, running, exhausted
+        # Start windows while a slot is free and the newest stays within `ahead` of the
+        # oldest not yielded. Called by the loop and whenever a slot comes free (an
+        # answer read, a window ended), so it is refilled at once, not when the consumer
+        # next asks.
+        nonlocal next_index, exhausted
         if exhausted:
             return
         oldest = min(tasks) if tasks else next_index
-        while running < concurrency and next_index - oldest < ahead:
+        while slots.can_start() and next_index - oldest < ahead:
             window = next(planner, None)
             if window is None:
                 exhausted = True
                 return
-            task = asyncio.ensure_future(_run_window(planner, window, fetch, on_split))
-            task.add_done_callback(on_done(next_index))
+            # Until a window of the current limit has been answered in full, a window
+            # keeps its slot to the end: an answer read may yet be a refusal of the
+            # window's length (in a 200 body), and windows started meanwhile would be
+            # planned too long.
+            lease = slots.lease(early=trusted)
+            task = asyncio.ensure_future(_run_window(planner, window, fetch, split, lease))
+            task.add_done_callback(on_done(next_index, lease))
             tasks[next_index] = task
             windows[next_index] = window
             next_index += 1
-            running += 1
 
-    def on_done(index: int) -> Callable[[asyncio.Task[list[T]]], None]:
+    def on_done(index: int, lease: Lease) -> Callable[[asyncio.Task[list[T]]], None]:
         def done(task: asyncio.Task[list[T]]) -> None:
-            nonlocal running
-            running -= 1
+            nonlocal exhausted, trusted
             newly.append(index)
             wake.set()
-            if not task.cancelled() and task.exception() is None:
-                fill()
+            if task.cancelled() or task.exception() is not None:
+                exhausted = True  # nothing new starts after a failure (the loop decides)
+            elif windows[index].span >= planner.max_span:
+                trusted = True
+            lease.end()
 
         return done
+
+    def split(window: Window, parts: int, limit: int) -> None:
+        nonlocal trusted
+        trusted = False  # the limit is new: prove it again before releasing early
+        on_split(window, parts, limit)
+
+    slots = Slots(concurrency, fill)
 
     clock_task: asyncio.Task[None] | None = None
     if deadline is not None:

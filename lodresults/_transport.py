@@ -150,12 +150,26 @@ class Transport:
             raise self._status_error(command, reply)
         return Answer(reply.status, reply.body)
 
-    async def decode(self, command: str, answer: Answer, parse: Callable[[bytes], T]) -> T:
+    async def decode(
+        self,
+        command: str,
+        answer: Answer,
+        parse: Callable[[bytes], T],
+        ready: Callable[[], None] | None = None,
+    ) -> T:
         """
         ``parse(answer.body)``, on a worker thread for large bodies; a ``LodError`` it
         raises comes out scrubbed, with no chain and a traceback starting here.
+
+        ``ready`` is called when this body is next (the client's decoder is free), and the
+        event loop then runs one turn before the decode starts, so what ``ready`` started
+        (the next request) goes out first. Bodies waiting for the decoder wait unannounced:
+        while decoding is the bottleneck, nothing more is fetched.
         """
         async with self._decoding:
+            if ready is not None:
+                ready()
+                await asyncio.sleep(0)
             if len(answer.body) > _THREAD_DECODE_BYTES:
                 # Decoding 100,000 records takes most of a second: on a worker thread the
                 # event loop keeps serving the application's other tasks meanwhile.

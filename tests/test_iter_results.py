@@ -366,3 +366,47 @@ def _record(lab_id: int, start: int, end: int | None) -> dict[str, object]:
         "DatacenterId": 1,
         "DeliveryRegionId": 1,
     }
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_the_next_request_is_sent_before_a_body_is_decoded(
+    monkeypatch: pytest.MonkeyPatch, concurrency: int
+) -> None:
+    """
+    Decoding overlaps the network: when a window's body is decoded, the request of the
+    window that took its slot has already gone out (seen by aiohttp's request tracing),
+    and never more than ``max_concurrency`` requests are out at once.
+    """
+    import aiohttp
+
+    import lodresults._client as client_module
+
+    sent = 0
+    seen_at_decode: list[int] = []
+    real = client_module.decode_results
+
+    def decode(body: bytes, *, command: str = "Results") -> list[LabResult]:
+        seen_at_decode.append(sent)
+        return real(body, command=command)
+
+    async def on_sent(*_: object) -> None:
+        nonlocal sent
+        sent += 1
+
+    monkeypatch.setattr(client_module, "decode_results", decode)
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_sent)
+    async with make_sim(latency=0.01) as sim, aiohttp.ClientSession(trace_configs=[trace]) as s:
+        async with fast_client(sim, max_concurrency=concurrency, session=s) as c:
+            a, b = _range(sim, 70)
+            got = await _collect(c, a, b)
+        assert {r.lab_instance_id for r in got} == sim.ids_between(a, b)
+        assert sim.stats.max_in_flight <= concurrency
+    windows = len(seen_at_decode)
+    assert windows == 10  # 70 days
+    # Decoding the k-th answer, the next requests were already sent, as far as slots
+    # allow (without the overlap: k + concurrency). Not so in the first round: until a
+    # whole window has come back, an answer may yet refuse the window's length.
+    assert seen_at_decode[0] == concurrency, seen_at_decode
+    for k, out in enumerate(seen_at_decode[concurrency:], start=concurrency):
+        assert out >= min(k + 1 + concurrency, windows), seen_at_decode

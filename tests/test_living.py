@@ -226,8 +226,11 @@ async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
     assert [len(b.records) for b in got] == [1, 0, 0]
     assert got[0].records[0].end is None
     assert [r.end is not None for r in got[2].updates] == [True]
-    step = 2 * 3600 + 600
-    assert [b.fetched_at for b in got] == [T0, T0 + step, T0 + 2 * step]
+    # Window 2 is sent once window 1 is handed on (600 s answer, then 2 h of the run).
+    # Window 3 goes out as soon as window 2's answer is read, before its batch is handed
+    # on: from then on decoding overlaps the next request.
+    step = 600 + 2 * 3600
+    assert [b.fetched_at for b in got] == [T0, T0 + step, T0 + step + 600]
 
 
 async def test_a_grade_landing_mid_run_reaches_the_table(tmp_path: Path) -> None:

@@ -333,3 +333,45 @@ async def test_one_body_is_decoded_at_a_time() -> None:
     got = await asyncio.gather(*(t.decode("Results", Answer(200, b), parse) for b in bodies))
     assert got == [len(b) for b in bodies]
     assert peak == 1
+
+
+async def test_a_body_waiting_for_the_decoder_is_not_announced_ready() -> None:
+    """``ready`` (which hands the client's slot to the next window) is called only once
+    the decoder is free for this body: while decoding is the bottleneck, no more is
+    fetched. Then the loop turns once before the decode, so what it started goes first."""
+    import threading
+
+    from lodresults._transport import _THREAD_DECODE_BYTES, Answer
+
+    gate = threading.Event()
+    order: list[str] = []
+
+    def slow(body: bytes) -> int:
+        gate.wait(5)
+        return len(body)
+
+    def fast(body: bytes) -> int:
+        order.append("decoded")
+        return len(body)
+
+    async def next_window() -> None:
+        order.append("next window ran")
+
+    started: list[asyncio.Task[None]] = []
+
+    def ready() -> None:
+        order.append("ready")
+        started.append(asyncio.ensure_future(next_window()))
+
+    t = Transport(check_base_url(BASE), ApiKey(KEY), timeout=1, max_response_bytes=10)
+    first = asyncio.ensure_future(
+        t.decode("Results", Answer(200, b"x" * (_THREAD_DECODE_BYTES + 1)), slow)
+    )
+    second = asyncio.ensure_future(t.decode("Results", Answer(200, b"{}"), fast, ready))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert order == []  # the first body is still decoding: the second waits, unannounced
+    gate.set()
+    assert await first == _THREAD_DECODE_BYTES + 1 and await second == 2
+    assert order == ["ready", "next window ran", "decoded"]
+    await asyncio.gather(*started)

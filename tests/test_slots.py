@@ -1,0 +1,81 @@
+"""Window slots: release before decoding, take back ahead of new windows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lodresults._slots import Slots
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_a_free_slot_is_announced_and_counted() -> None:
+    freed: list[int] = []
+    slots = Slots(2, lambda: freed.append(slots.used))
+    a, b = slots.lease(), slots.lease()
+    assert not slots.can_start() and slots.used == 2
+    with pytest.raises(RuntimeError):
+        slots.lease()
+    a.release()
+    a.release()  # a second release gives nothing back
+    assert freed == [1] and slots.can_start()
+    assert not a.held and b.held
+    with pytest.raises(ValueError, match="at least 1"):
+        Slots(0, lambda: None)
+
+
+async def test_a_holder_sending_again_goes_before_new_holders() -> None:
+    freed: list[int] = []
+    slots = Slots(1, lambda: freed.append(slots.used))
+    first = slots.lease()
+    first.release()
+    second = slots.lease()  # started while the first decoded
+    again = asyncio.ensure_future(first.acquire())
+    await _settle()
+    assert not again.done() and not slots.can_start()  # no new holder may jump the queue
+    second.release()
+    await again
+    assert first.held and not second.held and slots.used == 1
+    assert freed == [0]  # the slot went straight to the waiter, never free
+
+
+async def test_a_cancelled_waiter_keeps_no_slot() -> None:
+    freed: list[int] = []
+    slots = Slots(1, lambda: freed.append(slots.used))
+    first = slots.lease()
+    first.release()
+    second = slots.lease()
+    first_again = asyncio.ensure_future(first.acquire())
+    await _settle()
+    first_again.cancel()
+    await asyncio.gather(first_again, return_exceptions=True)
+    assert not first.held
+    second.release()
+    assert slots.used == 0 and slots.can_start() and freed == [0, 0]
+
+
+async def test_a_waiter_cancelled_as_it_is_granted_passes_the_slot_on() -> None:
+    slots = Slots(1, lambda: None)
+    a = slots.lease()
+    a.release()
+    b = slots.lease()
+    a_again = asyncio.ensure_future(a.acquire())
+    await _settle()
+    b_again_started = False
+
+    async def b_sends_again() -> None:
+        nonlocal b_again_started
+        await b.acquire()
+        b_again_started = True
+
+    b.release()  # grants the slot to a's waiter ...
+    a_again.cancel()  # ... which is cancelled before it runs
+    await asyncio.gather(a_again, return_exceptions=True)
+    assert slots.used == 0 and slots.can_start()
+    await b_sends_again()
+    assert b_again_started and slots.used == 1
