@@ -23,6 +23,8 @@ __all__ = ["MASK", "Redactor"]
 MASK: Final = "***"
 #: Decoding passes: ``%255C`` is ``%5C`` after one pass and ``\\`` after two.
 _PASSES: Final = 3
+#: Mask-and-read-again rounds before the whole text is masked.
+_ROUNDS: Final = 4
 _SIMPLE_ESCAPES: Final = {
     "/": "/",
     "\\": "\\",
@@ -118,6 +120,20 @@ class Redactor:
         """``text`` with every spelling of every piece of the secret replaced by ``***``."""
         if not text or not self._pieces:
             return text
+        # A mask may change how its neighbours read: in ``&#48;&#4800000000`` the last
+        # reference is invalid (too many digits) until its digits are masked, and then
+        # ``&#48***`` reads as "0", completing a piece with the references before it. So
+        # the masked text is read again until nothing is found; past a few rounds, all
+        # of it is masked (never reached by any spelling we know of).
+        for _ in range(_ROUNDS):
+            spans = self._spans(text)
+            if not spans:
+                return text
+            text = _mask(text, spans)
+        return MASK if self._spans(text) else text
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """The spans of ``text`` whose decoded reading holds a piece of the secret."""
         chars: list[_Char] = [(c, i, i + 1) for i, c in enumerate(text)]
         views = [chars]
         for _ in range(_PASSES):
@@ -132,9 +148,7 @@ class Redactor:
             for i in range(len(decoded) - size + 1):
                 if decoded[i : i + size] in pieces:
                     spans.append((view[i][1], view[i + size - 1][2]))
-        if not spans:
-            return text
-        return _mask(text, spans)
+        return spans
 
     def error(self, error: BaseException) -> None:
         """Scrub, in place, every string an error holds: its args and its attributes."""

@@ -416,6 +416,8 @@ _key_chars = st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.sampled_
 @settings(max_examples=300)
 # a cut escape ("\\u003") that a lenient reader reads as "u003", completing a piece
 @example(key="0000000u00", before="", after="", spelling="all-u-escapes", cut=(0, 25))
+# masking the digits of an over-long reference (&#4800000000) makes "&#48***" read as "0"
+@example(key="0000000000000dd", before="", after="00000000", spelling="html-refs", cut=(1, 33))
 def test_no_spelling_of_any_piece_survives(
     key: str, before: str, after: str, spelling: str, cut: tuple[int, int]
 ) -> None:
@@ -431,3 +433,16 @@ def test_text_without_the_key_is_left_alone(text: str, key: str) -> None:
     """A text that holds no piece of the key comes back unchanged."""
     if not key_pieces_in(text, key):
         assert Redactor(key).text(text) == text
+
+
+def test_a_text_still_holding_a_piece_after_the_rounds_is_masked_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If masking kept uncovering pieces past the rounds allowed, nothing of the text is
+    returned (here one round: the second reading still finds the key)."""
+    import lodresults._redact as redact
+
+    text = "#48;" + "&#48;" * 7 + "&#48" + "0" * 8
+    assert Redactor("0" * 13 + "dd").text(text) == "#48;******"  # two rounds, two masks
+    monkeypatch.setattr(redact, "_ROUNDS", 1)
+    assert Redactor("0" * 13 + "dd").text(text) == "***"
