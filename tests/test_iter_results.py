@@ -21,7 +21,7 @@ from lodresults import (
     unstructure_record,
 )
 from lodresults.testing import Faults, ManualClock, Simulator
-from tests.conftest import NOW, fast_client, make_fixed_sim, make_sim
+from tests.conftest import FIXED_SPAN, NOW, fast_client, make_fixed_sim, make_sim
 
 DAY = 86400
 
@@ -410,3 +410,29 @@ async def test_the_next_request_is_sent_before_a_body_is_decoded(
     assert seen_at_decode[0] == concurrency, seen_at_decode
     for k, out in enumerate(seen_at_decode[concurrency:], start=concurrency):
         assert out >= min(k + 1 + concurrency, windows), seen_at_decode
+
+
+@pytest.mark.parametrize(("concurrency", "ordered"), [(1, True), (4, True), (4, False)])
+async def test_bodies_that_stop_decoding_mid_run_cost_no_more_windows(
+    concurrency: int, ordered: bool
+) -> None:
+    """
+    Ten weeks decode, then every body is malformed (a retryable failure, seen only after
+    the slot was handed on for the decode). A window waiting to retry keeps its claim on
+    a slot, so no new window starts in its place: the failure reaches at most one window
+    more than there are slots (the one sent while the first bad body decoded), each
+    tried ``max_retries + 1`` times, as before slots were handed on early.
+    """
+    a, b = FIXED_SPAN[0], FIXED_SPAN[0] + 40 * 7 * DAY
+    clock = ManualClock(FIXED_SPAN[1])
+    bad = (a + 10 * 7 * DAY + 1, b)
+    async with make_fixed_sim(fail_range=bad, fail_kind="malformed", clock=clock) as sim:
+        client = fast_client(sim, max_concurrency=concurrency, max_retries=3, clock=clock)
+        async with client as c:
+            with pytest.raises(LodWindowError):
+                await _collect(c, a, b, ordered=ordered)
+        failed = [log for log in sim.log if log.fault is not None]
+        windows = {(log.query["start"], log.query["end"]) for log in failed}
+    assert len(windows) <= concurrency + 1, sorted(windows)
+    assert len(failed) <= (concurrency + 1) * 4
+    assert sim.stats.max_in_flight <= concurrency
