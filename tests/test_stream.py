@@ -220,6 +220,7 @@ _OUTCOMES = ("ok", "ok", "ok", "retry_before", "retry_after", "too_long", "fatal
     weeks=st.integers(1, 12),
     ordered=st.booleans(),
     stop_after=st.one_of(st.none(), st.integers(0, 10)),
+    deadline=st.one_of(st.none(), st.floats(0.5, 40.0)),
     draws=st.lists(st.sampled_from(_OUTCOMES), min_size=1, max_size=64),
 )
 def test_any_mix_of_outcomes_keeps_the_slots(
@@ -227,12 +228,14 @@ def test_any_mix_of_outcomes_keeps_the_slots(
     weeks: int,
     ordered: bool,
     stop_after: int | None,
+    deadline: float | None,
     draws: list[str],
 ) -> None:
     """
     Windows answer, fail before or after handing their slot on (and retry, reserving
     their slot again at once, as the caller does), are refused as too long (and split),
-    fail for good, or are slow, in any mix; the consumer may stop early. Never more than
+    fail for good, or are slow, in any mix; the consumer may stop early, a deadline may
+    pass. Never more than
     `concurrency` send at once, every window is yielded once and in order (up to the
     failure or the stop), and when the stream is closed no slot is held or claimed.
     """
@@ -257,8 +260,10 @@ def test_any_mix_of_outcomes_keeps_the_slots(
                 sending += 1
                 most = max(most, sending)
                 outcome = next(outcomes)
-                await clock.sleep(5.0 if outcome == "slow" else 1.0)
-                sending -= 1
+                try:
+                    await clock.sleep(5.0 if outcome == "slow" else 1.0)
+                finally:  # answered, or cancelled (a request is then abandoned)
+                    sending -= 1
                 if outcome == "retry_before":  # a 5xx: the slot is kept through the backoff
                     lease.reserve()
                     await clock.sleep(0.5)
@@ -279,9 +284,10 @@ def test_any_mix_of_outcomes_keeps_the_slots(
         planner = _planner(weeks)
         got: list[Window] = []
         stream = stream_windows(
-            planner, fetch, concurrency=concurrency, ordered=ordered, timer=clock
-        )
-        with contextlib.suppress(LodWindowError):
+            planner, fetch, concurrency=concurrency, ordered=ordered, deadline=deadline,
+            timer=clock,
+        )  # fmt: skip
+        with contextlib.suppress(LodWindowError, LodDeadlineError):
             async with contextlib.aclosing(stream):
                 async for f in stream:
                     assert f.items and sum(w.span for w in f.items) == f.window.span
