@@ -6,12 +6,15 @@ answer has been read, before the body is decoded: the next window's request is t
 the wire while this one decodes, so decoding overlaps the network instead of adding to
 each round trip. A window that must send again (a retry after a body that did not
 decode, the next part of a split window) takes a slot back first (``Lease.acquire``),
-ahead of windows not started yet. A window that will retry asks for its slot back as
-soon as its attempt failed (``Lease.reserve``), not after its backoff: the slots handed
-on meanwhile go to it, not to new windows, so a server whose bodies stop decoding meets
-at most one window more than there are slots (as with slots kept to the end), not every
-window of the lookahead. So the windows of one iteration never have more
+ahead of windows not started yet. So the windows of one iteration never have more
 requests under way than there are slots, whatever fails and however long decoding takes.
+
+A window that will retry asks for its slot back as soon as its attempt failed
+(``Lease.reserve``), not after its backoff, and keeps the slot granted while it waits:
+the slots handed on meanwhile go to it, not to new windows. Otherwise a server whose
+bodies stop decoding mid-run would meet every window of the lookahead, each retried in
+full (twice the requests, ``tests/test_iter_results.py``); this way it meets at most one
+window more than there are slots (the one sent while the first bad body decoded).
 
 ``asyncio.Semaphore`` counts the same way but cannot tell the stream that a slot came
 free (the stream starts the next window from that moment, not when it next looks) nor
