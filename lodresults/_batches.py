@@ -15,7 +15,7 @@ from contextlib import aclosing
 import attrs
 
 from lodresults._clock import Clock
-from lodresults._dedup import Deduplicator
+from lodresults._dedup import SKEW_TOLERANCE, Deduplicator
 from lodresults._events import (
     Event,
     EventHook,
@@ -28,7 +28,7 @@ from lodresults._exceptions import LodError
 from lodresults._models import LabResult
 from lodresults._slots import Lease
 from lodresults._stream import stream_windows
-from lodresults._windows import Window, WindowPlanner
+from lodresults._windows import Window, WindowPlanner, widen
 
 __all__ = ["WindowBatch", "iter_batches"]
 
@@ -40,13 +40,22 @@ class WindowBatch:
     """
     One window's answer, sorted, as ``iter_windows`` yields it.
 
+    ``window``: the window asked for, cut to the call's ``[start, end]``: the stretch to
+    checkpoint once the batch is stored. ``requested``: the window as sent to the server.
+    They differ only for the first and last window of the range (or of a gap between
+    ``skip`` intervals), which reach up to ``SKEW_TOLERANCE`` beyond it, so that a server
+    whose filter is off by that much loses no lab at the ends; a request wholly beyond
+    ``[start, end]`` (only when the server's limit is below the tolerance) has the point
+    ``[x, x]`` at the nearer bound as its ``window``.
+
     ``records``: labs not yielded before in this iteration, each once, in the server's
     order (within the window, an ended copy beats a running one, otherwise the later copy
-    wins). ``updates``: changed copies of labs yielded in an earlier batch of this
-    iteration, from a response received after the copy yielded; apply them after
-    ``records`` (the newest state wins). ``fetched_at``: epoch seconds at or before the
-    moment the window's request was sent (for a split window, its earliest part): the
-    answer shows every lab as it was at that moment or later.
+    wins); only labs that started or ended in ``[start, end]``. ``updates``: changed
+    copies of labs yielded in an earlier batch of this iteration, from a response
+    received after the copy yielded; apply them after ``records`` (the newest state
+    wins). ``fetched_at``: epoch seconds at or before the moment the window's request was
+    sent (for a split window, its earliest part): the answer shows every lab as it was at
+    that moment or later.
 
     .. versionadded:: 0.1.0
     """
@@ -55,6 +64,9 @@ class WindowBatch:
     records: list[LabResult]
     updates: list[LabResult] = attrs.field(factory=list)
     fetched_at: float = 0.0
+    requested: Window = attrs.field(
+        default=attrs.Factory(lambda self: self.window, takes_self=True)
+    )
 
 
 #: One request's share of a window: (receive sequence, sent at, records).
@@ -78,8 +90,13 @@ async def iter_batches(
     """
     The windows of ``ranges`` (the gaps of ``[start, end]`` still to fetch), each fetched
     with ``fetch_window`` ``concurrency`` at a time, deduplicated, as ``WindowBatch``es.
+
+    Each range is asked for ``SKEW_TOLERANCE`` beyond both its ends (not before 0, and
+    not later than a server skewed by as much could read as the present, ``clock()`` plus
+    the tolerance): a lab near an end that a skewed filter returns only for a window on
+    the far side of it is still fetched, and the dedup drops what lies outside the range.
     """
-    planner = WindowPlanner(ranges)
+    planner = WindowPlanner(widen(ranges, SKEW_TOLERANCE, latest=int(clock()) + SKEW_TOLERANCE))
     emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
     dedup = Deduplicator(start, end, ordered=ordered)
     received = itertools.count()
@@ -108,6 +125,7 @@ async def iter_batches(
         on_failed=failed,
         deadline=deadline,
         timer=timer,
+        bounds=(start, end),
     )
     async with aclosing(stream):
         async for done in stream:
@@ -122,4 +140,5 @@ async def iter_batches(
                 done.window, count, len(fresh), len(updates), len(dedup),
             )  # fmt: skip
             fetched_at = min(sent for _, sent, _ in parts)
-            yield WindowBatch(done.window, fresh, updates, fetched_at)
+            part = done.window.clip(start, end)
+            yield WindowBatch(part, fresh, updates, fetched_at, requested=done.window)

@@ -314,7 +314,9 @@ class LodClient:
         that window). A lab that changed before a later window returned it again is not
         yielded twice: use ``iter_windows`` and its ``updates`` to follow such changes.
         Records the server returns although neither their start nor their end lies in
-        ``[start, end]`` are dropped.
+        ``[start, end]`` are dropped. The first and last window reach up to
+        ``SKEW_TOLERANCE`` (a day) beyond the range, so that a server whose filter is off
+        by that much still returns the labs at its two ends.
 
         The range may be any length: it is cut into windows the server accepts (at most
         7 days; narrower if the server says so), fetched ``max_concurrency`` at a time

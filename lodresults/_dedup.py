@@ -23,7 +23,9 @@ running and an ended one), and a lab may come from a window it does not belong t
 - A copy of a lab already passed on whose state differs, from a response received later
   than the copy passed on, is an *update*. Within one window an ended copy beats a running
   one; otherwise the later copy in the answer wins.
-- Records outside the requested range (neither start nor end inside it) are dropped.
+- Records outside the requested range (neither start nor end inside it) are dropped,
+  also from windows that reach beyond the range (its first and last, widened by the
+  tolerance so that a skewed filter loses nothing at the range's own ends).
 """
 
 from __future__ import annotations
@@ -112,15 +114,17 @@ class Deduplicator:
         # The fast path: labs more than the tolerance inside the window. In order, the
         # start edge needs no margin: an earlier window that returned such a lab (a skewed
         # filter) was handed first and remembered it, and the shared state is consulted.
-        lo = _dt(window.start if self._ordered else window.start + self._tolerance)
-        hi = _dt(window.end - self._tolerance)
+        # A window may reach beyond the range (the first and last are widened by the
+        # tolerance): its interior counts only inside the range, whose labs alone pass.
+        start, end_of_range = self._start, self._end
+        lo = max(start, _dt(window.start if self._ordered else window.start + self._tolerance))
+        hi = min(end_of_range, _dt(window.end - self._tolerance))
         known = self._known
         remember = self._remember
         heap = self._heap
         push = heapq.heappush
         released = self._released
         opened = self._open
-        start, end_of_range = self._start, self._end
         fresh: list[LabResult] = []
         # id -> index in fresh, for this window only.
         local: dict[int, int] = {}

@@ -28,7 +28,11 @@ __all__ = [
 
 @attrs.frozen
 class WindowsPlanned:
-    """An iteration planned ``total`` windows (an estimate if the server later splits)."""
+    """
+    An iteration over ``[start, end]`` planned ``total`` windows, one request each (an
+    estimate if the server later splits): the first and last window of each range reach
+    up to ``SKEW_TOLERANCE`` beyond it (see ``WindowBatch.requested``).
+    """
 
     total: int
     start: int
@@ -38,8 +42,9 @@ class WindowsPlanned:
 @attrs.frozen
 class WindowCompleted:
     """
-    A window was fetched; ``records`` came back, ``new_records`` survived dedup and
-    ``updates`` are changed copies of labs met in an earlier window.
+    A window was fetched (``window`` as requested, see ``WindowBatch.requested``);
+    ``records`` came back, ``new_records`` survived dedup (labs of the range not yielded
+    before) and ``updates`` are changed copies of labs met in an earlier window.
     """
 
     window: Window

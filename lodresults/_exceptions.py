@@ -99,8 +99,8 @@ class LodDeadlineError(LodError, TimeoutError):
     A call's ``deadline`` (seconds, retries and waits included) passed before it
     finished; what was in flight was cancelled. Not retried.
 
-    ``unfinished``: the ``(start, end)`` epoch ranges not fetched (for ``iter_results``
-    and ``iter_windows``; empty for a single request).
+    ``unfinished``: the ``(start, end)`` epoch ranges not fetched, within the range asked
+    for (for ``iter_results`` and ``iter_windows``; empty for a single request).
     """
 
     def __init__(

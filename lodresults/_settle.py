@@ -22,8 +22,8 @@ __all__ = ["DEFAULT_SETTLE", "parse_duration", "settle_seconds", "settled_end"]
 
 #: Three days. Grading may be done by people: an exam submitted on a Friday evening and
 #: scored on the Monday morning changes about 60 hours after it ended. A nightly run
-#: re-reads ``settle`` plus one day, which is still one request while that stays within
-#: the 7-day limit of one window.
+#: re-reads ``settle`` plus one day, asked for ``SKEW_TOLERANCE`` (a day) beyond both
+#: ends: six days, still one request within the 7-day limit of one window.
 DEFAULT_SETTLE: Final = 3 * 86400
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -84,6 +84,7 @@ async def stream_windows(
     on_failed: Callable[[Window, LodError], None] = lambda w, e: None,
     deadline: float | None = None,
     timer: Clock | None = None,
+    bounds: tuple[int, int] | None = None,
 ) -> AsyncGenerator[Finished[T], None]:
     """
     Fetch every window of ``planner`` and yield each one's items once.
@@ -96,7 +97,8 @@ async def stream_windows(
     with ``ordered=True`` every earlier window has been yielded before, and the windows
     after the failed one are cancelled as soon as it fails. ``deadline``: seconds on
     ``timer`` for the whole iteration; past it, everything in flight is cancelled and
-    ``LodDeadlineError`` names the windows left.
+    ``LodDeadlineError`` names the windows left (cut to ``bounds``, the range asked for,
+    when the planned windows reach beyond it).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -166,7 +168,7 @@ async def stream_windows(
         while True:
             if clock_task is not None and clock_task.done():
                 left = [windows[i] for i in sorted(tasks)] + list(planner)
-                raise _deadline_error(deadline or 0.0, left)
+                raise _deadline_error(deadline or 0.0, left, bounds)
             for index in newly:
                 finished.add(index)
                 task = tasks[index]
@@ -224,10 +226,12 @@ async def stream_windows(
                     t.exception()  # mark retrieved: no "exception was never retrieved"
 
 
-def _deadline_error(deadline: float, left: list[Window]) -> LodDeadlineError:
+def _deadline_error(
+    deadline: float, left: list[Window], bounds: tuple[int, int] | None
+) -> LodDeadlineError:
     """The error naming the windows a deadline left unfetched, as merged ranges."""
     ranges: list[tuple[int, int]] = []
-    for w in sorted(left, key=lambda w: w.start):
+    for w in sorted(w if bounds is None else w.clip(*bounds) for w in left):
         if ranges and w.start <= ranges[-1][1]:
             ranges[-1] = (ranges[-1][0], max(ranges[-1][1], w.end))
         else:

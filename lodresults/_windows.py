@@ -8,6 +8,10 @@ bounds inclusive. Consecutive windows share their boundary second (``[a, b]``, `
 the server may keep sub-second times, so a lab at ``b + 0.4`` s would fall between
 ``[a, b]`` and ``[b + 1, c]``. The shared seconds cost a few duplicate records, which the
 stream's dedup removes.
+
+A server's filter may be off by some seconds either way: ``widen`` makes the first and
+last window of each range reach that far beyond it, so a lab near either end is still
+asked for by a window the skewed filter returns it for.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "plan_windows",
     "to_epoch",
     "validate_range",
+    "widen",
 ]
 
 #: The documented limit of one ``Results`` request: 7 days.
@@ -125,6 +130,14 @@ class Window:
     def __str__(self) -> str:
         return f"{self.start_iso}..{self.end_iso}"
 
+    def clip(self, start: int, end: int) -> Window:
+        """
+        The part of this window inside ``[start, end]``; if they do not meet, the point
+        ``[x, x]`` at the bound nearer to this window.
+        """
+        lo = min(max(self.start, start), end)
+        return Window(lo, max(min(self.end, end), lo))
+
 
 def plan_windows(start: int, end: int, max_span: int = MAX_WINDOW_SECONDS) -> Iterator[Window]:
     """
@@ -193,6 +206,31 @@ def gaps(start: int, end: int, done: Iterable[tuple[int, int]]) -> list[tuple[in
     if cursor < end:
         out.append((cursor, end))
     return out
+
+
+def widen(
+    ranges: Iterable[tuple[int, int]], margin: int, *, latest: int = MAX_EPOCH
+) -> list[tuple[int, int]]:
+    """
+    ``ranges`` each reaching ``margin`` seconds further on both sides, merged where they
+    meet, in order: what to ask a server whose filter may be off by up to ``margin``.
+
+    A range is never cut: its start goes no lower than 0 and its end no later than
+    ``latest`` (nor ``MAX_EPOCH``), unless it already ends later. Ranges closer than
+    ``2 * margin`` merge, so no two windows planned over the result overlap (by more
+    than their shared boundary second).
+    """
+    if margin < 0:
+        raise ValueError("margin must not be negative")
+    merged: list[list[int]] = []
+    for a, b in sorted(ranges):
+        lo = max(0, a - margin)
+        hi = max(b, min(b + margin, latest, MAX_EPOCH))
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(a, b) for a, b in merged]
 
 
 class WindowPlanner:

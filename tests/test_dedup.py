@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lodresults import CompletionStatus, LabResult
 from lodresults._dedup import SKEW_TOLERANCE, Deduplicator
-from lodresults._windows import Window, plan_windows
+from lodresults._windows import Window, plan_windows, widen
 
 DAY = 86400
 T0 = 1_700_006_400  # a midnight UTC
@@ -130,6 +130,7 @@ class Run:
     recv: list[int]  # receive sequence of each window
     ordered: bool
     split: bool
+    widened: bool  # windows reach the tolerance beyond the range, as iter_windows plans
 
 
 RANGE = (T0, T0 + 40 * DAY)
@@ -145,7 +146,8 @@ def runs(draw: st.DrawFn) -> Run:
         e = draw(st.none() | st.integers(s, s + 12 * DAY))
         labs.append((i, s, e))
     span = draw(st.sampled_from([2 * DAY, 3 * DAY, 7 * DAY]))
-    nw = len(list(plan_windows(a, b, span)))
+    widened = draw(st.booleans())
+    nw = len(_windows(span, widened))
     tol = SKEW_TOLERANCE
     skews = draw(st.lists(st.integers(-tol, tol), min_size=nw, max_size=nw))
     strays = draw(
@@ -157,8 +159,14 @@ def runs(draw: st.DrawFn) -> Run:
     return Run(
         labs=labs, span=span, skews=skews, dup_rate=draw(st.sampled_from([0.0, 0.5])),
         strays=strays, everywhere=everywhere, recv=list(draw(st.permutations(range(nw)))),
-        ordered=draw(st.booleans()), split=draw(st.booleans()),
+        ordered=draw(st.booleans()), split=draw(st.booleans()), widened=widened,
     )  # fmt: skip
+
+
+def _windows(span: int, widened: bool) -> list[Window]:
+    """The windows over ``RANGE``, or over it widened by the tolerance at both ends."""
+    ((a, b),) = widen([RANGE], SKEW_TOLERANCE) if widened else [RANGE]
+    return list(plan_windows(a, b, span))
 
 
 def _touches(lo: int, hi: int, s: int, e: int | None) -> bool:
@@ -174,7 +182,7 @@ def test_exactly_once_newest_copy_bounded_state(run: Run) -> None:
     answer; no stale update is ever applied); the state forgets what cannot return.
     """
     a, b = RANGE
-    windows = list(plan_windows(a, b, run.span))
+    windows = _windows(run.span, run.widened)
     tol = SKEW_TOLERANCE
     answers: list[list[tuple[int, list[LabResult]]]] = []
     for i, w in enumerate(windows):

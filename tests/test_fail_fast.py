@@ -32,7 +32,9 @@ async def _fail_time(windows: int, retry_after: str = "3") -> tuple[float, int]:
             sim, clock=clock, max_concurrency=4, max_retries=2, rate_limit=5.0
         ) as c:
             with pytest.raises(LodWindowError) as info:
-                async with contextlib.aclosing(c.iter_results(a, a + windows * 7 * DAY)) as it:
+                # Asked a day beyond each end (SKEW_TOLERANCE): ``windows`` 7-day requests.
+                b = a + windows * 7 * DAY - 2 * DAY
+                async with contextlib.aclosing(c.iter_results(a, b)) as it:
                     async for _ in it:
                         pass
         assert isinstance(info.value, LodRateLimitError)

@@ -221,7 +221,8 @@ async def test_a_lab_ending_mid_run_reaches_the_table(tmp_path: Path) -> None:
         SlowSimulator(records=[lab], clock=clock) as sim,
         client_for(sim, clock, max_concurrency=1) as c,
     ):
-        batches = c.iter_windows(T0 - 14 * DAY, T0 + 7 * DAY, on_event=tick)
+        # 20 days, asked from a day earlier (the skew margin): three 7-day windows.
+        batches = c.iter_windows(T0 - 13 * DAY, T0 + 7 * DAY, on_event=tick)
         got = [b async for b in batches]
     assert [len(b.records) for b in got] == [1, 0, 0]
     assert got[0].records[0].end is None
@@ -283,12 +284,6 @@ async def test_exactly_once_against_a_sloppy_server(sloppy: Sloppiness, ordered:
         ):
             got = [r.lab_instance_id async for r in it]
         truth = sim.ids_between(a, b)
-        # A skewed filter loses labs at the range's own edges (no neighbour asked for).
-        if sloppy.skew:
-            lo, hi = a + sloppy.skew, b + sloppy.skew
-            truth = {i for i in truth if i in sim.ids_between(lo, hi)} | (
-                sim.ids_between(max(a, lo), min(b, hi))
-            )
     assert len(got) == len(set(got))
     assert set(got) == truth
 
@@ -358,8 +353,9 @@ async def test_a_revoked_key_stops_watch_on_both_paths(tmp_path: Path, path: str
     if path == "windows":
         assert isinstance(getattr(e.value, "error", None), LodAuthError)
         assert sim.stats.requests["LatestResults"] == 1  # the gap went to windowed Results
-    # stopped at the first refusal, nothing retried (two windows may have been in flight)
-    assert 1 <= sim.stats.unauthorized <= (2 if path == "windows" else 1)
+    # stopped at the first refusal, nothing retried (the gap and the unsettled tail, asked
+    # a day beyond each end, are three windows, which may all have been in flight)
+    assert 1 <= sim.stats.unauthorized <= (3 if path == "windows" else 1)
 
 
 # --- the property: any lives against any run times --------------------------------------

@@ -10,6 +10,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from lodresults._dedup import SKEW_TOLERANCE
 from lodresults._store_schema import COLUMNS, record_from_row
 from lodresults.testing import Simulator
 from tests.test_cli import _env, db_ids, run
@@ -64,7 +65,8 @@ async def test_nightly_cron_through_the_cli(tmp_path: Path) -> None:
         r2 = await run(args, _env(sim))
         assert r2.code == 0, r2.err
         fetched = [e.query for e in list(sim.log)[seen:] if e.path.endswith("/Results")]
-        assert [int(q["start"]) for q in fetched] == [horizon]  # only the tail, one window
+        # only the tail, one window (asked from a day before it: SKEW_TOLERANCE)
+        assert [int(q["start"]) for q in fetched] == [horizon - SKEW_TOLERANCE]
         got = rows(db)
         assert got[1].end is not None and int(got[2].completion_status) == 4
         assert 4 in got

@@ -21,6 +21,7 @@ from lodresults._windows import (
     plan_windows,
     to_epoch,
     validate_range,
+    widen,
 )
 
 epochs = st.integers(min_value=0, max_value=MAX_EPOCH)
@@ -153,6 +154,55 @@ def test_gaps_simple_cases() -> None:
     assert gaps(0, 100, [(20, 30)]) == [(0, 20), (30, 100)]
     assert gaps(5, 5, []) == [(5, 5)]
     assert gaps(5, 5, [(0, 10)]) == []
+
+
+@given(
+    st.lists(st.tuples(epochs, st.integers(0, 30 * 86400)), max_size=6),
+    st.integers(0, 2 * 86400),
+    epochs,
+)
+@settings(max_examples=300)
+def test_widen_reaches_the_margin_beyond_each_range_and_no_further(
+    raw: list[tuple[int, int]], margin: int, latest: int
+) -> None:
+    """
+    Each range is covered with ``margin`` to spare on both sides (cut only at 0, at
+    ``latest`` and at MAX_EPOCH, never inside the range); every second planned lies
+    within ``margin`` of a range; the results are ordered and do not meet, so windows
+    planned over them never overlap.
+    """
+    rs = [(a, min(MAX_EPOCH, a + n)) for a, n in raw]
+    out = widen(rs, margin, latest=latest)
+    for (_, b), (c, _) in itertools.pairwise(out):
+        assert b < c
+    for a, b in rs:
+        want = (max(0, a - margin), max(b, min(b + margin, latest, MAX_EPOCH)))
+        assert any(lo <= want[0] and want[1] <= hi for lo, hi in out)
+    for lo, hi in out:
+        assert gaps(lo, hi, [(a - margin, b + margin) for a, b in rs]) == []
+        assert any(lo in (max(0, a - margin), a) for a, _ in rs)  # each starts at a range
+        assert any(hi in (b, min(b + margin, latest, MAX_EPOCH)) for _, b in rs)
+
+
+def test_widen_simple_cases() -> None:
+    """Concrete cases: cut at 0 and at ``latest``; ranges closer than two margins merge."""
+    assert widen([(100, 200)], 10) == [(90, 210)]
+    assert widen([(5, 200)], 10, latest=205) == [(0, 205)]
+    assert widen([(5, 200)], 10, latest=150) == [(0, 200)]  # never cut inside the range
+    assert widen([(100, 200), (220, 300)], 10) == [(90, 310)]
+    assert widen([(100, 200), (221, 300)], 10) == [(90, 210), (211, 310)]
+    assert widen([], 10) == []
+    with pytest.raises(ValueError, match="margin"):
+        widen([(0, 1)], -1)
+
+
+def test_clip_cuts_a_window_to_a_range() -> None:
+    """The part inside; a point at the nearer bound when they do not meet."""
+    assert Window(0, 100).clip(10, 50) == Window(10, 50)
+    assert Window(20, 30).clip(10, 50) == Window(20, 30)
+    assert Window(0, 5).clip(10, 50) == Window(10, 10)
+    assert Window(60, 70).clip(10, 50) == Window(50, 50)
+    assert Window(50, 70).clip(10, 50) == Window(50, 50)
 
 
 class TestToEpoch:
