@@ -3,11 +3,13 @@ Run every benchmark and write benchmarks/README.md.
 
     python -m benchmarks            # the full suite (a few minutes on 2 cores)
     python -m benchmarks --quick    # tiny sizes: checks that everything runs
+    python -m benchmarks --only adaptation   # one section again, the others kept
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -74,6 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = suite.QUICK if args.quick else suite.FULL
     parts = [HEADER, f"Machine: {machine()}.\n"]
+    measured: dict[str, str] = {}
     started = time.perf_counter()
     for name, (title, fn) in SECTIONS.items():
         if args.only and name not in args.only:
@@ -82,12 +85,32 @@ def main() -> None:
         print(f"== {title}", file=sys.stderr, flush=True)
         body = fn(sizes)
         print(body, file=sys.stderr, flush=True)
-        parts.append(f"## {title}\n\n{body}\n\n_({time.perf_counter() - t0:.0f} s)_\n")
+        measured[title] = f"## {title}\n\n{body}\n\n_({time.perf_counter() - t0:.0f} s)_\n"
+        parts.append(measured[title])
     parts.append(f"Whole suite: {time.perf_counter() - started:.0f} s.\n")
     parts.append(PROFILE_NOTES)
     if args.out and not args.quick:
-        args.out.write_text("\n".join(parts))
+        if args.only and args.out.exists():
+            # One section again: the others keep the figures of the last full run.
+            args.out.write_text(_replace_sections(args.out.read_text(), measured))
+        else:
+            args.out.write_text("\n".join(parts))
         print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _replace_sections(text: str, sections: dict[str, str]) -> str:
+    """``text`` with each ``## title`` section of ``sections`` replaced (or added)."""
+    for title, section in sections.items():
+        pattern = re.compile(
+            rf"^## {re.escape(title)}\n.*?(?=^## |^Whole suite: |\Z)", re.MULTILINE | re.DOTALL
+        )
+        found = pattern.search(text)
+        if found is not None:
+            a, b = found.span()
+        else:  # a new section: before the total
+            a = b = text.find("\nWhole suite: ") + 1 or len(text)
+        text = text[:a] + section + "\n" + text[b:]
+    return text
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ class Lease(Protocol):
 
     def release(self) -> None: ...
 
+    def reserve(self) -> None: ...
+
     async def acquire(self) -> None: ...
 
 
@@ -98,7 +100,8 @@ class Caller:
         ``command`` with ``params``, its body parsed by ``parse``, retried as needed.
 
         ``lease``: held for every attempt until its answer is read, released while the
-        body is decoded, acquired again before the next attempt.
+        body is decoded, reserved again as soon as an attempt failed (it is held through
+        the backoff once granted) and acquired before the next attempt.
         """
         self.ensure_open()
         failures: list[str] = []
@@ -158,6 +161,11 @@ class Caller:
                     self.emit(Throttled(command, retry_after, self._limiter.rate), on_event)
                 if not is_retryable(error) or attempt > self._policy.max_retries:
                     raise
+                if lease is not None:
+                    # Claim a slot back for the retry now, not after the backoff: the next
+                    # one handed on waits for this window instead of starting a new one,
+                    # so a failing server meets no more windows than there are slots.
+                    lease.reserve()
                 delay = self._policy.delay(attempt, retry_after)
                 self.emit(RequestRetried(command, attempt, delay, failures[-1]), on_event)
                 if await sleep_unless(self._timer, delay, self._stop):

@@ -51,6 +51,14 @@ async def _run_window(
     on_split: Callable[[Window, int, int], None],
     lease: Lease,
 ) -> list[T]:
+    # A part of a split window waits for a slot; if another window was refused meanwhile
+    # and the limit fell again, the part is planned anew rather than sent to be refused.
+    await lease.acquire()
+    if window.span > planner.max_span:
+        items: list[T] = []
+        for part in planner.split(window):
+            items.extend(await _run_window(planner, part, fetch, on_split, lease))
+        return items
     try:
         return await fetch(window, lease)
     except LodWindowTooLongError:
@@ -59,7 +67,7 @@ async def _run_window(
         limit = planner.shrink(window.span)
         parts = planner.split(window)
         on_split(window, len(parts), limit)
-        items: list[T] = []
+        items = []
         for part in parts:
             items.extend(await _run_window(planner, part, fetch, on_split, lease))
         return items
@@ -102,7 +110,6 @@ async def stream_windows(
     wake = asyncio.Event()
     next_index = 0
     exhausted = False
-    trusted = False  # a window of the planner's current limit came back whole
     failed: int | None = None  # the lowest window that failed for good
     # Windows yielded beyond the contiguous prefix (only ever more than one when unordered).
     yielded: dict[int, Window] = {}
@@ -122,11 +129,7 @@ async def stream_windows(
             if window is None:
                 exhausted = True
                 return
-            # Until a window of the current limit has been answered in full, a window
-            # keeps its slot to the end: an answer read may yet be a refusal of the
-            # window's length (in a 200 body), and windows started meanwhile would be
-            # planned too long.
-            lease = slots.lease(early=trusted)
+            lease = slots.lease()
             task = asyncio.ensure_future(_run_window(planner, window, fetch, split, lease))
             task.add_done_callback(on_done(next_index, lease))
             tasks[next_index] = task
@@ -135,23 +138,27 @@ async def stream_windows(
 
     def on_done(index: int, lease: Lease) -> Callable[[asyncio.Task[list[T]]], None]:
         def done(task: asyncio.Task[list[T]]) -> None:
-            nonlocal exhausted, trusted
+            nonlocal exhausted
             newly.append(index)
             wake.set()
             if task.cancelled() or task.exception() is not None:
                 exhausted = True  # nothing new starts after a failure (the loop decides)
             elif windows[index].span >= planner.max_span:
-                trusted = True
+                slots.early = True  # a window of the current limit came back whole
             lease.end()
 
         return done
 
     def split(window: Window, parts: int, limit: int) -> None:
-        nonlocal trusted
-        trusted = False  # the limit is new: prove it again before releasing early
+        # The limit is new: prove it again before releasing early. Every lease, those of
+        # windows under way included, is held to its end meanwhile.
+        slots.early = False
         on_split(window, parts, limit)
 
-    slots = Slots(concurrency, fill)
+    # Until a window of the planner's current limit has been answered in full, windows
+    # keep their slots to the end: an answer read may yet be a refusal of the window's
+    # length (in a 200 body), and windows started meanwhile would be planned too long.
+    slots = Slots(concurrency, fill, early=False)
 
     clock_task: asyncio.Task[None] | None = None
     if deadline is not None:

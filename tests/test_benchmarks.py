@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import pytest
+
 from benchmarks.peers import decode, gather, sequential
 from lodresults._decode import decode_results
 from lodresults.testing import Simulator
@@ -55,3 +60,31 @@ async def test_quick_memory_benchmark_runs() -> None:
     text, err = await run_quick_benchmark("benchmarks.memory")
     assert "| lodresults |" in text and "| sequential peer |" in text
     assert "wrote " not in err  # --quick never overwrites the committed table
+
+
+def test_one_section_rerun_keeps_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only NAME`` replaces that section of the README and keeps every other one."""
+    import benchmarks.__main__ as cli
+
+    figures = {"a": "first", "b": "second", "c": "third"}
+    sections = {
+        name: (f"Section {name.upper()}", lambda sizes, n=name: f"| {figures[n]} |")
+        for name in figures
+    }
+    monkeypatch.setattr(cli, "SECTIONS", sections)
+    out = tmp_path / "README.md"
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--out", str(out)])
+    cli.main()
+    figures["b"] = "second, measured again"
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--only", "b", "--out", str(out)])
+    cli.main()
+    text = out.read_text()
+    assert [line for line in text.splitlines() if line.startswith(("## Section", "| "))] == [
+        "## Section A", "| first |",
+        "## Section B", "| second, measured again |",
+        "## Section C", "| third |",
+    ]  # fmt: skip
+    assert text.count("## What profiling showed") == 1
+    capsys.readouterr()

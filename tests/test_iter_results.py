@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 
+import attrs
 import pytest
 
 from lodresults import (
@@ -21,7 +23,7 @@ from lodresults import (
     unstructure_record,
 )
 from lodresults.testing import Faults, ManualClock, Simulator
-from tests.conftest import NOW, fast_client, make_fixed_sim, make_sim
+from tests.conftest import FIXED_SPAN, NOW, fast_client, make_fixed_sim, make_sim
 
 DAY = 86400
 
@@ -147,7 +149,10 @@ async def test_429_storm_converges_and_completes() -> None:
     A server allowing 20 req/s and a client set to 500 req/s: exact set, rate adapts.
 
     Client and server share a ManualClock: pacing, Retry-After waits and the server's
-    token bucket all run in virtual time, so no outcome depends on the machine's speed.
+    token bucket all run in virtual time, so no outcome depends on the machine's speed;
+    the retries' jitter is drawn from a seeded generator, so the run is the same every
+    time. The pace ends within 2 % of the allowance: a probe above it is the design
+    (``_ratelimit``), and unseeded, 40 runs ended between 19.95 and 20.01.
     """
     events: list[Event] = []
     clock = ManualClock(NOW)
@@ -155,13 +160,15 @@ async def test_429_storm_converges_and_completes() -> None:
         async with fast_client(
             sim, rate_limit=500.0, max_concurrency=8, max_retries=20, clock=clock
         ) as c:
+            caller = c._caller
+            caller._policy = attrs.evolve(caller._policy, rand=random.Random(12).random)
             a, b = _range(sim, 300)
             got = await _collect(c, a, b, on_event=events.append)
             final_rate = c.current_rate
         assert sorted(r.lab_instance_id for r in got) == sorted(sim.ids_between(a, b))
     assert sim.stats.throttled > 0
     assert any(isinstance(e, Throttled) for e in events)
-    assert final_rate is not None and 16.0 <= final_rate <= 20.0  # just under the allowance
+    assert final_rate is not None and 16.0 <= final_rate <= 20.4  # at the allowance
 
 
 @pytest.mark.parametrize("fmt", ["seconds", "http-date"])
@@ -410,3 +417,29 @@ async def test_the_next_request_is_sent_before_a_body_is_decoded(
     assert seen_at_decode[0] == concurrency, seen_at_decode
     for k, out in enumerate(seen_at_decode[concurrency:], start=concurrency):
         assert out >= min(k + 1 + concurrency, windows), seen_at_decode
+
+
+@pytest.mark.parametrize(("concurrency", "ordered"), [(1, True), (4, True), (4, False)])
+async def test_bodies_that_stop_decoding_mid_run_cost_no_more_windows(
+    concurrency: int, ordered: bool
+) -> None:
+    """
+    Ten weeks decode, then every body is malformed (a retryable failure, seen only after
+    the slot was handed on for the decode). A window waiting to retry keeps its claim on
+    a slot, so no new window starts in its place: the failure reaches at most one window
+    more than there are slots (the one sent while the first bad body decoded), each
+    tried ``max_retries + 1`` times, as before slots were handed on early.
+    """
+    a, b = FIXED_SPAN[0], FIXED_SPAN[0] + 40 * 7 * DAY
+    clock = ManualClock(FIXED_SPAN[1])
+    bad = (a + 10 * 7 * DAY + 1, b)
+    async with make_fixed_sim(fail_range=bad, fail_kind="malformed", clock=clock) as sim:
+        client = fast_client(sim, max_concurrency=concurrency, max_retries=3, clock=clock)
+        async with client as c:
+            with pytest.raises(LodWindowError):
+                await _collect(c, a, b, ordered=ordered)
+        failed = [log for log in sim.log if log.fault is not None]
+        windows = {(log.query["start"], log.query["end"]) for log in failed}
+    assert len(windows) <= concurrency + 1, sorted(windows)
+    assert len(failed) <= (concurrency + 1) * 4
+    assert sim.stats.max_in_flight <= concurrency

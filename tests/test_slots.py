@@ -79,3 +79,33 @@ async def test_a_waiter_cancelled_as_it_is_granted_passes_the_slot_on() -> None:
     assert slots.used == 0 and slots.can_start()
     await b_sends_again()
     assert b_again_started and slots.used == 1
+
+
+async def test_a_reserved_slot_is_kept_through_the_backoff_and_withdrawn_at_the_end() -> None:
+    """
+    ``reserve()`` (a failed attempt that will retry) claims the next slot handed on at
+    once: the holder keeps it while it sleeps, no new holder starts in its place. A
+    holder that ends while its claim waits, or after it was granted, leaves no slot used.
+    """
+    freed: list[int] = []
+    slots = Slots(2, lambda: freed.append(slots.used))
+    a, b = slots.lease(), slots.lease()
+    a.release()  # a's body decodes ...
+    c = slots.lease()  # ... and c takes its slot
+    a.reserve()  # a's body did not decode: it will retry after a backoff
+    a.reserve()  # asking twice claims once
+    b.release()  # b's answer read: its slot goes to a, not to a new holder
+    assert not slots.can_start() and freed == [1]
+    await a.acquire()  # a's backoff is over: its slot is there
+    assert a.held and slots.used == 2
+    b.reserve()  # b's body did not decode either; then b is cancelled in its backoff
+    b.end()
+    c.end()  # c's slot would have gone to b: it is free instead
+    a.end()
+    assert slots.used == 0 and freed == [1, 1, 0]
+    d = slots.lease()
+    d.release()
+    d.reserve()  # granted at once (a slot is free) ...
+    assert slots.used == 1
+    d.end()  # ... and handed back when d ends before sending
+    assert slots.used == 0 and not slots._waiting

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import unittest.mock
+from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lodresults import LodDeadlineError, LodServerError, LodWindowError
-from lodresults._slots import Lease
+from lodresults._exceptions import LodWindowTooLongError
+from lodresults._slots import Lease, Slots
 from lodresults._stream import Finished, stream_windows
 from lodresults._windows import Window, WindowPlanner
 from lodresults.testing import ManualClock
@@ -203,3 +209,136 @@ async def test_windows_sending_again_never_exceed_the_slots(concurrency: int) ->
         got = [f.items[0] async for f in stream]
     assert got == list(range(12))
     assert most == concurrency
+
+
+#: What one attempt of a window meets, as the client's caller handles it.
+_OUTCOMES = ("ok", "ok", "ok", "retry_before", "retry_after", "too_long", "fatal", "slow")
+
+
+@given(
+    concurrency=st.integers(1, 4),
+    weeks=st.integers(1, 12),
+    ordered=st.booleans(),
+    stop_after=st.one_of(st.none(), st.integers(0, 10)),
+    deadline=st.one_of(st.none(), st.floats(0.5, 40.0)),
+    draws=st.lists(st.sampled_from(_OUTCOMES), min_size=1, max_size=64),
+)
+def test_any_mix_of_outcomes_keeps_the_slots(
+    concurrency: int,
+    weeks: int,
+    ordered: bool,
+    stop_after: int | None,
+    deadline: float | None,
+    draws: list[str],
+) -> None:
+    """
+    Windows answer, fail before or after handing their slot on (and retry, reserving
+    their slot again at once, as the caller does), are refused as too long (and split),
+    fail for good, or are slow, in any mix; the consumer may stop early, a deadline may
+    pass. Never more than
+    `concurrency` send at once, every window is yielded once and in order (up to the
+    failure or the stop), and when the stream is closed no slot is held or claimed.
+    """
+    made: list[Slots] = []
+
+    class Recorded(Slots):
+        def __init__(self, size: int, on_free: Callable[[], None], *, early: bool) -> None:
+            super().__init__(size, on_free, early=early)
+            made.append(self)
+
+    async def run() -> None:
+        clock = ManualClock()
+        outcomes = itertools.cycle(draws)
+        sending = most = 0
+        leases: list[Lease] = []
+
+        async def fetch(w: Window, lease: Lease) -> list[Window]:
+            nonlocal sending, most
+            leases.append(lease)
+            for _ in range(4):
+                await lease.acquire()
+                sending += 1
+                most = max(most, sending)
+                outcome = next(outcomes)
+                try:
+                    await clock.sleep(5.0 if outcome == "slow" else 1.0)
+                finally:  # answered, or cancelled (a request is then abandoned)
+                    sending -= 1
+                if outcome == "retry_before":  # a 5xx: the slot is kept through the backoff
+                    lease.reserve()
+                    await clock.sleep(0.5)
+                    continue
+                lease.release()  # answer read: decoding
+                await clock.sleep(0.25)
+                if outcome == "retry_after":  # the body did not decode
+                    lease.reserve()
+                    await clock.sleep(0.5)
+                    continue
+                if outcome == "too_long" and w.span > 86400:  # a server limit of a day
+                    raise LodWindowTooLongError("too long", error_text="too long")
+                if outcome == "fatal":
+                    raise LodServerError("HTTP 500", status=500)
+                return [w]
+            raise LodServerError("HTTP 503 (out of retries)", status=503)
+
+        planner = _planner(weeks)
+        got: list[Window] = []
+        stream = stream_windows(
+            planner, fetch, concurrency=concurrency, ordered=ordered, deadline=deadline,
+            timer=clock,
+        )  # fmt: skip
+        with contextlib.suppress(LodWindowError, LodDeadlineError):
+            async with contextlib.aclosing(stream):
+                async for f in stream:
+                    assert f.items and sum(w.span for w in f.items) == f.window.span
+                    got.append(f.window)
+                    if stop_after is not None and len(got) > stop_after:
+                        break
+        assert most <= concurrency
+        if ordered:  # a contiguous prefix of the range
+            assert all(x.end == y.start for x, y in itertools.pairwise(got))
+            assert not got or got[0].start == A
+        assert len({w.start for w in got}) == len(got)
+        assert all(not lease.held for lease in leases)
+        (slots,) = made
+        assert slots.used == 0 and not slots._waiting
+
+    with unittest.mock.patch("lodresults._stream.Slots", Recorded):
+        asyncio.run(run())
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_a_limit_that_shrinks_mid_run_stops_the_early_release_at_once(
+    concurrency: int,
+) -> None:
+    """
+    Six weeks came back whole (slots are handed on early), then the server's limit falls
+    to two days. The first refusal ends the early release for every window, those under
+    way included, and a part planned before the limit fell again is planned anew before
+    it is sent: each window out when the limit fell (one more than the slots: the one
+    sent while the first refusal decoded) is refused at most twice.
+    """
+    clock = ManualClock()
+    limit = WEEK
+    refused: list[int] = []
+
+    async def fetch(w: Window, lease: Lease) -> list[int]:
+        nonlocal limit
+        await lease.acquire()
+        await clock.sleep(1.0)  # the request
+        if clock.now() >= 6.5:
+            limit = 2 * 86400
+        lease.release()
+        await clock.sleep(0.25)  # the decode
+        if w.span > limit:
+            refused.append(w.span)
+            raise LodWindowTooLongError("too long", error_text="too long")
+        return [w.start]
+
+    planner = _planner(20)
+    stream = stream_windows(planner, fetch, concurrency=concurrency, timer=clock)
+    async with contextlib.aclosing(stream):
+        got = [f.window async for f in stream]
+    assert got[0].start == A and got[-1].end == A + 20 * WEEK
+    assert all(x.end == y.start for x, y in itertools.pairwise(got))
+    assert len(refused) <= 2 * (concurrency + 1), refused
