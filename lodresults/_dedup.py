@@ -165,10 +165,11 @@ class Deduplicator:
                         again[lab_id] = (r, seq)
                     continue
                 # New here. A stray if its region was covered already: its horizon lies
-                # before the released region's end, or inside a window handed on.
+                # before the released region's end, or inside a window handed on (also a
+                # running copy: its window returned the lab, in this state or later).
                 horizon = s if e is None or e < s else e
                 if horizon < released or (
-                    e is not None and opened and any(a < s and e < b for a, b, _ in opened)
+                    opened and any(a < s and horizon < b for a, b, _ in opened)
                 ):
                     continue
                 local[lab_id] = n
