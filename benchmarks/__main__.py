@@ -64,7 +64,11 @@ Typed records reached 0.51x, 0.63x and 0.57x of the untyped gather + orjson peer
 end in three full runs on this machine (goal: 0.5x; it was 0.35x before the work above).
 What is left is the cost of building 24-field objects with aware datetimes and Decimals,
 which dicts of plain JSON values do not pay; the decode-only rows vary by run with the
-machine's load, so compare ratios within one run.
+machine's load, so compare ratios within one run. Since the first and last window of a
+range reach a day beyond it (a skewed filter loses nothing at the ends), the 4-week
+throughput range takes lodresults 5 requests, 3 rounds at concurrency 2 against the
+peer's 2, and a day more of labs at each end: 0.45x in the run above and 0.54x in a
+full run an hour before it (same code: the peer's times vary most), 0.55x before.
 """
 
 

@@ -25,6 +25,7 @@ from benchmarks._harness import Timing, alternate, repeat, simulator, table
 from benchmarks.peers import decode, gather, sequential
 from lodresults import LodClient, Throttled, WindowCompleted
 from lodresults._decode import decode_results
+from lodresults._dedup import SKEW_TOLERANCE
 from lodresults.testing import generate
 
 DAY = 86400
@@ -296,7 +297,8 @@ def ratelimit(sizes: Sizes) -> str:
         now = int(time.time())
         for target in sizes.rate_targets:
             n = int(target * 3) + 1
-            start = now - n * WEEK + 1
+            # n windows once lodresults has widened both ends by SKEW_TOLERANCE.
+            start = now - n * WEEK + 1 + 2 * SKEW_TOLERANCE
 
             async def run(target: float = target, start: int = start) -> float:
                 t0 = time.perf_counter()
