@@ -28,7 +28,7 @@ from lodresults._exceptions import (
     LodWindowTooLongError,
 )
 from lodresults._slots import Lease, Slots
-from lodresults._windows import Window, WindowPlanner
+from lodresults._windows import Window, WindowPlanner, union
 
 __all__ = ["Finished", "stream_windows"]
 
@@ -230,12 +230,8 @@ def _deadline_error(
     deadline: float, left: list[Window], bounds: tuple[int, int] | None
 ) -> LodDeadlineError:
     """The error naming the windows a deadline left unfetched, as merged ranges."""
-    ranges: list[tuple[int, int]] = []
-    for w in sorted(w if bounds is None else w.clip(*bounds) for w in left):
-        if ranges and w.start <= ranges[-1][1]:
-            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], w.end))
-        else:
-            ranges.append((w.start, w.end))
+    cut = (w if bounds is None else w.clip(*bounds) for w in left)
+    ranges = union((w.start, w.end) for w in cut)
     shown = ", ".join(str(Window(a, b)) for a, b in ranges[:3])
     more = f" and {len(ranges) - 3} more ranges" if len(ranges) > 3 else ""
     return LodDeadlineError(

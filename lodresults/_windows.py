@@ -37,6 +37,7 @@ __all__ = [
     "narrower_limit",
     "plan_windows",
     "to_epoch",
+    "union",
     "validate_range",
     "widen",
 ]
@@ -178,6 +179,17 @@ def narrower_limit(refused_span: int) -> int:
     return max(1, refused_span // 2)
 
 
+def union(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``intervals`` in order, those that overlap or share a second joined into one."""
+    joined: list[list[int]] = []
+    for a, b in sorted(intervals):
+        if joined and a <= joined[-1][1]:
+            joined[-1][1] = max(joined[-1][1], b)
+        else:
+            joined.append([a, b])
+    return [(a, b) for a, b in joined]
+
+
 def gaps(start: int, end: int, done: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """
     The parts of ``[start, end]`` not covered by the ``done`` intervals, in order.
@@ -186,15 +198,8 @@ def gaps(start: int, end: int, done: Iterable[tuple[int, int]]) -> list[tuple[in
     is harmless; missing it is not). A gap of zero length between two adjacent done
     intervals is dropped, since both of them cover that second.
     """
-    merged: list[list[int]] = []
-    for a, b in sorted(done):
-        a, b = max(a, start), min(b, end)
-        if a > b:
-            continue
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
+    clipped = ((max(a, start), min(b, end)) for a, b in done)
+    merged = union(r for r in clipped if r[0] <= r[1])
     if not merged:
         return [(start, end)]
     out: list[tuple[int, int]] = []
@@ -222,15 +227,8 @@ def widen(
     """
     if margin < 0:
         raise ValueError("margin must not be negative")
-    merged: list[list[int]] = []
-    for a, b in sorted(ranges):
-        lo = max(0, a - margin)
-        hi = max(b, min(b + margin, latest, MAX_EPOCH))
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-    return [(a, b) for a, b in merged]
+    far = min(latest, MAX_EPOCH)
+    return union((max(0, a - margin), max(b, min(b + margin, far))) for a, b in ranges)
 
 
 class WindowPlanner:

@@ -32,7 +32,7 @@ from lodresults._key import ApiKey
 from lodresults._models import FIELDS, LabResult
 from lodresults._schema import Kind
 from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
-from lodresults._windows import TimeLike, to_epoch, validate_range
+from lodresults._windows import TimeLike, to_epoch, union, validate_range
 
 __all__ = ["FETCHED_AT", "lab_results"]
 
@@ -79,13 +79,8 @@ class _Plan:
 
 def _merge(intervals: list[list[int]], start: int, end: int) -> list[list[int]]:
     """``intervals`` with ``[start, end]`` added, merged where they touch (sorted)."""
-    out: list[list[int]] = []
-    for a, b in sorted([*intervals, [start, end]]):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return out
+    joined = union([*((a, b) for a, b in intervals), (start, end)])
+    return [[a, b] for a, b in joined]  # lists: dlt keeps its state as JSON
 
 
 class _ReceiveOrder:
