@@ -19,7 +19,7 @@ import attrs
 from benchmarks._harness import Server, pushback, table
 from benchmarks.peers import obeying
 from lodresults import LodClient, LodError
-from lodresults._dedup import SKEW_TOLERANCE
+from lodresults._windows.dedup import SKEW_TOLERANCE
 
 DAY = 86400
 WEEK = 7 * DAY

@@ -24,8 +24,8 @@ import orjson
 from benchmarks._harness import Timing, alternate, repeat, simulator, table
 from benchmarks.peers import decode, gather, sequential
 from lodresults import LodClient, Throttled, WindowCompleted
-from lodresults._decode import decode_results
-from lodresults._dedup import SKEW_TOLERANCE
+from lodresults._records.decode import decode_results
+from lodresults._windows.dedup import SKEW_TOLERANCE
 from lodresults.testing import generate
 
 DAY = 86400

@@ -6,9 +6,9 @@ Everything public is listed in ``__all__``; other modules are private.
 
 from __future__ import annotations
 
-from lodresults._backfill import BackfillResult, backfill
-from lodresults._batches import WindowBatch
 from lodresults._client import DEFAULT_BASE_URL, LodClient
+from lodresults._destinations.sqlite import SQLiteStore
+from lodresults._engine.backfill import BackfillResult, backfill
 from lodresults._events import (
     Event,
     EventHook,
@@ -41,10 +41,10 @@ from lodresults._exceptions import (
     LodWindowTooLongError,
     StoreError,
 )
-from lodresults._models import CompletionStatus, LabResult
-from lodresults._store import SQLiteStore
-from lodresults._windows import MAX_WINDOW_SECONDS, Window
-from lodresults._wire import dump_record, unstructure_record
+from lodresults._records.models import CompletionStatus, LabResult
+from lodresults._records.wire import dump_record, unstructure_record
+from lodresults._windows.batches import WindowBatch
+from lodresults._windows.plan import MAX_WINDOW_SECONDS, Window
 
 __version__ = "0.1.0"
 

@@ -12,20 +12,20 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Final
 
-from lodresults._batches import WindowBatch, iter_batches
-from lodresults._caller import Caller, Lease
 from lodresults._clock import Clock, timer_for
-from lodresults._decode import decode_results
 from lodresults._events import EventHook
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._key import ApiKey, check_base_url
-from lodresults._models import LabResult
-from lodresults._ratelimit import AdaptiveRateLimiter
-from lodresults._retry import RetryPolicy
-from lodresults._schema import INT64_MAX
-from lodresults._transport import Transport
-from lodresults._windows import MAX_WINDOW_SECONDS, TimeLike, Window, gaps, validate_range
-from lodresults._wire import decode_json, structure_result
+from lodresults._records.decode import decode_results
+from lodresults._records.models import LabResult
+from lodresults._records.schema import INT64_MAX
+from lodresults._records.wire import decode_json, structure_result
+from lodresults._request.caller import Caller, Lease
+from lodresults._request.key import ApiKey, check_base_url
+from lodresults._request.ratelimit import AdaptiveRateLimiter
+from lodresults._request.retry import RetryPolicy
+from lodresults._request.transport import Transport
+from lodresults._windows.batches import WindowBatch, iter_batches
+from lodresults._windows.plan import MAX_WINDOW_SECONDS, TimeLike, Window, gaps, validate_range
 
 if TYPE_CHECKING:
     import aiohttp

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import attrs
 
-from lodresults._windows import Window
+from lodresults._windows.plan import Window
 
 __all__ = [
     "Event",

@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from lodresults._windows import Window
+    from lodresults._windows.plan import Window
 
 __all__ = [
     "LodApiError",

@@ -25,14 +25,14 @@ import dlt
 import pyarrow as pa
 from dlt.common.schema.typing import TColumnSchema
 
-from lodresults._arrow import DECIMAL_PRECISION, DECIMAL_SCALE, to_arrow
 from lodresults._client import DEFAULT_BASE_URL, LodClient
+from lodresults._destinations.arrow import DECIMAL_PRECISION, DECIMAL_SCALE, to_arrow
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._key import ApiKey
-from lodresults._models import FIELDS, LabResult
-from lodresults._schema import Kind
-from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
-from lodresults._windows import TimeLike, to_epoch, union, validate_range
+from lodresults._records.models import FIELDS, LabResult
+from lodresults._records.schema import Kind
+from lodresults._request.key import ApiKey
+from lodresults._windows.plan import TimeLike, to_epoch, union, validate_range
+from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds, settled_end
 
 __all__ = ["FETCHED_AT", "lab_results"]
 

@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any, Final
 
 from lodresults import LabResult
-from lodresults._models import FIELDS
-from lodresults._schema import Kind
-from lodresults._windows import ISO_FORMAT
+from lodresults._records.models import FIELDS
+from lodresults._records.schema import Kind
+from lodresults._windows.plan import ISO_FORMAT
 
 
 def _from_iso(v: str) -> datetime:

@@ -6,8 +6,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from lodresults._models import FIELDS
-from lodresults._schema import INT64_MAX, INT64_MIN, MAX_EPOCH, FieldSpec
+from lodresults._records.models import FIELDS
+from lodresults._records.schema import INT64_MAX, INT64_MIN, MAX_EPOCH, FieldSpec
 
 epochs = st.integers(min_value=0, max_value=MAX_EPOCH)
 ints32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.peers import decode, gather, sequential
-from lodresults._decode import decode_results
+from lodresults._records.decode import decode_results
 from lodresults.testing import Simulator
 from tests.conftest import fast_client, run_quick_benchmark
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from lodresults import LabResult, unstructure_record
-from lodresults._wire import structure_record
+from lodresults._records.wire import structure_record
 from lodresults.cli._dates import parse_when
 from lodresults.cli._watch import watch
 from lodresults.testing import Faults, ManualClock, Simulator

@@ -29,8 +29,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from lodresults._store import CHUNK_ROWS
-from lodresults._wire import structure_record
+from lodresults._destinations.sqlite import CHUNK_ROWS
+from lodresults._records.wire import structure_record
 from lodresults.cli._dates import parse_when
 from lodresults.cli._keyfile import decode_key
 from lodresults.testing import Simulator

@@ -9,8 +9,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lodresults import CompletionStatus, LabResult
-from lodresults._dedup import SKEW_TOLERANCE, Deduplicator
-from lodresults._windows import Window, plan_windows, widen
+from lodresults._windows.dedup import SKEW_TOLERANCE, Deduplicator
+from lodresults._windows.plan import Window, plan_windows, widen
 
 DAY = 86400
 T0 = 1_700_006_400  # a midnight UTC

@@ -30,8 +30,8 @@ from lodresults import (
     LodInvalidArgument,
     LodWindowError,
 )
-from lodresults._models import FIELDS
-from lodresults._wire import structure_record
+from lodresults._records.models import FIELDS
+from lodresults._records.wire import structure_record
 from lodresults.testing import ManualClock, Simulator
 from tests.conftest import make_sim, run_quick_benchmark
 

@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lodresults import LabResult, LodClient, SQLiteStore, WindowsPlanned
-from lodresults._batches import WindowBatch, iter_batches
 from lodresults._clock import SystemClock
-from lodresults._dedup import SKEW_TOLERANCE
 from lodresults._events import Event, EventHook
 from lodresults._exceptions import LodWindowTooLongError
-from lodresults._slots import Lease
-from lodresults._windows import MAX_WINDOW_SECONDS, Window, gaps
+from lodresults._windows.batches import WindowBatch, iter_batches
+from lodresults._windows.dedup import SKEW_TOLERANCE
+from lodresults._windows.plan import MAX_WINDOW_SECONDS, Window, gaps
+from lodresults._windows.slots import Lease
 from lodresults.testing import Lab, ManualClock, Simulator, Sloppiness, generate_labs
 from tests.test_dedup import lab
 from tests.test_living import make_lab, run_backfill

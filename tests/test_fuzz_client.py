@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lodresults import LodClient, LodDecodeError, LodError, LodResponseTooLarge, LodSchemaError
-from lodresults._decode import decode_results
+from lodresults._records.decode import decode_results
 from tests.strategies import damaged_records, junk, records
 
 BASE = "https://lod.example.test/api/v3"

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lodresults import LabResult, LodAuthError, LodClient, SQLiteStore, WindowCompleted
-from lodresults._backfill import BackfillResult, backfill
-from lodresults._settle import DEFAULT_SETTLE
-from lodresults._wire import structure_record
+from lodresults._engine.backfill import BackfillResult, backfill
+from lodresults._records.wire import structure_record
+from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli._watch import watch
 from lodresults.testing import Faults, Lab, ManualClock, Simulator, Sloppiness, generate_labs
 

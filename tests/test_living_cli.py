@@ -10,8 +10,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from lodresults._dedup import SKEW_TOLERANCE
-from lodresults._store_schema import COLUMNS, record_from_row
+from lodresults._destinations.sqlite_schema import COLUMNS, record_from_row
+from lodresults._windows.dedup import SKEW_TOLERANCE
 from lodresults.testing import Simulator
 from tests.test_cli import _env, db_ids, run
 from tests.test_living import assert_table_is_present, make_lab

@@ -14,17 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lodresults import LabResult, SQLiteStore
-from lodresults._arrow import DECIMAL_PRECISION, DECIMAL_SCALE
-from lodresults._models import FIELDS
-from lodresults._wire import structure_record
+from lodresults._destinations.arrow import DECIMAL_PRECISION, DECIMAL_SCALE
+from lodresults._records.models import FIELDS
+from lodresults._records.wire import structure_record
 from lodresults.testing import Simulator
 from tests import strategies
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from lodresults._arrow import ARROW_SCHEMA, ArrowConversionError  # noqa: E402
-from lodresults._parquet import write_parquet  # noqa: E402
+from lodresults._destinations.arrow import ARROW_SCHEMA, ArrowConversionError  # noqa: E402
+from lodresults._destinations.parquet import write_parquet  # noqa: E402
 
 DAY = 86400
 
@@ -254,8 +254,8 @@ async def test_cancel_stops_within_one_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled (Ctrl-C) mid-export: it stops after the chunk in hand and writes no file."""
-    from lodresults._parquet import ParquetSink
-    from lodresults._store import CHUNK_ROWS
+    from lodresults._destinations.parquet import ParquetSink
+    from lodresults._destinations.sqlite import CHUNK_ROWS
     from lodresults.cli._export_parquet import export_parquet
 
     db = tmp_path / "r.db"

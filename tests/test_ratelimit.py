@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lodresults import LodClientClosed
-from lodresults._ratelimit import AdaptiveRateLimiter
+from lodresults._request.ratelimit import AdaptiveRateLimiter
 from lodresults.testing import ManualClock
 
 

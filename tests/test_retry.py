@@ -23,7 +23,7 @@ from lodresults import (
     LodTimeoutError,
 )
 from lodresults._exceptions import LodError
-from lodresults._retry import RetryPolicy, is_retryable, parse_retry_after
+from lodresults._request.retry import RetryPolicy, is_retryable, parse_retry_after
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

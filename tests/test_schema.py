@@ -15,11 +15,16 @@ import orjson
 import pytest
 
 from lodresults import LabResult, LodSchemaError, SQLiteStore
-from lodresults._decode import _CONVERSIONS, FastDecoder, _make_builder
-from lodresults._models import FIELDS
-from lodresults._schema import INT64_MAX, KINDS, column, fields_of
-from lodresults._store_schema import _SQL_TYPES, row_reader, row_writer, table_sql
-from lodresults._wire import WIRE_NAMES, make_converter, structure_record, unstructure_record
+from lodresults._destinations.sqlite_schema import _SQL_TYPES, row_reader, row_writer, table_sql
+from lodresults._records.decode import _CONVERSIONS, FastDecoder, _make_builder
+from lodresults._records.models import FIELDS
+from lodresults._records.schema import INT64_MAX, KINDS, column, fields_of
+from lodresults._records.wire import (
+    WIRE_NAMES,
+    make_converter,
+    structure_record,
+    unstructure_record,
+)
 from lodresults.cli._export import CSV_SPELLING
 from tests.csv_records import CSV_PARSERS
 from tests.test_store import lab
@@ -38,7 +43,7 @@ async def test_every_layer_covers_exactly_the_fields(tmp_path: Path) -> None:
     with closing(sqlite3.connect(tmp_path / "s.db")) as c:
         cols = [r[1] for r in c.execute("PRAGMA table_info(lab_results)")]
     assert cols == [*NAMES, "fetched_at"]
-    arrow = pytest.importorskip("lodresults._arrow")
+    arrow = pytest.importorskip("lodresults._destinations.arrow")
     assert arrow.ARROW_SCHEMA.names == NAMES
 
 
@@ -50,7 +55,7 @@ def test_every_kind_has_a_rule_in_every_layer() -> None:
         "CSV export": CSV_SPELLING,
         "CSV reader (tests)": CSV_PARSERS,
     }
-    arrow = pytest.importorskip("lodresults._arrow")
+    arrow = pytest.importorskip("lodresults._destinations.arrow")
     layers["Arrow"] = arrow._ARROW_TYPES
     for name, table in layers.items():
         assert set(table) == set(KINDS), name

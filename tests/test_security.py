@@ -400,7 +400,7 @@ def test_invalid_key_error_has_no_key_in_its_frames() -> None:
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from lodresults._redact import Redactor  # noqa: E402
+from lodresults._request.redact import Redactor  # noqa: E402
 from tests.hostile import PIECE  # noqa: E402
 
 _key_chars = st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.sampled_from("é€😀")
@@ -440,7 +440,7 @@ def test_a_text_still_holding_a_piece_after_the_rounds_is_masked_whole(
 ) -> None:
     """If masking kept uncovering pieces past the rounds allowed, nothing of the text is
     returned (here one round: the second reading still finds the key)."""
-    import lodresults._redact as redact
+    import lodresults._request.redact as redact
 
     text = "#48;" + "&#48;" * 7 + "&#48" + "0" * 8
     assert Redactor("0" * 13 + "dd").text(text) == "#48;******"  # two rounds, two masks

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lodresults import LodInvalidArgument
-from lodresults._settle import DEFAULT_SETTLE, parse_duration, settle_seconds, settled_end
+from lodresults._windows.settle import DEFAULT_SETTLE, parse_duration, settle_seconds, settled_end
 
 
 @pytest.mark.parametrize(

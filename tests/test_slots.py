@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lodresults._slots import Slots
+from lodresults._windows.slots import Slots
 
 
 async def _settle() -> None:

@@ -18,10 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lodresults import LabResult, SQLiteStore, StoreError
-from lodresults._decode import decode_results
-from lodresults._models import FIELDS
-from lodresults._store_schema import COLUMNS, SCHEMA_VERSION, column_sql
-from lodresults._wire import WIRE_NAMES, dump_record, structure_record
+from lodresults._destinations.sqlite_schema import COLUMNS, SCHEMA_VERSION, column_sql
+from lodresults._records.decode import decode_results
+from lodresults._records.models import FIELDS
+from lodresults._records.wire import WIRE_NAMES, dump_record, structure_record
 from lodresults.cli._export import atomic_output, export
 
 
@@ -89,7 +89,7 @@ def _rows_then(exc: BaseException, good: tuple[Any, ...]) -> Iterator[tuple[Any,
 )
 def test_any_exception_mid_transaction_rolls_back(tmp_path: Path, exc: BaseException) -> None:
     """An exception of any kind inside a write rolls it back; the next write works."""
-    from lodresults._store_schema import row_of
+    from lodresults._destinations.sqlite_schema import row_of
 
     async def go() -> list[int]:
         store = await SQLiteStore.open(tmp_path / "s.db")

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from lodresults import LodDeadlineError, LodServerError, LodWindowError
 from lodresults._exceptions import LodWindowTooLongError
-from lodresults._slots import Lease, Slots
-from lodresults._stream import Finished, stream_windows
-from lodresults._windows import Window, WindowPlanner
+from lodresults._windows.plan import Window, WindowPlanner
+from lodresults._windows.slots import Lease, Slots
+from lodresults._windows.stream import Finished, stream_windows
 from lodresults.testing import ManualClock
 
 WEEK = 7 * 86400
@@ -303,7 +303,7 @@ def test_any_mix_of_outcomes_keeps_the_slots(
         (slots,) = made
         assert slots.used == 0 and not slots._waiting
 
-    with unittest.mock.patch("lodresults._stream.Slots", Recorded):
+    with unittest.mock.patch("lodresults._windows.stream.Slots", Recorded):
         asyncio.run(run())
 
 

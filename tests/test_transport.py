@@ -21,8 +21,8 @@ from lodresults import (
     LodServerError,
     LodTimeoutError,
 )
-from lodresults._key import ApiKey, check_base_url, is_loopback
-from lodresults._transport import Transport
+from lodresults._request.key import ApiKey, check_base_url, is_loopback
+from lodresults._request.transport import Transport
 
 BASE = "https://lod.example.test/api/v3"
 KEY = "unit-KEY-secret-123"
@@ -281,7 +281,7 @@ async def test_decode_boundary_names_unexpected_errors_without_their_text(size: 
     """A decoder bug (any exception) leaves the transport as a LodDecodeError naming its
     type only: no text, no chain, no traceback below the boundary (they may hold the body)."""
     from lodresults import LodDecodeError
-    from lodresults._transport import Answer
+    from lodresults._request.transport import Answer
 
     def parse(body: bytes) -> object:
         raise KeyError(f"{KEY} {body[:5]!r}")
@@ -312,7 +312,7 @@ async def test_one_body_is_decoded_at_a_time() -> None:
     Each decode waits (bounded) for another one to start; none may."""
     import threading
 
-    from lodresults._transport import _THREAD_DECODE_BYTES, Answer
+    from lodresults._request.transport import _THREAD_DECODE_BYTES, Answer
 
     cond = threading.Condition()
     active = peak = 0
@@ -341,7 +341,7 @@ async def test_a_body_waiting_for_the_decoder_is_not_announced_ready() -> None:
     fetched. Then the loop turns once before the decode, so what it started goes first."""
     import threading
 
-    from lodresults._transport import _THREAD_DECODE_BYTES, Answer
+    from lodresults._request.transport import _THREAD_DECODE_BYTES, Answer
 
     gate = threading.Event()
     order: list[str] = []

@@ -10,8 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lodresults import LodInvalidArgument
-from lodresults._schema import MAX_EPOCH
-from lodresults._windows import (
+from lodresults._records.schema import MAX_EPOCH
+from lodresults._windows.plan import (
     MAX_WINDOW_SECONDS,
     Window,
     WindowPlanner,

@@ -29,10 +29,9 @@ from lodresults import (
     LodJSONError,
     LodSchemaError,
 )
-from lodresults._decode import decode_results
 from lodresults._exceptions import LodWindowTooLongError
-from lodresults._retry import is_retryable
-from lodresults._wire import (
+from lodresults._records.decode import decode_results
+from lodresults._records.wire import (
     converter,
     decode_json,
     dumps_records,
@@ -41,6 +40,7 @@ from lodresults._wire import (
     structure_results,
     unstructure_record,
 )
+from lodresults._request.retry import is_retryable
 from tests.strategies import damaged_records, envelopes, junk, records
 
 SPEC = Path(__file__).parent / "data" / "Skillable-lab-OpenAPI.yaml"

@@ -15,10 +15,10 @@ import click
 
 from lodresults import __version__
 from lodresults._client import MAX_LATEST_MINUTES, LodClient
-from lodresults._schema import INT64_MAX
-from lodresults._settle import DEFAULT_SETTLE
-from lodresults._windows import iso
-from lodresults._wire import results_envelope, unstructure_record
+from lodresults._records.schema import INT64_MAX
+from lodresults._records.wire import results_envelope, unstructure_record
+from lodresults._windows.plan import iso
+from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli import _export, _jobs, _watch
 from lodresults.cli._options import (
     api_key,

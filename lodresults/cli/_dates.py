@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta, timezone
 
-from lodresults._windows import to_epoch
+from lodresults._windows.plan import to_epoch
 
 __all__ = ["parse_when"]
 

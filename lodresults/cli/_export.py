@@ -16,12 +16,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Final
 
-from lodresults._models import FIELDS, LabResult
-from lodresults._schema import Kind
-from lodresults._store import SQLiteStore
-from lodresults._store_schema import COLUMNS
-from lodresults._windows import ISO_FORMAT
-from lodresults._wire import dump_record
+from lodresults._destinations.sqlite import SQLiteStore
+from lodresults._destinations.sqlite_schema import COLUMNS
+from lodresults._records.models import FIELDS, LabResult
+from lodresults._records.schema import Kind
+from lodresults._records.wire import dump_record
+from lodresults._windows.plan import ISO_FORMAT
 
 __all__ = ["CSV_SPELLING", "atomic_output", "csv_row", "export"]
 

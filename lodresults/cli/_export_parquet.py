@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lodresults._parquet import ParquetSink
-from lodresults._store import SQLiteStore
+from lodresults._destinations.parquet import ParquetSink
+from lodresults._destinations.sqlite import SQLiteStore
 
 __all__ = ["export_parquet"]
 

@@ -16,14 +16,14 @@ from typing import IO, Any, Final
 import attrs
 import orjson
 
-from lodresults._backfill import backfill
 from lodresults._client import LodClient
+from lodresults._destinations.sqlite import SQLiteStore
+from lodresults._engine.backfill import backfill
 from lodresults._exceptions import (
     StoreError,
 )
-from lodresults._models import CompletionStatus
-from lodresults._settle import DEFAULT_SETTLE
-from lodresults._store import SQLiteStore
+from lodresults._records.models import CompletionStatus
+from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli._progress import Progress
 
 __all__ = [

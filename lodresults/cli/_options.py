@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from lodresults._client import DEFAULT_BASE_URL, LodClient
-from lodresults._settle import parse_duration
+from lodresults._windows.settle import parse_duration
 from lodresults.cli._dates import parse_when
 from lodresults.cli._keyfile import check_key, decode_key
 

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Final
 
-from lodresults._backfill import backfill
 from lodresults._client import MAX_LATEST_MINUTES, LodClient
+from lodresults._destinations.sqlite import SQLiteStore
+from lodresults._engine.backfill import backfill
 from lodresults._exceptions import (
     LodAuthError,
     LodError,
@@ -22,9 +23,8 @@ from lodresults._exceptions import (
     LodWindowError,
     StoreError,
 )
-from lodresults._settle import DEFAULT_SETTLE
-from lodresults._store import SQLiteStore
-from lodresults._windows import MAX_WINDOW_SECONDS, iso
+from lodresults._windows.plan import MAX_WINDOW_SECONDS, iso
+from lodresults._windows.settle import DEFAULT_SETTLE
 
 __all__ = ["DEFAULT_RECONCILE", "watch"]
 

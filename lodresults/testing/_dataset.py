@@ -1,7 +1,7 @@
 """
 The simulator's labs: each one's life (start, end, grading) and its wire record at any time.
 
-Written from its own key list, never through ``lodresults._wire``, so that a bug in the
+Written from its own key list, never through ``lodresults._records.wire``, so that a bug in the
 client's converter cannot be mirrored here and go unnoticed.
 
 A generated lab *lives*: before its start it does not exist; while it runs it shows

@@ -19,7 +19,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from lodresults._windows import TimeLike, to_epoch
+from lodresults._windows.plan import TimeLike, to_epoch
 from lodresults.testing._dataset import Dataset, Lab, generate_labs
 from lodresults.testing._knobs import (
     FAULT_KINDS,

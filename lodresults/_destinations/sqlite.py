@@ -25,10 +25,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from lodresults._destinations.sqlite_open import connect, connect_readonly, describe
+from lodresults._destinations.sqlite_schema import (
+    UPSERT,
+    columns_in,
+    record_from_row,
+    row_of,
+    select_all,
+)
 from lodresults._exceptions import StoreError
-from lodresults._models import LabResult
-from lodresults._store_open import connect, connect_readonly, describe
-from lodresults._store_schema import UPSERT, columns_in, record_from_row, row_of, select_all
+from lodresults._records.models import LabResult
 
 __all__ = ["CHUNK_ROWS", "SQLiteStore"]
 

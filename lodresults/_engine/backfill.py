@@ -17,12 +17,12 @@ from typing import Final
 import attrs
 
 from lodresults._client import LodClient
+from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._events import EventHook
 from lodresults._exceptions import LodApiError
-from lodresults._models import LabResult
-from lodresults._settle import DEFAULT_SETTLE, settle_seconds, settled_end
-from lodresults._store import SQLiteStore
-from lodresults._windows import TimeLike, gaps, validate_range
+from lodresults._records.models import LabResult
+from lodresults._windows.plan import TimeLike, gaps, validate_range
+from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds, settled_end
 
 __all__ = ["BackfillResult", "backfill"]
 

@@ -36,9 +36,9 @@ from lodresults._exceptions import (
     LodSchemaError,
     LodWindowTooLongError,
 )
-from lodresults._models import FIELDS, LabResult
-from lodresults._schema import FieldSpec
-from lodresults._values import describe, field_hook, number_of
+from lodresults._records.models import FIELDS, LabResult
+from lodresults._records.schema import FieldSpec
+from lodresults._records.values import describe, field_hook, number_of
 
 __all__ = [
     "WIRE_NAMES",

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from lodresults._schema import INT64_MAX, INT64_MIN, FieldSpec, Kind
+from lodresults._records.schema import INT64_MAX, INT64_MIN, FieldSpec, Kind
 
 __all__ = ["UTC", "decimal_of", "describe", "field_hook", "number_of"]
 

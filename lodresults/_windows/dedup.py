@@ -38,9 +38,9 @@ from typing import Final
 
 import attrs
 
-from lodresults._models import LabResult
-from lodresults._schema import MAX_EPOCH
-from lodresults._windows import Window
+from lodresults._records.models import LabResult
+from lodresults._records.schema import MAX_EPOCH
+from lodresults._windows.plan import Window
 
 __all__ = ["SKEW_TOLERANCE", "Deduplicator"]
 

@@ -18,9 +18,9 @@ from typing import Protocol, TypeVar, cast
 from lodresults._clock import Clock, race, sleep_unless
 from lodresults._events import Event, EventHook, RequestRetried, Throttled
 from lodresults._exceptions import LodClientClosed, LodDeadlineError, LodError, LodRateLimitError
-from lodresults._ratelimit import AdaptiveRateLimiter, Ticket
-from lodresults._retry import RetryPolicy, is_retryable
-from lodresults._transport import Transport
+from lodresults._request.ratelimit import AdaptiveRateLimiter, Ticket
+from lodresults._request.retry import RetryPolicy, is_retryable
+from lodresults._request.transport import Transport
 
 __all__ = ["Caller"]
 

@@ -18,8 +18,8 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
-from lodresults._arrow import ARROW_SCHEMA, to_arrow
-from lodresults._models import LabResult
+from lodresults._destinations.arrow import ARROW_SCHEMA, to_arrow
+from lodresults._records.models import LabResult
 
 __all__ = ["DEFAULT_ROW_GROUP_SIZE", "ParquetSink", "write_parquet"]
 

@@ -27,8 +27,8 @@ from lodresults._exceptions import (
     LodWindowError,
     LodWindowTooLongError,
 )
-from lodresults._slots import Lease, Slots
-from lodresults._windows import Window, WindowPlanner, union
+from lodresults._windows.plan import Window, WindowPlanner, union
+from lodresults._windows.slots import Lease, Slots
 
 __all__ = ["Finished", "stream_windows"]
 

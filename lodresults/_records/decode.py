@@ -25,10 +25,10 @@ from typing import Annotated, Any, Final, Union
 import attrs
 import msgspec
 
-from lodresults._models import FIELDS, LabResult
-from lodresults._schema import INT64_MAX, INT64_MIN, FieldSpec
-from lodresults._values import UTC, decimal_of
-from lodresults._wire import decode_json, structure_results, succeeded
+from lodresults._records.models import FIELDS, LabResult
+from lodresults._records.schema import INT64_MAX, INT64_MIN, FieldSpec
+from lodresults._records.values import UTC, decimal_of
+from lodresults._records.wire import decode_json, structure_results, succeeded
 
 __all__ = ["FastDecoder", "decode_results"]
 

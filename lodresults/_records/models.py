@@ -17,7 +17,7 @@ from typing import Final
 
 import attrs
 
-from lodresults._schema import FieldSpec, column, fields_of
+from lodresults._records.schema import FieldSpec, column, fields_of
 
 __all__ = ["FIELDS", "CompletionStatus", "LabResult"]
 

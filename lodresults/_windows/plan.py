@@ -23,7 +23,7 @@ from typing import Final
 import attrs
 
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._schema import MAX_EPOCH
+from lodresults._records.schema import MAX_EPOCH
 
 __all__ = [
     "ISO_FORMAT",

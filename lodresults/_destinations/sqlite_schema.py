@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from lodresults._exceptions import StoreError
-from lodresults._models import FIELDS, LabResult
-from lodresults._schema import FieldSpec, Kind
-from lodresults._values import UTC, decimal_of
+from lodresults._records.models import FIELDS, LabResult
+from lodresults._records.schema import FieldSpec, Kind
+from lodresults._records.values import UTC, decimal_of
 
 __all__ = [
     "COLUMNS",

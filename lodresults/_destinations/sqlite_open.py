@@ -14,14 +14,14 @@ import os
 import sqlite3
 from pathlib import Path
 
-from lodresults._exceptions import StoreError
-from lodresults._store_schema import (
+from lodresults._destinations.sqlite_schema import (
     SCHEMA,
     SCHEMA_VERSION,
     add_new_columns,
     migrate,
     schema_version,
 )
+from lodresults._exceptions import StoreError
 
 __all__ = ["connect", "connect_readonly", "describe"]
 

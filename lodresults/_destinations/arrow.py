@@ -17,8 +17,8 @@ from typing import Any, Final
 import pyarrow as pa
 
 from lodresults._exceptions import LodError
-from lodresults._models import FIELDS, LabResult
-from lodresults._schema import Kind
+from lodresults._records.models import FIELDS, LabResult
+from lodresults._records.schema import Kind
 
 __all__ = [
     "ARROW_SCHEMA",

@@ -12,7 +12,7 @@ import ipaddress
 from yarl import URL
 
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._redact import Redactor
+from lodresults._request.redact import Redactor
 
 __all__ = ["ApiKey", "check_base_url", "is_loopback"]
 

@@ -15,7 +15,6 @@ from contextlib import aclosing
 import attrs
 
 from lodresults._clock import Clock
-from lodresults._dedup import SKEW_TOLERANCE, Deduplicator
 from lodresults._events import (
     Event,
     EventHook,
@@ -25,10 +24,11 @@ from lodresults._events import (
     WindowSplit,
 )
 from lodresults._exceptions import LodError
-from lodresults._models import LabResult
-from lodresults._slots import Lease
-from lodresults._stream import stream_windows
-from lodresults._windows import Window, WindowPlanner, widen
+from lodresults._records.models import LabResult
+from lodresults._windows.dedup import SKEW_TOLERANCE, Deduplicator
+from lodresults._windows.plan import Window, WindowPlanner, widen
+from lodresults._windows.slots import Lease
+from lodresults._windows.stream import stream_windows
 
 __all__ = ["WindowBatch", "iter_batches"]
 

@@ -18,7 +18,7 @@ from lodresults._exceptions import (
     LodServerError,
     LodStatusError,
 )
-from lodresults._retry import parse_retry_after
+from lodresults._request.retry import parse_retry_after
 
 __all__ = ["origin_of", "status_error"]
 

@@ -39,8 +39,8 @@ from lodresults._exceptions import (
     LodStatusError,
     LodTimeoutError,
 )
-from lodresults._key import ApiKey
-from lodresults._status import origin_of, status_error
+from lodresults._request.key import ApiKey
+from lodresults._request.status import origin_of, status_error
 
 __all__ = ["Answer", "Transport"]
 

@@ -1,0 +1,1 @@
+"""Destinations: the SQLite store, Arrow tables and Parquet files."""

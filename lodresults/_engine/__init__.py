@@ -1,0 +1,1 @@
+"""Keeping a destination current: backfill, the change feed, watch."""
