@@ -245,3 +245,22 @@ async def _rows(db: Path) -> list[Any]:
         return await store.run_sync(lambda s: list(s.iter_records_sync()))
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_the_progress_shows_the_refresh_by_result(tty: bool) -> None:
+    """Labs asked for one by one move the progress (no longer stuck at 'N/N windows')."""
+    import io
+
+    from lodresults import PhaseProgress, WindowsPlanned
+    from lodresults.cli._progress import Progress
+
+    out = io.StringIO()
+    with Progress("backfill", stream=out, tty=tty, interval=0) as p:
+        p.on_event(WindowsPlanned(2, 0, 10))
+        p.on_event(PhaseProgress("refresh", 3, 191))
+    text = out.getvalue()
+    assert "refresh" in text and "labs" in text
+    if not tty:  # (the bar's own columns, at 80, may squeeze the count)
+        assert "refresh 3/191 labs" in text
+    assert all(len(line) <= 80 for line in text.splitlines())

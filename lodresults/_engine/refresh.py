@@ -71,16 +71,13 @@ async def fetch_again(
 ) -> AsyncGenerator[tuple[list[LabResult], float], None]:
     """
     Fetch what ``plan`` says; yields ``(copies, fetched_at)`` to apply, in order.
-    ``progress`` is called with the requests answered so far.
+    ``progress`` is called with the labs answered so far (windows report themselves).
     """
     if plan.windows:
         lo, hi = plan.windows[0][0], plan.windows[-1][1]
         batches = client.iter_windows(lo, hi, skip=gaps(lo, hi, plan.windows))
         async with aclosing(batches):
-            done = 0
-            async for batch in batches:
-                done += 1
-                progress(done)
+            async for batch in batches:  # window events report the progress
                 yield [*batch.records, *batch.updates], batch.fetched_at
         return
     answered = 0
