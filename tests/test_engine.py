@@ -189,10 +189,19 @@ async def test_a_clock_ten_days_ahead_loses_nothing(
         await backfill_once(sim, clock, db, since, until)
         assert_table_is_present(await table(db), sim.present(since, until))
 
-        # What an older lodresults on a machine ten days ahead would have stored.
+        # What an older lodresults on a machine ten days ahead would have stored: the
+        # stretch up to its "now minus settle" checkpointed, its rows stamped in the future
+        # (and the labs of the last week not yet there).
         with closing(sqlite3.connect(db)) as c:
-            c.execute("UPDATE backfill_windows SET completed_at = ?", (T0 + 22 * DAY,))
-            c.execute("UPDATE lab_results SET fetched_at = ?", (T0 + 22 * DAY,))
+            c.execute('DELETE FROM lab_results WHERE "start" > ?', (T0 + 5 * DAY,))
+            c.execute("DELETE FROM backfill_windows")
+            c.execute("DELETE FROM meta WHERE key = 'engine.last_run'")
+            stamp = T0 + 22 * DAY
+            c.execute(
+                "INSERT INTO backfill_windows VALUES (?, ?, 0, ?)",
+                (since, stamp - DEFAULT_SETTLE, stamp),
+            )
+            c.execute("UPDATE lab_results SET fetched_at = ?", (stamp,))
             c.commit()
         with caplog.at_level(logging.WARNING, logger="lodresults"):
             await backfill_once(sim, clock, db, since, until)

@@ -46,6 +46,8 @@ logger = logging.getLogger("lodresults")
 #: Stored times up to this many seconds past the server's present are a clock's jitter,
 #: not a clock ahead.
 _SLACK: Final = 60
+#: The same, judged by our own clock before the server's is known.
+_LOCAL_SLACK: Final = 3600
 
 
 @attrs.frozen
@@ -232,6 +234,10 @@ async def backfill(
     # 1. The change feed, when labs are stored as running or the range has not settled
     #    (new labs may still come). A feed asked for is the run's first answer, so the
     #    server's clock is known before what a clock ahead may have stored is trusted.
+    if not clock.observed:
+        # Before any answer, our clock: times an hour past it were stored by a clock
+        # ahead (a small lead waits for the server's own time, below).
+        await _distrust(destination, clock.time(), _LOCAL_SLACK)
     last = await destination.last_run()
     running = bool(await destination.open_labs(0, MAX_EPOCH, settle=0))
     done = [] if refresh else await destination.checkpoints(start, end)
@@ -273,9 +279,9 @@ async def backfill(
     return run.result(done, gaps(start, end, await destination.checkpoints(start, end)))
 
 
-async def _distrust(destination: Destination, now: float) -> bool:
+async def _distrust(destination: Destination, now: float, slack: int = _SLACK) -> bool:
     """Repair what a clock ahead of the server's stored; True if anything was."""
-    repaired = await destination.distrust_after(now + _SLACK)
+    repaired = await destination.distrust_after(now + slack)
     if repaired:
         logger.warning(
             "lodresults: %d times stored in the destination lie in the future of the "
