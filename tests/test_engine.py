@@ -273,3 +273,25 @@ def test_the_progress_shows_the_refresh_by_result(tty: bool) -> None:
     if not tty:  # (the bar's own columns, at 80, may squeeze the count)
         assert "refresh 3/191 labs" in text
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+async def test_two_ranges_on_one_store_share_the_feed(tmp_path: Path) -> None:
+    """
+    The last run is the store's: a run of range A beyond the feed's reach also refreshes
+    the labs range B stored as running, so B's next run, which reads the feed since A's,
+    misses no end that fell in the gap.
+    """
+    clock = ManualClock(T0)
+    a, b = (T0 - 40 * DAY, T0 - 30 * DAY), (T0 - 20 * DAY, T0 - 10 * DAY)
+    labs = [make_lab(1, T0 - 31 * DAY, T0 + 5 * DAY), make_lab(2, T0 - 11 * DAY, T0 + 5 * DAY)]
+    db = tmp_path / "two.db"
+    async with Simulator(records=labs, clock=clock) as sim:
+        await backfill_once(sim, clock, db, *a)
+        await backfill_once(sim, clock, db, *b)
+        clock.set(T0 + 10 * DAY)
+        await backfill_once(sim, clock, db, *a)
+        clock.set(T0 + 11 * DAY)
+        await backfill_once(sim, clock, db, *b)
+        rows = await table(db)
+        assert_table_is_present({2: rows[2]}, sim.present(*b))
+        assert_table_is_present({1: rows[1]}, sim.present(*a))
