@@ -295,3 +295,23 @@ async def test_two_ranges_on_one_store_share_the_feed(tmp_path: Path) -> None:
         rows = await table(db)
         assert_table_is_present({2: rows[2]}, sim.present(*b))
         assert_table_is_present({1: rows[1]}, sim.present(*a))
+
+
+async def test_the_dlt_state_distrusts_times_past_the_servers_now() -> None:
+    """The dlt state as a destination: stretches settled past now - settle are cut (a
+    stretch wholly past it dropped), fetches stamped in the future lose their time, a
+    future last run is forgotten."""
+    pytest.importorskip("pyarrow")
+    from lodresults._destinations.dlt_state import DltState
+
+    state: dict[str, Any] = {
+        "settled": [[0, 100], [200, 900], [950, 990]],
+        "open": {"1": [10, None, 2000], "2": [20, None, 500]},
+        "last_run": 1500.0,
+    }
+    dest = DltState(state, settle=100)
+    assert await dest.distrust_after(1000) == 3  # a stretch, a fetch, the last run
+    assert state["settled"] == [[0, 100], [200, 900]]
+    assert state["open"] == {"1": [10, None, 0], "2": [20, None, 500]}
+    assert await dest.last_run() is None
+    assert await dest.distrust_after(1000) == 0
