@@ -75,15 +75,26 @@ def _key_problem(value: object) -> str | None:
         return "api_key must be a non-empty string"
     if any(c in value for c in "\r\n\0"):
         return "api_key contains a control character"
+    if not (value.isascii() and value.isprintable()):
+        # Keys are issued as printable ASCII. Any other character would go out as bytes
+        # a server may echo back in another spelling (latin-1 mojibake of UTF-8) that
+        # no scrubber recognises.
+        return "api_key must be printable ASCII (as issued); it holds another character"
     return None
 
 
 def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
+    """
+    True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``.
+
+    Not for ``*.localhost`` names: RFC 6761 asks resolvers to map them to loopback, but
+    many (a corporate DNS, ``/etc/hosts`` entries) do not, and a plain-http key sent
+    there would leave the machine.
+    """
     if not host:
         return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

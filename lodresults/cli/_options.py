@@ -16,7 +16,7 @@ import click
 from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._windows.settle import parse_duration
 from lodresults.cli._dates import parse_when
-from lodresults.cli._keyfile import check_key, decode_key
+from lodresults.cli._keyfile import check_key, decode_key, read_key_file
 
 __all__ = [
     "api_key",
@@ -31,7 +31,7 @@ __all__ = [
 def api_key(key_file: Path | None) -> str:
     if key_file is not None:
         try:
-            return decode_key(key_file.read_bytes())
+            return decode_key(read_key_file(key_file))
         except OSError as exc:
             raise click.UsageError(f"cannot read --api-key-file: {exc.strerror}") from None
         except ValueError as exc:
