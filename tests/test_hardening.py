@@ -6,20 +6,32 @@ Hardening against a hostile file system, caller and server: each test names the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import os
 import signal
 import stat
 import sys
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from lodresults import LodClient, LodInvalidArgument, SQLiteStore
+from lodresults import (
+    LodClient,
+    LodDeadlineError,
+    LodInvalidArgument,
+    LodRateLimitError,
+    SQLiteStore,
+)
 from lodresults._records.wire import structure_record
+from lodresults._request.retry import MAX_PACED_WAIT
 from lodresults._windows.dedup import Deduplicator
 from lodresults._windows.plan import Window
 from lodresults.cli._export import csv_row
+from lodresults.testing import ManualClock
 from tests.conftest import KEY
 from tests.test_cli import _env, run
 from tests.test_dedup import lab as dedup_lab
@@ -222,3 +234,85 @@ def test_csv_spells_year_one_with_four_digits() -> None:
 
     early = attrs.evolve(record, start=datetime(1, 1, 1, tzinfo=timezone.utc))
     assert "0001-01-01T00:00:00Z" in csv_row(early)
+
+
+# --- 3 and 4. 429s with Retry-After are pacing, not failures ---------------------------------
+
+
+class _Storm:
+    """A server on loopback that answers 429 (Retry-After: 1) until ``until`` on ``clock``
+    (or only to the first ``first`` requests), then empty ``Results``."""
+
+    def __init__(self, clock: ManualClock, *, until: float = 0.0, first: int = 0) -> None:
+        self.clock, self.until, self.first = clock, until, first
+        self.requests = 0
+        self.refused = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.clock() < self.until or self.requests <= self.first:
+            self.refused += 1
+            return web.json_response(
+                {"Error": "Too many requests", "Status": 0}, status=429,
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
+        return web.json_response({"Results": [], "Status": 1, "Error": None})
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        app = web.Application()
+        app.router.add_get("/api/v3/{command}", self.handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            yield f"http://127.0.0.1:{port}/api/v3"
+        finally:
+            await runner.cleanup()
+
+
+T0 = 1_700_000_000.0
+
+
+async def test_a_15_second_429_storm_completes_with_the_defaults() -> None:
+    """Every request refused with Retry-After for 15 s (virtual), then answered: a call
+    and an iteration with nothing but the defaults both complete (max_retries=5 counted
+    the 429s as failures and gave up after about 6 s)."""
+    clock = ManualClock(T0)
+    storm = _Storm(clock, until=T0 + 15)
+    async with storm.serving() as url, LodClient(KEY, url, clock=clock) as client:
+        assert await client.results(0, DAY) == []
+        assert clock() >= T0 + 15
+        storm.until = clock() + 15
+        got = [r async for r in client.iter_results(0, 21 * DAY)]
+    assert got == [] and storm.refused > 30
+
+
+async def test_a_storm_that_never_ends_stops_at_the_documented_bound() -> None:
+    """Without a deadline a call rides out 429s for MAX_PACED_WAIT seconds, no longer; with
+    one, the deadline is the bound."""
+    clock = ManualClock(T0)
+    storm = _Storm(clock, until=math.inf)
+    async with storm.serving() as url, LodClient(KEY, url, clock=clock) as client:
+        with pytest.raises(LodRateLimitError):
+            await client.results(0, DAY)
+        assert T0 + MAX_PACED_WAIT - 2 <= clock() <= T0 + MAX_PACED_WAIT
+    async with storm.serving() as url, LodClient(KEY, url, clock=clock, deadline=30) as client:
+        started = clock()
+        with pytest.raises(LodDeadlineError):
+            await client.results(0, DAY)
+        assert clock() - started == pytest.approx(30)
+
+
+async def test_one_early_429_costs_its_retry_after_when_unpaced() -> None:
+    """``rate_limit=None``, single calls, the first one refused with Retry-After 1: the
+    next 30 calls go out unpaced (the pace fell to 0.2/s and took minutes to climb)."""
+    clock = ManualClock(T0)
+    storm = _Storm(clock, first=1)
+    async with storm.serving() as url, LodClient(KEY, url, clock=clock, rate_limit=None) as c:
+        for _ in range(31):
+            await c.results(0, DAY)
+        assert clock() - T0 <= 1.1 + 0.01  # the Retry-After and its jitter, nothing more
+        assert c.current_rate is None
