@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from lodresults._text import printable
+
 if TYPE_CHECKING:
     from lodresults._windows.plan import Window
 
@@ -67,7 +69,13 @@ EXCERPT_CHARS: Final = 200
 class LodError(Exception):
     """
     Base class of every error lodresults raises.
+
+    ``str()`` escapes control characters (``_text.printable``): messages quote what a
+    server sent, and are printed to terminals and written to logs.
     """
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only fields live in __dict__; rebuild without calling __init__ so that

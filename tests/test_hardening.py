@@ -7,33 +7,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import signal
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import web
 
 from lodresults import (
+    LodApiError,
     LodClient,
+    LodConnectionError,
     LodDeadlineError,
     LodInvalidArgument,
     LodRateLimitError,
+    LodResponseTooLarge,
     SQLiteStore,
+    WindowSplit,
 )
 from lodresults._records.wire import structure_record
 from lodresults._request.retry import MAX_PACED_WAIT
 from lodresults._windows.dedup import Deduplicator
 from lodresults._windows.plan import Window
 from lodresults.cli._export import csv_row
-from lodresults.testing import ManualClock
-from tests.conftest import KEY
-from tests.test_cli import _env, run
+from lodresults.testing import ManualClock, Simulator
+from tests.conftest import FIXED_SPAN, KEY, fast_client, make_fixed_sim
+from tests.test_cli import _env, backfill_args, run, start
 from tests.test_dedup import lab as dedup_lab
 from tests.test_store import lab, make_db, names
 
@@ -85,12 +91,17 @@ async def test_export_into_a_device_node_writes_to_it_and_keeps_it(
 
 
 async def test_export_to_dev_stdout_reaches_stdout(tmp_path: Path) -> None:
-    """``--out /dev/stdout`` writes to the process's stdout (the pipe the test reads)."""
+    """``--out /dev/stdout`` writes to the process's stdout (the pipe the test reads).
+    Through a link of our own to ``/proc/self/fd/1``, which ``/dev/stdout`` is: a
+    regression must not replace the system's ``/dev/stdout`` (as root it could)."""
     db = tmp_path / "r.db"
     await make_db(db, [structure_record(lab(i)) for i in range(1, 30)])
-    r = await run(["export", "--db", str(db), "--out", "/dev/stdout"], _env(None))
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")
+    r = await run(["export", "--db", str(db), "--out", str(stdout)], _env(None))
     assert r.code == OK, r.err
     assert len(r.out.splitlines()) == 29
+    assert stdout.is_symlink()
 
 
 async def test_parquet_export_gets_the_permissions_of_csv(tmp_path: Path) -> None:
@@ -158,7 +169,7 @@ async def test_a_foreign_file_is_never_advised_to_be_removed(tmp_path: Path) -> 
     db.write_bytes(b"my notes, not a database" * 100)
     r = await run(["export", "--db", str(db)], _env(None))
     assert r.code == FAILURE
-    assert "not a usable SQLite database" in r.err and "remove" not in r.err
+    assert "not a usable SQLite file" in r.err and "remove" not in r.err
     assert db.read_bytes() == b"my notes, not a database" * 100
 
 
@@ -258,19 +269,24 @@ class _Storm:
             )  # fmt: skip
         return web.json_response({"Results": [], "Status": 1, "Error": None})
 
-    @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[str]:
-        app = web.Application()
-        app.router.add_get("/api/v3/{command}", self.handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            yield f"http://127.0.0.1:{port}/api/v3"
-        finally:
-            await runner.cleanup()
+    def serving(self) -> contextlib.AbstractAsyncContextManager[str]:
+        return serving(self.handle)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """An API of one handler on loopback; yields its base URL."""
+    app = web.Application()
+    app.router.add_get("/api/v3/{command}", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api/v3"
+    finally:
+        await runner.cleanup()
 
 
 T0 = 1_700_000_000.0
@@ -316,3 +332,258 @@ async def test_one_early_429_costs_its_retry_after_when_unpaced() -> None:
             await c.results(0, DAY)
         assert clock() - T0 <= 1.1 + 0.01  # the Retry-After and its jitter, nothing more
         assert c.current_rate is None
+
+
+# --- 6. server text is escaped in CLI output and log messages -------------------------------
+
+#: Clear the screen, set the window title (ended by BEL), a forged log line, hidden text,
+#: a bidi override and a C1 CSI.
+NASTY = "\x1b[2J\x1b]0;pwned\x07\r\nwatch: forged line\x1b[8mhidden\u202eevil\x9b31m"
+_RAW = ("\x1b", "\x07", "\r", "\u202e", "\x9b", "\nwatch: forged")
+
+
+async def _nasty(request: web.Request) -> web.Response:
+    return web.json_response({"Error": NASTY, "Status": 0})
+
+
+def _assert_escaped(text: str) -> None:
+    assert not any(raw in text for raw in _RAW), repr(text)
+    assert "\\u001b[2J" in text  # shown, escaped: the reader sees what was sent
+
+
+@pytest.mark.parametrize("command", ["get", "backfill"])
+async def test_server_error_text_reaches_the_terminal_escaped(tmp_path: Path, command: str) -> None:
+    """A ``Status 0`` error text full of escape sequences, through ``get`` and
+    ``backfill``: one line on stderr, every control character visible as ``\\uXXXX``."""
+    args = ["get", "5"] if command == "get" else backfill_args(tmp_path / "r.db", 0, DAY)
+    async with serving(_nasty) as url:
+        r = await run(args, _env(None, LOD_API_KEY=KEY, LOD_BASE_URL=url))
+    assert r.code == FAILURE
+    _assert_escaped(r.out + r.err)
+    assert len(r.err.strip().splitlines()) == 1
+
+
+async def test_watch_prints_no_forged_lines(tmp_path: Path) -> None:
+    """``watch`` reports a failed poll in one line, the server's CR/LF escaped."""
+    async with serving(_nasty) as url:
+        env = _env(None, LOD_API_KEY=KEY, LOD_BASE_URL=url)
+        proc = await start(["watch", "--db", str(tmp_path / "r.db")], env)
+        assert proc.stderr is not None
+        try:
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rest = (await asyncio.wait_for(proc.communicate(), 60))[1]
+    text = (line + rest).decode()
+    assert "poll failed" in text
+    _assert_escaped(text)
+    assert not any(x.startswith("watch: forged") for x in text.splitlines())
+
+
+def test_error_messages_are_escaped_for_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """A library error logged by an application (``%s``) carries no raw control character."""
+    from lodresults._records.wire import decode_json, structure_result
+
+    with pytest.raises(LodApiError) as info:
+        structure_result(decode_json(orjson.dumps({"Error": NASTY, "Status": 0})), 5)
+    logging.getLogger("app").error("lodresults failed: %s", info.value)
+    _assert_escaped(caplog.text)
+    assert info.value.error_text == NASTY  # the attribute keeps what the server sent
+
+
+async def test_get_prints_json_with_c1_and_bidi_characters_escaped() -> None:
+    """``get`` prints a record whose text fields hold a C1 CSI and a bidi override as
+    valid JSON with those escaped (JSON escapes only C0 controls itself)."""
+    city = "Paris\x9b31m\u202eevil"
+    async with Simulator(api_key=KEY, records=[lab(5, City=city)]) as sim:
+        r = await run(["get", "5"], _env(sim))
+    assert r.code == OK, r.err
+    assert "\x9b" not in r.out and "\u202e" not in r.out
+    assert orjson.loads(r.out)["City"] == city
+
+
+# --- 5. a window whose answer is over max_response_bytes is split ---------------------------
+
+
+async def test_a_window_over_max_response_bytes_is_split_until_it_fits() -> None:
+    """A week of labs is ~170 KB; with a 40 KB cap every window is halved until its
+    answer fits, and the exact set arrives (it failed every run before)."""
+    events: list[object] = []
+    async with make_fixed_sim() as sim:
+        a = FIXED_SPAN[0] + 30 * DAY
+        b = a + 28 * DAY
+        async with fast_client(sim, max_response_bytes=40_000, on_event=events.append) as c:
+            got = [r.lab_instance_id async for r in c.iter_results(a, b)]
+            with pytest.raises(LodResponseTooLarge):
+                await c.results(a, a + 7 * DAY)  # one request: refused, not split
+    assert sorted(got) == sorted(sim.ids_between(a, b)) and len(got) == len(set(got))
+    assert any(isinstance(e, WindowSplit) for e in events)
+
+
+# --- 9. the connection pool holds max_concurrency --------------------------------------------
+
+
+async def test_max_concurrency_above_100_is_not_held_back_by_the_pool() -> None:
+    """120 calls at max_concurrency=120 are all in flight at once (the pool held 100, and
+    the others waited for a connection inside their timeout)."""
+    async with Simulator(api_key=KEY, latency=0.5, labs_per_day=1) as sim:
+        async with fast_client(sim, max_concurrency=120) as c:
+            await asyncio.gather(*(c.latest_results(5) for _ in range(120)))
+        assert sim.stats.max_in_flight == 120
+
+
+async def test_a_borrowed_session_with_a_smaller_pool_is_refused() -> None:
+    """A caller's session whose connector holds fewer connections than max_concurrency."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=10)) as session:
+        with pytest.raises(LodInvalidArgument, match="holds 10 connections"):
+            LodClient(KEY, "http://127.0.0.1:9/api/v3", session=session, max_concurrency=20)
+
+
+# --- 10. proxies: proxy= and trust_env, never the key in plain text to a proxy --------------
+
+
+class _RecordingProxy:
+    """A proxy on loopback that records what it receives and answers every request with
+    ``answer`` (a refused CONNECT by default: no tunnel, so no origin is ever reached)."""
+
+    REFUSED = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    def __init__(self, answer: bytes = REFUSED) -> None:
+        self.answer = answer
+        self.received: list[bytes] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            self.received.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(self.answer)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            yield f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("how", ["proxy=", "trust_env"])
+async def test_an_https_origin_goes_through_the_proxy_as_a_tunnel_only(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy (given, or named by HTTPS_PROXY with trust_env=True) receives a CONNECT
+    for the origin and nothing of the key, in any spelling."""
+    from tests.hostile import spellings
+
+    proxy = _RecordingProxy()
+    async with proxy.serving() as proxy_url:
+        options: dict[str, object] = {"max_retries": 0}
+        if how == "proxy=":
+            options["proxy"] = proxy_url
+        else:
+            monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            options["trust_env"] = True
+        async with LodClient(KEY, "https://lod.example.test/api/v3", **options) as c:  # type: ignore[arg-type]
+            with pytest.raises(LodConnectionError):
+                await c.latest_results(5)
+    assert len(proxy.received) == 1
+    seen = proxy.received[0].decode("latin-1")
+    assert seen.startswith("CONNECT lod.example.test:443 HTTP/1.1\r\n")
+    assert not any(s in seen for s in spellings(KEY).values())
+    assert "api_key" not in seen.lower()
+
+
+async def test_environment_proxies_are_ignored_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trust_env=False (aiohttp's default, and ours): HTTP(S)_PROXY are not used."""
+    proxy = _RecordingProxy()
+    async with proxy.serving() as proxy_url, Simulator(api_key=KEY, labs_per_day=1) as sim:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        async with fast_client(sim) as c:
+            await c.latest_results(5)
+    assert proxy.received == []
+
+
+async def test_a_plain_http_origin_through_a_loopback_proxy_is_proxied() -> None:
+    """A loopback http origin through a loopback proxy: the key stays on this machine."""
+    ok = b'{"Results": [], "Status": 1}'
+    proxy = _RecordingProxy(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(ok), ok)
+    )
+    async with (
+        proxy.serving() as proxy_url,
+        LodClient(KEY, "http://127.0.0.1:9/api/v3", proxy=proxy_url) as c,
+    ):
+        assert await c.latest_results(5) == []
+    assert proxy.received[0].startswith(b"GET http://127.0.0.1:9/api/v3/LatestResults?")
+
+
+@pytest.mark.parametrize("how", ["proxy=", "trust_env"])
+def test_a_plain_http_origin_through_a_remote_proxy_is_refused(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key would reach the proxy unencrypted: refused before anything is sent."""
+    remote = "http://proxy.corp.example:3128"
+    options: dict[str, object] = {"proxy": remote}
+    if how == "trust_env":
+        monkeypatch.setenv("HTTP_PROXY", remote)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        options = {"trust_env": True}
+    with pytest.raises(LodInvalidArgument, match="unencrypted"):
+        LodClient(KEY, "http://127.0.0.1:9/api/v3", **options)  # type: ignore[arg-type]
+
+
+async def test_bodies_held_at_once_are_bounded_by_a_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight 2 MB answers in flight while the decoder is slow: bodies past the large-body
+    threshold (patched to 64 KB) wait for one of two permits, so memory holds about two
+    bodies, not eight."""
+    import time
+    import tracemalloc
+
+    from yarl import URL
+
+    from lodresults._request import transport
+    from lodresults._request.key import ApiKey
+
+    monkeypatch.setattr(transport, "_LARGE_BODY_BYTES", 64 * 1024)
+    body = b'{"Results": [], "Status": 1, "Pad": "' + b"x" * 2_000_000 + b'"}'
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)  # chunked: no Content-Length to decide by
+        for i in range(0, len(body), 256 * 1024):
+            await response.write(body[i : i + 256 * 1024])
+        await response.write_eof()
+        return response
+
+    def slow_parse(data: bytes) -> int:
+        time.sleep(0.1)
+        return len(data)
+
+    async with serving(big) as url:
+        t = transport.Transport(
+            URL(url), ApiKey(KEY), timeout=60, max_response_bytes=4_000_000, pool_size=8
+        )
+
+        async def one() -> int:
+            answer = await t.get("Results", {})
+            return await t.decode("Results", answer, slow_parse)
+
+        tracemalloc.start()
+        try:
+            sizes = await asyncio.gather(*(one() for _ in range(8)))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            await t.close()
+    assert sizes == [len(body)] * 8
+    assert peak < 6.5 * len(body), f"peak {peak:,} bytes"  # 8 bodies and more without

@@ -21,7 +21,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -369,20 +369,39 @@ class SQLiteStore:
         self._pool.shutdown(wait=True)
 
 
-class _Opening:
-    """``SQLiteStore.open(...)``: awaitable, or an async context manager that closes."""
+class _Opening(Coroutine[Any, Any, SQLiteStore]):
+    """
+    ``SQLiteStore.open(...)``: a coroutine (await it, or hand it to ``asyncio.run``), or
+    an async context manager that closes the store on leaving.
+    """
 
-    __slots__ = ("_open", "_store")
+    __slots__ = ("_coro", "_open", "_store")
 
-    def __init__(self, open_: Callable[[], Awaitable[SQLiteStore]]) -> None:
+    def __init__(self, open_: Callable[[], Coroutine[Any, Any, SQLiteStore]]) -> None:
         self._open = open_
+        self._coro: Coroutine[Any, Any, SQLiteStore] | None = None
         self._store: SQLiteStore | None = None
 
+    def _started(self) -> Coroutine[Any, Any, SQLiteStore]:
+        if self._coro is None:
+            self._coro = self._open()
+        return self._coro
+
     def __await__(self) -> Generator[Any, None, SQLiteStore]:
-        return self._open().__await__()
+        return self._started().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._started().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._started().throw(*args)
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
 
     async def __aenter__(self) -> SQLiteStore:
-        self._store = await self._open()
+        self._store = await self._started()
         return self._store
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -144,7 +144,7 @@ def describe(path: Path, exc: sqlite3.Error) -> str:
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         # Never "remove it": the file may not be ours (a wrong --db).
         return (
-            f"database {path} is not a usable SQLite database ({text}); check the path, "
+            f"database {path} is not a usable SQLite file ({text}); check the path, "
             "or restore the file from a backup"
         )
     return f"database {path}: {text}"

@@ -277,9 +277,13 @@ class WindowPlanner:
             return Window(s, e)
         raise StopIteration
 
-    def shrink(self, refused_span: int) -> int:
-        """Narrow the limit after a refusal of ``refused_span``; returns the new limit."""
-        self.max_span = min(self.max_span, narrower_limit(refused_span))
+    def shrink(self, refused_span: int, *, too_large: bool = False) -> int:
+        """
+        Narrow the limit after a refusal of ``refused_span``; returns the new limit.
+        ``too_large``: the answer was over ``max_response_bytes``: halve.
+        """
+        narrower = max(1, refused_span // 2) if too_large else narrower_limit(refused_span)
+        self.max_span = min(self.max_span, narrower)
         return self.max_span
 
     def split(self, window: Window) -> list[Window]:
