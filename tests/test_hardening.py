@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import math
 import os
@@ -30,13 +31,14 @@ from lodresults import (
     LodRateLimitError,
     LodResponseTooLarge,
     SQLiteStore,
+    StoreError,
     WindowSplit,
 )
 from lodresults._records.wire import structure_record
 from lodresults._request.retry import MAX_PACED_WAIT
 from lodresults._windows.dedup import Deduplicator
 from lodresults._windows.plan import Window
-from lodresults.cli._export import csv_row
+from lodresults.cli._export import atomic_output, csv_row, export
 from lodresults.testing import ManualClock, Simulator
 from tests.conftest import FIXED_SPAN, KEY, fast_client, make_fixed_sim
 from tests.test_cli import _env, backfill_args, run, start
@@ -48,6 +50,16 @@ OK, USAGE, FAILURE = 0, 2, 1
 
 
 # --- 1. export writes through symlinks, into devices; Parquet permissions -----------------
+
+
+async def _export_to(db: Path, fmt: str, out: Path) -> int:
+    """What ``lodresults export --format fmt --out out`` does, in this process."""
+    if fmt == "parquet":
+        from lodresults.cli._export_parquet import export_parquet
+
+        return await export_parquet(db, out)
+    with atomic_output(out) as f:
+        return await export(db, fmt, f)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -63,8 +75,7 @@ async def test_export_writes_through_a_symlink_to_its_target(tmp_path: Path, fmt
     target.chmod(0o640)
     link = tmp_path / f"link.{fmt}"
     link.symlink_to(target)
-    r = await run(["export", "--db", str(db), "--format", fmt, "--out", str(link)], _env(None))
-    assert r.code == OK, r.err
+    assert await _export_to(db, fmt, link) == 29
     assert link.is_symlink() and link.resolve() == target
     assert target.read_bytes() != b"old" and stat.S_IMODE(target.stat().st_mode) == 0o640
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
@@ -84,8 +95,7 @@ async def test_export_into_a_device_node_writes_to_it_and_keeps_it(
         pytest.skip("mknod is not permitted here (needs root or CAP_MKNOD)")
     db = tmp_path / "r.db"
     await make_db(db, [structure_record(lab(i)) for i in range(1, 30)])
-    r = await run(["export", "--db", str(db), "--format", fmt, "--out", str(node)], _env(None))
-    assert r.code == OK, r.err
+    assert await _export_to(db, fmt, node) == 29
     assert stat.S_ISCHR(node.stat().st_mode)
     assert names(tmp_path) == ["null", "r.db"]
 
@@ -120,7 +130,7 @@ async def test_parquet_export_gets_the_permissions_of_csv(tmp_path: Path) -> Non
 
 # --- 2. a read-only open reads the WAL ----------------------------------------------------
 
-_WRITER = """
+_KILLED_WRITER = """
 import asyncio, os, signal, sys
 from lodresults import SQLiteStore
 from lodresults._records.wire import structure_record
@@ -129,47 +139,48 @@ from tests.test_store import lab
 async def main():
     store = await SQLiteStore.open(sys.argv[1])
     await store.write_window(0, 10, [structure_record(lab(i)) for i in range(1, 4204)])
-    print("written", flush=True)
-    if sys.argv[2] == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    sys.stdin.readline()  # hold the database open until told
+    os.kill(os.getpid(), signal.SIGKILL)  # before any checkpoint
 
 asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("how", ["racing", "killed"])
-async def test_export_reads_rows_that_live_only_in_the_wal(tmp_path: Path, how: str) -> None:
-    """A backfill still writing, or killed with SIGKILL before any checkpoint: its schema
-    and rows are in the ``-wal`` file only, and export reads all 4,203 of them."""
+async def _export_count(db: Path) -> int:
+    out = io.StringIO()
+    n = await export(db, "jsonl", out)
+    assert len(out.getvalue().splitlines()) == n
+    return n
+
+
+async def test_export_reads_rows_of_a_backfill_still_writing(tmp_path: Path) -> None:
+    """A writer holds the database open: its schema and rows are in the ``-wal`` file
+    only, and export reads all 4,203 of them (immutable=1 saw no tables)."""
+    db = tmp_path / "r.db"
+    async with SQLiteStore.open(db) as writer:
+        await writer.write_window(0, 10, [structure_record(lab(i)) for i in range(1, 4204)])
+        assert (tmp_path / "r.db-wal").stat().st_size > 0
+        assert await _export_count(db) == 4203
+
+
+async def test_export_reads_rows_of_a_backfill_killed_before_a_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL right after a window was stored: the rows live in the ``-wal`` only."""
     db = tmp_path / "r.db"
     writer = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _WRITER, str(db), "kill" if how == "killed" else "hold",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).parent.parent,
-    )  # fmt: skip
-    assert writer.stdout is not None and writer.stdin is not None
-    assert await asyncio.wait_for(writer.stdout.readline(), 60) == b"written\n"
-    if how == "killed":
-        assert await writer.wait() == -signal.SIGKILL
+        sys.executable, "-c", _KILLED_WRITER, str(db), cwd=Path(__file__).parent.parent
+    )
+    assert await asyncio.wait_for(writer.wait(), 60) == -signal.SIGKILL
     assert (tmp_path / "r.db-wal").stat().st_size > 0
-    try:
-        r = await run(["export", "--db", str(db)], _env(None))
-    finally:
-        if writer.returncode is None:
-            writer.stdin.write(b"\n")
-            await writer.wait()
-    assert r.code == OK, r.err
-    assert len(r.out.splitlines()) == 4203
+    assert await _export_count(db) == 4203
 
 
 async def test_a_foreign_file_is_never_advised_to_be_removed(tmp_path: Path) -> None:
     """A file that is not SQLite at all: the error says so and does not say "remove"."""
     db = tmp_path / "notes.db"
     db.write_bytes(b"my notes, not a database" * 100)
-    r = await run(["export", "--db", str(db)], _env(None))
-    assert r.code == FAILURE
-    assert "not a usable SQLite file" in r.err and "remove" not in r.err
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match="not a usable SQLite file") as info:
+            await SQLiteStore.open(db, readonly=readonly)
+        assert "remove" not in str(info.value)
     assert db.read_bytes() == b"my notes, not a database" * 100
 
 
