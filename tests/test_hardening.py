@@ -598,3 +598,24 @@ async def test_bodies_held_at_once_are_bounded_by_a_few(monkeypatch: pytest.Monk
             await t.close()
     assert sizes == [len(body)] * 8
     assert peak < 6.5 * len(body), f"peak {peak:,} bytes"  # 8 bodies and more without
+
+
+async def test_proxy_credentials_go_as_proxy_auth_and_never_into_messages() -> None:
+    """``proxy="http://user:password@host"``: the password reaches the proxy in its
+    Proxy-Authorization header only; the error (aiohttp quotes the proxy URL) lacks it."""
+    proxy = _RecordingProxy()
+    async with proxy.serving() as proxy_url:
+        with_auth = proxy_url.replace("http://", "http://bob:s3cretPW@")
+        url = "https://lod.example.test/api/v3"
+        async with LodClient(KEY, url, proxy=with_auth, max_retries=0) as c:
+            with pytest.raises(LodConnectionError) as info:
+                await c.latest_results(5)
+    assert "s3cretPW" not in str(info.value) and "s3cretPW" not in repr(info.value)
+    assert b"Proxy-Authorization: Basic Ym9iOnMzY3JldFBX" in proxy.received[0]
+
+
+async def test_cli_proxy_option_is_checked_before_any_request() -> None:
+    """``--proxy`` to a remote host for a plain-http base URL: a usage error."""
+    env = _env(None, LOD_API_KEY=KEY, LOD_BASE_URL="http://127.0.0.1:9/api/v3")
+    r = await run(["latest", "--proxy", "http://proxy.corp.example:3128"], env)
+    assert r.code == USAGE and "unencrypted" in r.err

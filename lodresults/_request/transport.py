@@ -139,7 +139,7 @@ class Transport:
         # The proxy is resolved here, once, and passed with every request (the session
         # itself never reads the environment): one place checks where the key may go.
         trust = trust_env or (session is not None and session.trust_env)
-        self._proxy, self._proxy_auth = proxy_for(base_url, proxy, trust_env=trust)
+        self._proxy, self._proxy_headers = proxy_for(base_url, proxy, trust_env=trust)
         self._pool_size = pool_size
         self.base_url = base_url
         self._key = api_key
@@ -248,7 +248,7 @@ class Transport:
                 raise_for_status=False,
                 timeout=self._timeout,
                 proxy=self._proxy,
-                proxy_auth=self._proxy_auth,
+                proxy_headers=self._proxy_headers,
                 # Inflate here whatever the session says, so that the cap counts the
                 # inflated bytes (Content-Length counts the compressed ones).
                 auto_decompress=True,
@@ -398,21 +398,30 @@ class Transport:
 
 def proxy_for(
     base_url: URL, proxy: str | None, *, trust_env: bool
-) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+) -> tuple[URL | None, dict[str, str] | None]:
     """
     The proxy for ``base_url``: ``proxy``, else with ``trust_env`` the one the
     environment names (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, as aiohttp reads
-    them), checked by ``check_proxy``; and its credentials from the environment.
+    them), checked by ``check_proxy``; and the headers with its credentials, if any.
+
+    Credentials travel in the ``Proxy-Authorization`` header, never in the URL:
+    aiohttp's error messages quote the proxy URL, and the password must not reach ours.
     """
-    if proxy is not None:
-        return check_proxy(base_url, proxy), None
-    if not trust_env:
-        return None, None
-    try:
-        found, auth = aiohttp.helpers.get_env_proxy_for_url(base_url)
-    except LookupError:
-        return None, None
-    return check_proxy(base_url, found), auth
+    login: tuple[str, str] | None = None
+    if proxy is None and trust_env:
+        try:
+            found, auth = aiohttp.helpers.get_env_proxy_for_url(base_url)
+        except LookupError:
+            return None, None
+        proxy = str(found)
+        login = None if auth is None else (auth.login, auth.password)
+    url = check_proxy(base_url, proxy)
+    if url is not None and url.user is not None:
+        login = (url.user, url.password or "")
+        url = url.with_user(None)
+    if login is None:
+        return url, None
+    return url, {"Proxy-Authorization": aiohttp.encode_basic_auth(*login)}
 
 
 def _attempt(parse: Callable[[bytes], T], body: bytes, command: str) -> T | _Failed[Any]:
