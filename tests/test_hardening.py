@@ -619,3 +619,19 @@ async def test_cli_proxy_option_is_checked_before_any_request() -> None:
     env = _env(None, LOD_API_KEY=KEY, LOD_BASE_URL="http://127.0.0.1:9/api/v3")
     r = await run(["latest", "--proxy", "http://proxy.corp.example:3128"], env)
     assert r.code == USAGE and "unencrypted" in r.err
+
+
+@pytest.mark.parametrize("hours", [1, 12, 23])
+def test_a_start_moved_forward_by_less_than_the_tolerance_is_yielded_once(hours: int) -> None:
+    """The documented limit (docs/limits.md): a lab whose Start moves forward across a
+    window's end by less than SKEW_TOLERANCE (a day) between the two windows' fetches is
+    yielded once, the later copy as an update."""
+    w1, w2 = Window(0, 7 * DAY), Window(7 * DAY, 14 * DAY)
+    d = Deduplicator(w1.start, w2.end)
+    moved = hours * 3600
+    before = dedup_lab(1, w1.end - moved // 2, w1.end - moved // 2 + 60, 0)
+    after = dedup_lab(1, w2.start + moved // 2, w2.start + moved // 2 + 60, 1)
+    fresh, _ = d.take(w1, [(0, [before])])
+    assert fresh == [before]
+    fresh, updates = d.take(w2, [(1, [after])])
+    assert fresh == [] and updates == [after]
