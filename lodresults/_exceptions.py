@@ -13,7 +13,7 @@ The one exception tree of lodresults.
     │   └── LodResponseTooLarge                body above the configured cap
     ├── LodStatusError                         an HTTP status we do not accept (has .status)
     │   ├── LodAuthError                       401 / 403: the api_key was refused
-    │   ├── LodRateLimitError                  429 after all retries (has .retry_after)
+    │   ├── LodRateLimitError                  429 past the pacing bound (has .retry_after)
     │   ├── LodServerError                     5xx after all retries
     │   └── LodRedirectError                   3xx: never followed (the key must not travel)
     ├── LodApiError                            HTTP 200 with ``Status: 0`` (has .error_text)
@@ -176,7 +176,8 @@ class LodAuthError(LodStatusError):
 
 class LodRateLimitError(LodStatusError):
     """
-    HTTP 429: still rate limited after all retries.
+    HTTP 429: still rate limited once the call's deadline (or 10 minutes of waiting out
+    ``Retry-After``) passed, or, without ``Retry-After``, after all retries.
     """
 
     def __init__(

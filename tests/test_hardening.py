@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import sys
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lodresults import (
     LodApiError,
@@ -36,6 +39,7 @@ from lodresults import (
 )
 from lodresults._records.wire import structure_record
 from lodresults._request.retry import MAX_PACED_WAIT
+from lodresults._text import printable
 from lodresults._windows.dedup import Deduplicator
 from lodresults._windows.plan import Window
 from lodresults.cli._export import atomic_output, csv_row, export
@@ -635,3 +639,19 @@ def test_a_start_moved_forward_by_less_than_the_tolerance_is_yielded_once(hours:
     assert fresh == [before]
     fresh, updates = d.take(w2, [(1, [after])])
     assert fresh == [] and updates == [after]
+
+
+@given(st.text())
+def test_printable_leaves_no_control_character(text: str) -> None:
+    """Whatever a server sends: no C0/C1 control, line or paragraph separator, bidi
+    control or surrogate survives, and JSON text stays the same JSON."""
+    shown = printable(text)
+    assert not any(
+        unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")
+        or unicodedata.bidirectional(c)
+        in ("LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI")
+        for c in shown
+    )
+    if not any(unicodedata.category(c) == "Cs" for c in text):
+        doc = orjson.dumps({"Error": text}).decode()
+        assert orjson.loads(printable(doc, json=True)) == {"Error": text}
