@@ -83,10 +83,14 @@ class _Permit:
 
 @attrs.frozen
 class Answer:
-    """A 200 answer: its (inflated) body, kept out of ``repr`` (it may echo the key)."""
+    """
+    A 200 answer: its (inflated) body, kept out of ``repr`` (it may echo the key), and
+    its ``Date`` header (the server's clock), if any.
+    """
 
     status: int
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    date: str | None = None
     #: Held while the body is large, until it has been decoded.
     permit: _Permit | None = attrs.field(default=None, repr=False, eq=False)
 
@@ -99,6 +103,7 @@ class _Reply:
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     retry_after: str | None
     location: str | None
+    date: str | None = None
     permit: _Permit | None = attrs.field(default=None, repr=False, eq=False)
 
 
@@ -194,7 +199,7 @@ class Transport:
             raise reply.error
         if reply.status != 200:
             raise self._status_error(command, reply)
-        return Answer(reply.status, reply.body, reply.permit)
+        return Answer(reply.status, reply.body, reply.date, reply.permit)
 
     async def decode(
         self,
@@ -264,6 +269,7 @@ class Transport:
                     body=body,
                     retry_after=self._header(resp, "Retry-After"),
                     location=self._header(resp, "Location"),
+                    date=self._header(resp, "Date"),
                     permit=permit,
                 )
                 permit = None  # handed on with the body (released once it is decoded)
