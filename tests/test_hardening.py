@@ -641,17 +641,40 @@ def test_a_start_moved_forward_by_less_than_the_tolerance_is_yielded_once(hours:
     assert fresh == [] and updates == [after]
 
 
-@given(st.text())
+_BIDI_CONTROLS = ("LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI")
+
+
+def _unsafe(c: str) -> bool:
+    return (
+        unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")
+        or unicodedata.bidirectional(c) in _BIDI_CONTROLS
+    )
+
+
+#: Every such character of the BMP but the surrogates (two stand for them), drawn often:
+#: plain text rarely holds one.
+_UNSAFE_CHARS = [
+    c for c in map(chr, range(0x10000)) if _unsafe(c) and unicodedata.category(c) != "Cs"
+] + ["\ud800", "\udfff"]
+
+
+def test_printable_escapes_every_unsafe_character_of_the_bmp() -> None:
+    """Each of them alone, so that none depends on a random draw."""
+    assert [c for c in _UNSAFE_CHARS if _unsafe_left(printable(c))] == []
+    # JSON text: its encoder escapes C0 controls inside strings; the rest is its layout.
+    beyond_c0 = [c for c in _UNSAFE_CHARS if c >= "\x20"]
+    assert [c for c in beyond_c0 if _unsafe_left(printable(c, json=True))] == []
+
+
+def _unsafe_left(text: str) -> bool:
+    return any(_unsafe(c) for c in text)
+
+
+@given(st.text(st.one_of(st.characters(), st.sampled_from(_UNSAFE_CHARS))))
 def test_printable_leaves_no_control_character(text: str) -> None:
     """Whatever a server sends: no C0/C1 control, line or paragraph separator, bidi
     control or surrogate survives, and JSON text stays the same JSON."""
-    shown = printable(text)
-    assert not any(
-        unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")
-        or unicodedata.bidirectional(c)
-        in ("LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI")
-        for c in shown
-    )
+    assert not any(_unsafe(c) for c in printable(text))
     if not any(unicodedata.category(c) == "Cs" for c in text):
         doc = orjson.dumps({"Error": text}).decode()
         assert orjson.loads(printable(doc, json=True)) == {"Error": text}
