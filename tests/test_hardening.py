@@ -678,3 +678,12 @@ def test_printable_leaves_no_control_character(text: str) -> None:
     if not any(unicodedata.category(c) == "Cs" for c in text):
         doc = orjson.dumps({"Error": text}).decode()
         assert orjson.loads(printable(doc, json=True)) == {"Error": text}
+
+
+def test_dev_stdout_is_written_into_even_when_redirected_to_a_file() -> None:
+    """``--out /dev/stdout`` with stdout redirected to a file (``>> log``): written into,
+    at the shell's offset, never replaced by a new file."""
+    from lodresults._destinations.output import resolve_output
+
+    for name in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        assert resolve_output(Path(name)).direct, name

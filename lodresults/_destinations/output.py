@@ -46,7 +46,9 @@ def resolve_output(path: Path) -> OutputTarget:
     if mode is not None and not stat.S_ISREG(mode):
         return OutputTarget(path, direct=True)
     real = os.path.realpath(path)
-    if real.startswith(_SPECIAL_ROOTS):
+    # Also by the name given: ``/dev/stdout`` redirected to a file (``>> log``) is that
+    # file, to be written into at the shell's offset, not replaced.
+    if real.startswith(_SPECIAL_ROOTS) or str(path.absolute()).startswith(_SPECIAL_ROOTS):
         return OutputTarget(path, direct=True)
     return OutputTarget(Path(real), direct=False)
 
