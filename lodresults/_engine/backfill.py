@@ -21,6 +21,7 @@ from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._events import EventHook
 from lodresults._exceptions import LodApiError
 from lodresults._records.models import LabResult
+from lodresults._request.telemetry import count_settled
 from lodresults._windows.plan import TimeLike, gaps, validate_range
 from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds, settled_end
 
@@ -91,6 +92,8 @@ async def backfill(
                     checkpoint=None if settled is None else (w.start, settled),
                     fetched_at=batch.fetched_at,
                 )
+                if settled is not None:
+                    count_settled()
                 windows += 1
                 records += len(batch.records)
                 updates += len(batch.updates)
