@@ -36,13 +36,16 @@ from lodresults.testing._knobs import (
     Sloppiness,
 )
 from lodresults.testing._server import TOO_LONG_TEXT, Simulator
+from lodresults.testing._webhooks import EVENTS, Delivery, WebhookSender
 
 __all__ = [
+    "EVENTS",
     "FAULT_KINDS",
     "GRADING_DELAY_MAX",
     "TOO_LONG_TEXT",
     "TRANSIENT_FAULT_KINDS",
     "Dataset",
+    "Delivery",
     "Faults",
     "Lab",
     "ManualClock",
@@ -50,6 +53,7 @@ __all__ = [
     "Simulator",
     "SimulatorStats",
     "Sloppiness",
+    "WebhookSender",
     "generate",
     "generate_labs",
 ]

@@ -1,0 +1,141 @@
+"""
+What the webhook receiver keeps in the database beside the store's tables.
+
+``webhook_pending``: the lab ids queued but not yet applied when the receiver stopped (a
+restart resumes them). ``webhook_applied``: each lab a webhook brought, when, and
+whether that changed what was stored, so a reconciliation can tell the changes webhooks
+brought from those they missed (``MissCounter``).
+
+Its own connection to the store's file (WAL: the store's writes and these do not block
+each other for long), used from one worker thread at a time. Knows no HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Final, TypeVar
+
+from lodresults._exceptions import StoreError
+
+__all__ = ["Ledger"]
+
+T = TypeVar("T")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS webhook_pending (
+    lab_instance_id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_applied (
+    lab_instance_id INTEGER NOT NULL,
+    applied_at REAL NOT NULL,
+    changed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_applied_at ON webhook_applied (applied_at)
+"""
+#: Applies older than this (seconds before the newest) are forgotten when the ledger opens:
+#: a reconciliation looks back to the one before it, hours or a day.
+KEEP_APPLIED: Final = 30 * 86400
+
+
+class Ledger:
+    """The receiver's tables in the database at ``path`` (open with ``await Ledger.open``)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Ledger:
+        """Open (creating the tables); the store must have created the file first."""
+        p = Path(path)
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(p, timeout=10.0, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+                conn.execute(
+                    "DELETE FROM webhook_applied WHERE applied_at < "
+                    "(SELECT MAX(applied_at) FROM webhook_applied) - ?",
+                    (KEEP_APPLIED,),
+                )
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = await asyncio.to_thread(connect)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {p}: cannot keep the webhook queue: {exc}") from None
+        return cls(p, conn)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def job() -> T:
+            with self._lock:
+                try:
+                    return fn(self._conn)
+                except sqlite3.Error as exc:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise StoreError(f"database {self.path}: webhook ledger: {exc}") from None
+
+        # shielded: a cancelled caller still lets the transaction finish on its thread
+        return await asyncio.shield(asyncio.to_thread(job))
+
+    async def save_pending(self, pending: Iterable[tuple[int, float]]) -> int:
+        """Replace the persisted queue with ``pending`` (id, received at); returns its size."""
+        rows = list(pending)
+
+        def save(c: sqlite3.Connection) -> int:
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("DELETE FROM webhook_pending")
+            c.executemany("INSERT OR REPLACE INTO webhook_pending VALUES (?, ?)", rows)
+            c.execute("COMMIT")
+            return len(rows)
+
+        return await self._run(save)
+
+    async def take_pending(self) -> list[tuple[int, float]]:
+        """The persisted queue, oldest first (it stays persisted until saved again)."""
+
+        def load(c: sqlite3.Connection) -> list[tuple[int, float]]:
+            rows = c.execute(
+                "SELECT lab_instance_id, received_at FROM webhook_pending ORDER BY received_at"
+            ).fetchall()
+            return [(int(a), float(b)) for a, b in rows]
+
+        return await self._run(load)
+
+    async def record_applied(self, lab_instance_id: int, at: float, changed: bool) -> None:
+        """A webhook brought this lab at ``at``; ``changed``: the store held another state."""
+
+        def record(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO webhook_applied VALUES (?, ?, ?)",
+                (lab_instance_id, at, int(changed)),
+            )
+
+        await self._run(record)
+
+    async def brought_since(self, since: float) -> int:
+        """Changes webhooks brought (the stored state changed) after ``since``."""
+
+        def count(c: sqlite3.Connection) -> int:
+            row = c.execute(
+                "SELECT COUNT(*) FROM webhook_applied WHERE applied_at > ? AND changed = 1",
+                (since,),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(count)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await asyncio.to_thread(self._conn.close)

@@ -1,0 +1,117 @@
+"""
+How many changes the webhooks missed: counted by the reconciliation that brings them.
+
+A change a webhook brought is already stored when a reconciliation (``watch``'s, or a
+nightly ``backfill``) fetches the lab again, so the store finds that copy unchanged; a
+change no webhook brought (the push was lost, the receiver was down past the vendor's
+15 s of retries) is new or changed there. ``MissCounter`` wraps the destination the
+reconciliation writes to and counts those, among the changes webhooks announce (ended
+labs for TornDown and Scored; every change once Launched is subscribed too); the
+receiver's ledger counts the changes webhooks brought. Miss rate = missed / (brought +
+missed) over the time since the previous reconciliation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import attrs
+
+from lodresults._destinations.base import Applied, Destination, OpenLab
+from lodresults._records.models import LabResult
+from lodresults._webhooks.ledger import Ledger
+
+__all__ = ["MissCounter", "WebhookMisses"]
+
+#: Events that announce a lab's start: with one of them, running labs are covered too.
+_START_EVENTS = frozenset({"Launched", "Started"})
+
+
+@attrs.frozen
+class WebhookMisses:
+    """
+    Changes since the previous reconciliation: ``brought`` by webhooks, ``missed`` by
+    them and found by the reconciliation. ``rate`` is None when nothing changed.
+
+    .. versionadded:: 0.2.0
+    """
+
+    brought: int
+    missed: int
+
+    @property
+    def rate(self) -> float | None:
+        """``missed / (brought + missed)``, or None when there was no change."""
+        total = self.brought + self.missed
+        return None if total == 0 else self.missed / total
+
+    def __str__(self) -> str:
+        total = self.brought + self.missed
+        rate = "n/a" if self.rate is None else f"{self.rate:.1%}"
+        return f"webhooks brought {self.brought:,} of {total:,} changes (miss rate {rate})"
+
+
+class MissCounter:
+    """
+    A ``Destination`` that writes through to ``inner`` and counts the announced changes
+    it applies (``missed``). ``events``: those the receiver is sent.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self, inner: Destination, *, events: Sequence[str] = ("TornDown", "Scored")
+    ) -> None:
+        self.inner = inner
+        self.running_covered = bool(_START_EVENTS & set(events))
+        self.missed = 0
+
+    def _covered(self, record: LabResult) -> bool:
+        return self.running_covered or record.end is not None
+
+    async def apply(
+        self,
+        records: Sequence[LabResult],
+        *,
+        fetched_at: float,
+        checkpoint: tuple[int, int] | None = None,
+    ) -> Applied:
+        """Apply ``records`` to ``inner``; the covered ones first, counted (ids are unique)."""
+        covered = [r for r in records if self._covered(r)]
+        if not covered:
+            return await self.inner.apply(records, fetched_at=fetched_at, checkpoint=checkpoint)
+        rest = [r for r in records if not self._covered(r)]
+        first = await self.inner.apply(covered, fetched_at=fetched_at)
+        self.missed += first.new + first.changed
+        # The checkpoint goes with the second part: if this stops between the two, the
+        # window is fetched again (its first part then applies unchanged).
+        second = await self.inner.apply(rest, fetched_at=fetched_at, checkpoint=checkpoint)
+        return first + second
+
+    async def report(self, ledger: Ledger, since: float) -> WebhookMisses:
+        """The misses counted so far against what webhooks brought after ``since``."""
+        return WebhookMisses(await ledger.brought_since(since), self.missed)
+
+    async def checkpoints(self, start: int, end: int) -> list[tuple[int, int]]:
+        """As ``inner``'s."""
+        return await self.inner.checkpoints(start, end)
+
+    async def open_labs(self, start: int, end: int, *, settle: int) -> list[OpenLab]:
+        """As ``inner``'s."""
+        return await self.inner.open_labs(start, end, settle=settle)
+
+    async def stored(self, ids: Collection[int]) -> set[int]:
+        """As ``inner``'s."""
+        return await self.inner.stored(ids)
+
+    async def last_run(self) -> float | None:
+        """As ``inner``'s."""
+        return await self.inner.last_run()
+
+    async def set_last_run(self, at: float) -> None:
+        """As ``inner``'s."""
+        await self.inner.set_last_run(at)
+
+    async def distrust_after(self, now: float) -> int:
+        """As ``inner``'s."""
+        return await self.inner.distrust_after(now)

@@ -1,0 +1,378 @@
+"""The webhook receiver on loopback, with the simulator as the API and as the sender."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lodresults import LabResult, LodClient, SQLiteStore, backfill
+from lodresults._webhooks.inbox import Accepted, Refused, parse_push
+from lodresults._webhooks.ledger import Ledger
+from lodresults.testing import ManualClock, Simulator, WebhookSender, generate_labs
+from lodresults.webhooks import MissCounter, WebhookReceiver, webhook_app
+from tests.test_living import assert_table_is_present, table
+
+DAY = 86400
+T0 = 1_767_254_400  # 2026-01-01T08:00:00Z
+SECRET = "Basic d2ViaG9vazpzM2NyM3QtY2FuYXJ5"  # the canary: found nowhere it must not be
+HEADERS = {"Authorization": SECRET}
+
+
+def client_for(sim: Simulator, clock: Any = None) -> LodClient:
+    return LodClient(
+        sim.api_key,
+        base_url=sim.base_url,
+        rate_limit=None,
+        retry_initial_wait=0.001,
+        retry_max_wait=0.005,
+        clock=clock or sim.clock,
+    )
+
+
+@asynccontextmanager
+async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
+    """``app`` on loopback; yields its push URL."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/webhooks/lod"
+    finally:
+        await runner.cleanup()
+
+
+async def push(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str] = HEADERS,
+    body: Any = None,
+    raw: bytes | None = None,
+    method: str = "POST",
+) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+    data = raw if raw is not None else (None if body is None else orjson.dumps(body))
+    async with session.request(method, url, data=data, headers=dict(headers)) as resp:
+        text = await resp.read()
+        return resp.status, orjson.loads(text) if text else {}, resp.headers
+
+
+# --- parsing (pure) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "expected"),
+    [
+        ({"id": "42"}, b"", Accepted(42, None)),
+        ({}, b'{"Id": 42, "Event": "Scored", "ExamScore": 90.5}', Accepted(42, "Scored")),
+        ({}, b'{"Id": "42", "Event": "torn down"}', Accepted(42, "TornDown")),
+        ({"id": "42"}, b'{"Id": 42}', Accepted(42, None)),
+        ({"id": "42", "event": "TORN_DOWN"}, b"", Accepted(42, "TornDown")),
+        ({"id": "42"}, b'{"Id": 43}', 400),
+        ({}, b"", 400),
+        ({"id": "{id}"}, b"", 400),  # the token left unreplaced
+        ({"id": "-1"}, b"", 400),
+        ({"id": "0"}, b"", 400),
+        ({"id": "99999999999999999999"}, b"", 400),
+        ({}, b'{"Id": true}', 400),
+        ({}, b'{"Id": 4.5}', 400),
+        ({"id": "42"}, b"not json", 400),
+        ({"id": "42"}, b"[42]", 400),
+        ({}, b'{"Id": 42, "Event": "Exploded"}', 400),
+    ],
+)
+def test_parse_push(query: dict[str, str], body: bytes, expected: Accepted | int) -> None:
+    got = parse_push(query, body)
+    if isinstance(expected, int):
+        assert isinstance(got, Refused) and got.status == expected and got.reason
+    else:
+        assert got == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    query=st.dictionaries(st.sampled_from(["id", "event", "x"]), st.text(max_size=30)),
+    body=st.one_of(
+        st.binary(max_size=100),
+        st.dictionaries(
+            st.sampled_from(["Id", "Event", "State"]),
+            st.one_of(
+                st.integers(-(2**63), 2**64 - 1), st.text(max_size=20), st.booleans(), st.none()
+            ),
+        ).map(orjson.dumps),
+    ),
+)
+def test_parse_push_any_input(query: dict[str, str], body: bytes) -> None:
+    got = parse_push(query, body)
+    if isinstance(got, Accepted):
+        assert 0 < got.lab_instance_id < 2**63
+        named = {query.get("id")}
+        if body.strip():
+            named.add(str(orjson.loads(body).get("Id")))
+        assert str(got.lab_instance_id) in named
+    else:
+        assert got.status == 400
+        assert all(v not in got.reason for v in query.values() if len(v) > 3)
+
+
+# --- the receiver ---------------------------------------------------------------------------
+
+
+async def test_answers_and_nothing_stored_for_bad_input(tmp_path: Path) -> None:
+    records = [dict(r) for r in generate_fixed(5)]
+    async with (
+        Simulator(records=records, clock=lambda: T0) as sim,
+        client_for(sim) as client,
+    ):
+        store = await SQLiteStore.open(tmp_path / "r.db")
+        app = webhook_app(client, store, secret=SECRET, max_body=2048, allow=["127.0.0.0/8"])
+        try:
+            async with serving(app) as url, aiohttp.ClientSession() as s:
+                first = records[0]["LabInstanceId"]
+                bad = [
+                    (401, await push(s, f"{url}?id={first}", headers={})),
+                    (401, await push(s, f"{url}?id={first}", headers={"Authorization": "x"})),
+                    (401, await push(s, f"{url}?id={first}", headers={"X-Secret": SECRET})),
+                    (400, await push(s, url)),
+                    (400, await push(s, url, raw=b"{not json")),
+                    (400, await push(s, url, body={"Id": first, "Event": "Exploded"})),
+                    (400, await push(s, f"{url}?id=abc")),
+                    (413, await push(s, url, body={"Id": first, "Pad": "x" * 4096})),
+                    (413, await push(s, f"{url}?id={first}", raw=b" " * 3000)),
+                ]
+                for expected, (status, doc, _) in bad:
+                    assert status == expected, doc
+                    assert doc["error"] and SECRET not in orjson.dumps(doc).decode()
+                receiver = app[_receiver_key()]
+                await receiver.drain()
+                assert await store.count() == 0
+                assert sim.stats.requests["Result"] == 0
+                assert receiver.stats.refused == {401: 3, 400: 4, 413: 2}
+                status, doc, _ = await push(s, f"{url}?id={first}", method="GET")
+                assert (status, doc["queue"]) == (202, "queued")
+                status, _, _ = await push(s, url, body={"Id": records[1]["LabInstanceId"]})
+                assert status == 202
+                await receiver.drain()
+                assert await store.count() == 2
+        finally:
+            await store.close()
+    rows = await table(tmp_path / "r.db")
+    assert sorted(rows) == sorted(r["LabInstanceId"] for r in records[:2])
+
+
+async def test_allow_list_refuses_other_addresses(tmp_path: Path) -> None:
+    async with Simulator(records=[], clock=lambda: T0) as sim, client_for(sim) as client:
+        store = await SQLiteStore.open(tmp_path / "r.db")
+        app = webhook_app(client, store, secret=SECRET, allow=["203.0.113.0/24"])
+        try:
+            async with serving(app) as url, aiohttp.ClientSession() as s:
+                status, doc, _ = await push(s, f"{url}?id=1")
+                assert status == 403 and "not allowed" in doc["error"]
+        finally:
+            await store.close()
+
+
+def _receiver_key() -> Any:
+    from lodresults.webhooks import RECEIVER
+
+    return RECEIVER
+
+
+def generate_fixed(n: int) -> list[Mapping[str, Any]]:
+    labs = generate_labs(seed=3, start=T0 - 5 * DAY, end=T0 - 4 * DAY, labs_per_day=n)
+    return [lab.at(T0) or {} for lab in labs]
+
+
+async def test_coalesces_pushes_and_a_full_queue_survives_a_restart(tmp_path: Path) -> None:
+    """
+    No workers: three labs fill the queue, a repeat is coalesced, a fourth gets 503 with
+    Retry-After; stopping saves the three in the database, and the next start (with
+    workers) fetches each once.
+    """
+    records = [dict(r) for r in generate_fixed(10)][:4]
+    ids = [r["LabInstanceId"] for r in records]
+    db = tmp_path / "r.db"
+    async with Simulator(records=records, clock=lambda: T0) as sim, client_for(sim) as client:
+        store = await SQLiteStore.open(db)
+        try:
+            first = WebhookReceiver(client, store, secret=SECRET, queue_size=3, workers=0, db=db)
+            async with serving(first.app()) as url, aiohttp.ClientSession() as s:
+                answers = [await push(s, f"{url}?id={i}") for i in ids[:3]]
+                assert [(a[0], a[1]["queue"]) for a in answers] == [(202, "queued")] * 3
+                status, doc, _ = await push(s, url, body={"Id": ids[0], "Event": "Scored"})
+                assert (status, doc["queue"]) == (202, "coalesced")
+                status, doc, headers = await push(s, f"{url}?id={ids[3]}")
+                assert status == 503 and headers["Retry-After"] == "5" and "full" in doc["error"]
+                first.grace = 0.0
+            assert first.stats.saved == 3
+            assert (first.stats.queued, first.stats.coalesced, first.stats.busy) == (3, 1, 1)
+            assert sim.stats.requests["Result"] == 0 and await store.count() == 0
+
+            second = WebhookReceiver(client, store, secret=SECRET, db=db)
+            async with serving(second.app()):
+                assert second.stats.resumed == 3
+                await second.drain()
+            assert second.stats.saved == 0
+            assert sim.stats.requests["Result"] == 3
+            assert second.stats.applied == second.stats.changed == 3
+        finally:
+            await store.close()
+    assert sorted(await table(db)) == sorted(ids[:3])
+    ledger = await Ledger.open(db)
+    try:
+        assert await ledger.take_pending() == []
+        assert await ledger.brought_since(0) == 3
+    finally:
+        await ledger.close()
+
+
+async def test_a_burst_of_duplicates_fetches_each_lab_at_most_twice(tmp_path: Path) -> None:
+    records = [dict(r) for r in generate_fixed(60)]
+    ids = [r["LabInstanceId"] for r in records]
+    async with Simulator(records=records, clock=lambda: T0) as sim, client_for(sim) as client:
+        store = await SQLiteStore.open(tmp_path / "r.db")
+        try:
+            receiver = WebhookReceiver(client, store, secret=SECRET)
+            async with serving(receiver.app()) as url, aiohttp.ClientSession() as s:
+                bodies = [{"Id": i, "Event": e} for i in ids for e in ("TornDown", "Scored")] * 3
+                answers = await asyncio.gather(*(push(s, url, body=b) for b in bodies))
+                assert {a[0] for a in answers} == {202}
+                await receiver.drain()
+            stats = receiver.stats
+            assert stats.queued + stats.coalesced == len(bodies) == 6 * len(ids)
+            # A push for a lab being fetched queues it again, at most once more.
+            assert len(ids) <= sim.stats.requests["Result"] == stats.applied <= 2 * len(ids)
+            assert stats.changed == len(ids)
+        finally:
+            await store.close()
+    assert sorted(await table(tmp_path / "r.db")) == sorted(ids)
+
+
+async def test_secret_and_key_never_logged_nor_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    records = [dict(r) for r in generate_fixed(5)]
+    async with Simulator(records=records, clock=lambda: T0) as sim, client_for(sim) as client:
+        store = await SQLiteStore.open(tmp_path / "r.db")
+        try:
+            receiver = WebhookReceiver(client, store, secret=SECRET)
+            async with serving(receiver.app()) as url, aiohttp.ClientSession() as s:
+                texts = []
+                for headers in (HEADERS, {"Authorization": SECRET[:-1]}, {}):
+                    for target in (f"{url}?id={records[0]['LabInstanceId']}", f"{url}?id=x"):
+                        texts.append(repr(await push(s, target, headers=headers)))
+                await receiver.drain()
+        finally:
+            await store.close()
+    shown = "\n".join([caplog.text, repr(receiver), repr(vars(receiver)), *texts])
+    for secret in (SECRET, SECRET.split()[1], sim.api_key):
+        assert secret not in shown
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(receiver._secret)
+
+
+# --- end to end: the simulator pushes, the receiver applies, a reconciliation repairs -------
+
+
+async def test_drops_duplicates_and_downtime_then_one_reconciliation(tmp_path: Path) -> None:
+    """
+    Ten minutes of virtual time: the simulator's labs end and get graded, 20 % of the
+    pushes are lost, 10 % come twice, and the receiver is down for 30 s (the vendor retries
+    5 times, 1-5 s apart, then gives up). One reconciliation then makes the store equal to
+    the server, and its miss rate is what was really missed.
+    """
+    clock = ManualClock(T0, auto=False)
+    labs = generate_labs(seed=9, start=T0 - DAY, end=T0 + 600, labs_per_day=20_000)
+    db = tmp_path / "r.db"
+    since = T0 - 3 * DAY
+    async with Simulator(records=labs, clock=clock) as sim, client_for(sim, clock) as client:
+        store = await SQLiteStore.open(db)
+        try:
+            await backfill(client, store, since, T0)  # the store as of T0
+            receiver = WebhookReceiver(client, store, secret=SECRET, db=db)
+            port = 0
+            down = (T0 + 180, T0 + 210)
+            async with (
+                WebhookSender(
+                    sim.dataset,
+                    "http://127.0.0.1:{port}/webhooks/lod?id={id}",
+                    clock=clock,
+                    headers=HEADERS,
+                    drop_rate=0.2,
+                    duplicate_rate=0.1,
+                    seed=4,
+                ) as sender,
+            ):
+                app = receiver.app()
+                runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                await runner.setup()
+                site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=True)
+                await site.start()
+                port = runner.addresses[0][1]
+                sender.url = sender.url.replace("{port}", str(port))
+                up = True
+                for t in range(T0 + 1, T0 + 660):
+                    clock.set(t)
+                    if up and down[0] <= t < down[1]:
+                        await runner.cleanup()  # stop: finish the queue, refuse meanwhile
+                        up = False
+                    elif not up and t >= down[1]:
+                        runner = web.AppRunner(receiver.app(), handle_signals=False)
+                        await runner.setup()
+                        await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+                        up = True
+                    await sender.pump()
+                    if up:
+                        await receiver.drain()
+                await runner.cleanup()
+            assert sender.dropped and sender.given_up  # lost on the way, lost to downtime
+            refused_while_down = [d for d in sender.log if d.status is None]
+            assert refused_while_down
+            assert any(d.duplicate for d in sender.log)
+            # What webhooks missed, measured independently: ended labs whose stored copy
+            # is not the server's present one.
+            now = int(clock())
+            present = sim.present(since, now)
+            rows = await table(db)
+            missed = sum(
+                1
+                for i, rec in present.items()
+                if rec["End"] is not None and _differs(rows.get(i), rec)
+            )
+            assert missed > 0
+
+            counter = MissCounter(store)
+            await backfill(client, counter, since, now)  # type: ignore[arg-type]
+            ledger = await Ledger.open(db)
+            try:
+                report = await counter.report(ledger, T0)
+            finally:
+                await ledger.close()
+        finally:
+            await store.close()
+        assert_table_is_present(await table(db), sim.present(since, now))
+    assert report.missed == missed
+    assert report.brought == receiver.stats.changed > 0
+    assert report.rate == pytest.approx(missed / (missed + receiver.stats.changed))
+    assert 0.1 < report.rate < 0.6  # 20 % dropped, plus the downtime's share
+    assert "miss rate" in str(report)
+
+
+def _differs(row: LabResult | None, rec: Mapping[str, Any]) -> bool:
+    from lodresults._records.wire import structure_record
+
+    return row is None or row != structure_record(dict(rec))
