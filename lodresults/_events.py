@@ -19,6 +19,7 @@ __all__ = [
     "EventHook",
     "RequestRetried",
     "Throttled",
+    "WebhookMisses",
     "WindowCompleted",
     "WindowFailed",
     "WindowSplit",
@@ -89,5 +90,39 @@ class Throttled:
     rate: float | None
 
 
-Event = WindowsPlanned | WindowCompleted | WindowSplit | WindowFailed | RequestRetried | Throttled
+@attrs.frozen
+class WebhookMisses:
+    """
+    A reconciliation compared its findings with what webhooks brought since the one
+    before: ``brought`` changes came by webhook, ``missed`` ones only by this
+    reconciliation (see ``lodresults.webhooks.MissCounter``). ``rate`` is None when
+    nothing changed.
+
+    .. versionadded:: 0.2.0
+    """
+
+    brought: int
+    missed: int
+
+    @property
+    def rate(self) -> float | None:
+        """``missed / (brought + missed)``, or None when there was no change."""
+        total = self.brought + self.missed
+        return None if total == 0 else self.missed / total
+
+    def __str__(self) -> str:
+        total = self.brought + self.missed
+        rate = "n/a" if self.rate is None else f"{self.rate:.1%}"
+        return f"webhooks brought {self.brought:,} of {total:,} changes (miss rate {rate})"
+
+
+Event = (
+    WindowsPlanned
+    | WindowCompleted
+    | WindowSplit
+    | WindowFailed
+    | RequestRetried
+    | Throttled
+    | WebhookMisses
+)
 EventHook = Callable[[Event], None]

@@ -32,8 +32,9 @@ from aiohttp import web
 from lodresults._client import LodClient
 from lodresults._destinations.base import Destination
 from lodresults._destinations.sqlite import SQLiteStore
+from lodresults._events import WebhookMisses
 from lodresults._webhooks.inbox import KNOWN_EVENTS
-from lodresults._webhooks.misses import MissCounter, WebhookMisses
+from lodresults._webhooks.misses import MissCounter
 from lodresults._webhooks.receiver import (
     DEFAULT_MAX_BODY,
     DEFAULT_PATH,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -16,11 +17,12 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lodresults import LabResult, LodClient, SQLiteStore, backfill
+from lodresults import LabResult, LodClient, SQLiteStore, WebhookMisses, backfill
 from lodresults._webhooks.inbox import Accepted, Refused, parse_push
 from lodresults._webhooks.ledger import Ledger
+from lodresults.cli._watch import watch
 from lodresults.testing import ManualClock, Simulator, WebhookSender, generate_labs
-from lodresults.webhooks import MissCounter, WebhookReceiver, webhook_app
+from lodresults.webhooks import WebhookReceiver, webhook_app
 from tests.test_living import assert_table_is_present, table
 
 DAY = 86400
@@ -355,16 +357,23 @@ async def test_drops_duplicates_and_downtime_then_one_reconciliation(tmp_path: P
             )
             assert missed > 0
 
-            counter = MissCounter(store)
-            await backfill(client, counter, since, now)  # type: ignore[arg-type]
-            ledger = await Ledger.open(db)
-            try:
-                report = await counter.report(ledger, T0)
-            finally:
-                await ledger.close()
         finally:
             await store.close()
+        # One watch tick: the poll and the reconciliation bring what webhooks missed.
+        events: list[Any] = []
+        out = io.StringIO()
+        await watch(
+            lambda **kw: client_for(sim, clock),
+            db=db,
+            interval=60,
+            out=out,
+            iterations=1,
+            clock=clock,
+            on_event=events.append,
+        )
         assert_table_is_present(await table(db), sim.present(since, now))
+    (report,) = [e for e in events if isinstance(e, WebhookMisses)]
+    assert str(report) in out.getvalue()
     assert report.missed == missed
     assert report.brought == receiver.stats.changed > 0
     assert report.rate == pytest.approx(missed / (missed + receiver.stats.changed))
@@ -376,3 +385,48 @@ def _differs(row: LabResult | None, rec: Mapping[str, Any]) -> bool:
     from lodresults._records.wire import structure_record
 
     return row is None or row != structure_record(dict(rec))
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+async def test_serve_webhooks_command(tmp_path: Path) -> None:
+    """The real entry point: listens, applies a push, refuses a wrong secret, stops on SIGTERM
+    with a summary, and never prints the secret or the key."""
+    from click.testing import CliRunner
+
+    from lodresults.cli._app import cli
+    from tests.test_cli import _env, start
+
+    records = [dict(r) for r in generate_fixed(5)]
+    lab = records[0]["LabInstanceId"]
+    db = tmp_path / "r.db"
+    async with Simulator(records=records, clock=lambda: T0) as sim:
+        args = ["serve-webhooks", "--db", str(db)]
+        missing = CliRunner().invoke(cli, args, env=_env(sim, LOD_WEBHOOK_SECRET=""))
+        assert missing.exit_code == 2 and "LOD_WEBHOOK_SECRET" in missing.output
+        bad = CliRunner().invoke(
+            cli, [*args, "--allow", "nope"], env=_env(sim, LOD_WEBHOOK_SECRET=SECRET)
+        )
+        assert bad.exit_code == 2 and "--allow" in bad.output and not db.exists()
+        proc = await start(
+            ["serve-webhooks", "--db", str(db), "--port", "0"], _env(sim, LOD_WEBHOOK_SECRET=SECRET)
+        )
+        assert proc.stderr is not None
+        try:
+            first = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            url = first.split("listening on ")[1].strip().replace("{id}", str(lab))
+            async with aiohttp.ClientSession() as s:
+                assert (await push(s, url, headers={"Authorization": "wrong"}))[0] == 401
+                assert (await push(s, url))[0] == 202
+            while sim.stats.requests["Result"] < 1:  # noqa: ASYNC110 - another process applies it
+                await asyncio.sleep(0.02)
+        finally:
+            proc.terminate()
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+        text = first + err.decode()
+        assert proc.returncode == 130
+        assert "2 pushes, 1 labs applied (1 changed)\nserve-webhooks: 0 labs saved" in text
+        assert SECRET not in text and SECRET.split()[1] not in text and sim.api_key not in text
+        assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert list(await table(db)) == [lab]

@@ -17,7 +17,7 @@ from typing import Final
 import attrs
 
 from lodresults._client import LodClient
-from lodresults._destinations.sqlite import SQLiteStore
+from lodresults._destinations.base import Destination
 from lodresults._events import EventHook
 from lodresults._exceptions import LodApiError
 from lodresults._records.models import LabResult
@@ -57,7 +57,7 @@ class BackfillResult:
 
 async def backfill(
     client: LodClient,
-    store: SQLiteStore,
+    store: Destination,
     since: TimeLike,
     until: TimeLike,
     *,
@@ -114,7 +114,7 @@ async def backfill(
 
 
 async def _refresh_running(
-    client: LodClient, store: SQLiteStore, start: int, end: int, settle: int
+    client: LodClient, store: Destination, start: int, end: int, settle: int
 ) -> int:
     """
     Fetch with ``Result`` each lab that started in the range and is stored as running, or

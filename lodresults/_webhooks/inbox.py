@@ -65,13 +65,18 @@ class Refused:
 
 
 def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
-    """``--allow`` values (CIDR or single addresses) as networks; ValueError names a bad one."""
+    """
+    ``--allow`` values (CIDR or single addresses) as networks; ValueError names a bad one
+    by its position (not its text: a secret pasted there by mistake is not repeated).
+    """
     out = []
-    for v in values:
+    for i, v in enumerate(values, 1):
         try:
             out.append(ipaddress.ip_network(v.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"not an IP network or address: {v[:60]!r}") from None
+            raise ValueError(
+                f"value {i} is not an IP network or address (e.g. 203.0.113.0/24)"
+            ) from None
     return tuple(out)
 
 

@@ -3,8 +3,8 @@ What the webhook receiver keeps in the database beside the store's tables.
 
 ``webhook_pending``: the lab ids queued but not yet applied when the receiver stopped (a
 restart resumes them). ``webhook_applied``: each lab a webhook brought, when, and
-whether that changed what was stored, so a reconciliation can tell the changes webhooks
-brought from those they missed (``MissCounter``).
+whether that changed what was stored; ``webhook_missed``: the changes other writers
+(``watch``'s poll and reconciliation) found that no webhook had brought (``MissCounter``).
 
 Its own connection to the store's file (WAL: the store's writes and these do not block
 each other for long), used from one worker thread at a time. Knows no HTTP.
@@ -35,7 +35,12 @@ CREATE TABLE IF NOT EXISTS webhook_applied (
     applied_at REAL NOT NULL,
     changed INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS webhook_applied_at ON webhook_applied (applied_at)
+CREATE INDEX IF NOT EXISTS webhook_applied_at ON webhook_applied (applied_at);
+CREATE TABLE IF NOT EXISTS webhook_missed (
+    found_at REAL NOT NULL,
+    changes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_missed_at ON webhook_missed (found_at)
 """
 #: Applies older than this (seconds before the newest) are forgotten when the ledger opens:
 #: a reconciliation looks back to the one before it, hours or a day.
@@ -65,6 +70,11 @@ class Ledger:
                     "(SELECT MAX(applied_at) FROM webhook_applied) - ?",
                     (KEEP_APPLIED,),
                 )
+                conn.execute(
+                    "DELETE FROM webhook_missed WHERE found_at < "
+                    "(SELECT MAX(found_at) FROM webhook_missed) - ?",
+                    (KEEP_APPLIED,),
+                )
             except BaseException:
                 conn.close()
                 raise
@@ -75,6 +85,27 @@ class Ledger:
         except sqlite3.Error as exc:
             raise StoreError(f"database {p}: cannot keep the webhook queue: {exc}") from None
         return cls(p, conn)
+
+    @classmethod
+    async def open_existing(cls, path: str | Path) -> Ledger | None:
+        """The ledger of ``path`` if a receiver ever kept one there, else None."""
+        p = Path(path)
+
+        def has_tables() -> bool:
+            conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10.0)
+            try:
+                row = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'webhook_applied'"
+                ).fetchone()
+                return row is not None
+            finally:
+                conn.close()
+
+        try:
+            found = await asyncio.to_thread(has_tables)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {p}: cannot read the webhook ledger: {exc}") from None
+        return await cls.open(p) if found else None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def job() -> T:
@@ -130,6 +161,26 @@ class Ledger:
         def count(c: sqlite3.Connection) -> int:
             row = c.execute(
                 "SELECT COUNT(*) FROM webhook_applied WHERE applied_at > ? AND changed = 1",
+                (since,),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(count)
+
+    async def record_missed(self, at: float, changes: int) -> None:
+        """A writer other than the receiver found ``changes`` no webhook had brought."""
+
+        def record(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO webhook_missed VALUES (?, ?)", (at, changes))
+
+        await self._run(record)
+
+    async def missed_since(self, since: float) -> int:
+        """Changes found after ``since`` that no webhook had brought."""
+
+        def count(c: sqlite3.Connection) -> int:
+            row = c.execute(
+                "SELECT COALESCE(SUM(changes), 0) FROM webhook_missed WHERE found_at > ?",
                 (since,),
             ).fetchone()
             return int(row[0])

@@ -1,23 +1,22 @@
 """
 How many changes the webhooks missed: counted by the reconciliation that brings them.
 
-A change a webhook brought is already stored when a reconciliation (``watch``'s, or a
-nightly ``backfill``) fetches the lab again, so the store finds that copy unchanged; a
-change no webhook brought (the push was lost, the receiver was down past the vendor's
-15 s of retries) is new or changed there. ``MissCounter`` wraps the destination the
-reconciliation writes to and counts those, among the changes webhooks announce (ended
-labs for TornDown and Scored; every change once Launched is subscribed too); the
-receiver's ledger counts the changes webhooks brought. Miss rate = missed / (brought +
-missed) over the time since the previous reconciliation.
+A change a webhook brought is already stored when another writer (``watch``'s poll and
+reconciliation, a nightly ``backfill``) fetches the lab again, so the store finds that
+copy unchanged; a change no webhook brought (the push was lost, the receiver was down
+past the vendor's 15 s of retries) is new or changed there. ``MissCounter`` wraps the
+destination such a writer writes to and records those in the receiver's ledger, among the
+changes webhooks announce (ended labs for TornDown and Scored; every change once Launched
+is subscribed too); the ledger also holds the changes webhooks brought. Miss rate =
+missed / (brought + missed) over a stretch of time (since the previous reconciliation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-import attrs
-
 from lodresults._destinations.base import Applied, Destination, OpenLab
+from lodresults._events import WebhookMisses
 from lodresults._records.models import LabResult
 from lodresults._webhooks.ledger import Ledger
 
@@ -27,42 +26,24 @@ __all__ = ["MissCounter", "WebhookMisses"]
 _START_EVENTS = frozenset({"Launched", "Started"})
 
 
-@attrs.frozen
-class WebhookMisses:
-    """
-    Changes since the previous reconciliation: ``brought`` by webhooks, ``missed`` by
-    them and found by the reconciliation. ``rate`` is None when nothing changed.
-
-    .. versionadded:: 0.2.0
-    """
-
-    brought: int
-    missed: int
-
-    @property
-    def rate(self) -> float | None:
-        """``missed / (brought + missed)``, or None when there was no change."""
-        total = self.brought + self.missed
-        return None if total == 0 else self.missed / total
-
-    def __str__(self) -> str:
-        total = self.brought + self.missed
-        rate = "n/a" if self.rate is None else f"{self.rate:.1%}"
-        return f"webhooks brought {self.brought:,} of {total:,} changes (miss rate {rate})"
-
-
 class MissCounter:
     """
-    A ``Destination`` that writes through to ``inner`` and counts the announced changes
-    it applies (``missed``). ``events``: those the receiver is sent.
+    A ``Destination`` that writes through to ``inner`` and records in ``ledger`` the
+    announced changes it applies (``missed``, this one's count). ``events``: those the
+    receiver is sent.
 
     .. versionadded:: 0.2.0
     """
 
     def __init__(
-        self, inner: Destination, *, events: Sequence[str] = ("TornDown", "Scored")
+        self,
+        inner: Destination,
+        ledger: Ledger,
+        *,
+        events: Sequence[str] = ("TornDown", "Scored"),
     ) -> None:
         self.inner = inner
+        self.ledger = ledger
         self.running_covered = bool(_START_EVENTS & set(events))
         self.missed = 0
 
@@ -82,15 +63,20 @@ class MissCounter:
             return await self.inner.apply(records, fetched_at=fetched_at, checkpoint=checkpoint)
         rest = [r for r in records if not self._covered(r)]
         first = await self.inner.apply(covered, fetched_at=fetched_at)
-        self.missed += first.new + first.changed
+        missed = first.new + first.changed
+        if missed:
+            self.missed += missed
+            await self.ledger.record_missed(fetched_at, missed)
         # The checkpoint goes with the second part: if this stops between the two, the
         # window is fetched again (its first part then applies unchanged).
         second = await self.inner.apply(rest, fetched_at=fetched_at, checkpoint=checkpoint)
         return first + second
 
-    async def report(self, ledger: Ledger, since: float) -> WebhookMisses:
-        """The misses counted so far against what webhooks brought after ``since``."""
-        return WebhookMisses(await ledger.brought_since(since), self.missed)
+    async def report(self, since: float) -> WebhookMisses:
+        """The changes webhooks brought and missed after ``since`` (all writers')."""
+        return WebhookMisses(
+            await self.ledger.brought_since(since), await self.ledger.missed_since(since)
+        )
 
     async def checkpoints(self, start: int, end: int) -> list[tuple[int, int]]:
         """As ``inner``'s."""

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import IO, Final
 
 from lodresults._client import MAX_LATEST_MINUTES, LodClient
+from lodresults._destinations.base import Destination
 from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._engine.backfill import backfill
+from lodresults._events import EventHook
 from lodresults._exceptions import (
     LodAuthError,
     LodError,
@@ -23,6 +25,8 @@ from lodresults._exceptions import (
     LodWindowError,
     StoreError,
 )
+from lodresults._webhooks.ledger import Ledger
+from lodresults._webhooks.misses import MissCounter
 from lodresults._windows.plan import MAX_WINDOW_SECONDS, iso
 from lodresults._windows.settle import DEFAULT_SETTLE
 
@@ -51,6 +55,7 @@ async def watch(
     settle: int = DEFAULT_SETTLE,
     reconcile: float = DEFAULT_RECONCILE,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_event: EventHook | None = None,
 ) -> None:
     """
     Keep ``db`` equal to the server: poll LatestResults every ``interval`` seconds, and
@@ -66,6 +71,11 @@ async def watch(
     restarted after a long outage). Transient failures are reported and retried at the next
     tick; auth, redirect, bad-argument and database failures stop the watch on every path;
     the loop also ends on cancellation (SIGTERM/Ctrl-C).
+
+    On a database a webhook receiver (``serve-webhooks``) writes to, each reconciliation
+    also reports the changes its webhooks missed since the previous one (a line, and a
+    ``WebhookMisses`` event to ``on_event``); a change the LatestResults poll brought
+    before its webhook did counts as missed.
     """
     store = await SQLiteStore.open(db)
     try:
@@ -74,7 +84,7 @@ async def watch(
             while iterations is None or n < iterations:
                 n += 1
                 try:
-                    line = await _watch_tick(client, store, interval, settle, reconcile)
+                    line = await _watch_tick(client, store, interval, settle, reconcile, on_event)
                     stamp = iso(int(client.clock()))
                     print(f"watch: {stamp} {line}", file=out, flush=True)
                 except LodError as exc:
@@ -88,7 +98,12 @@ async def watch(
 
 
 async def _watch_tick(
-    client: LodClient, store: SQLiteStore, interval: float, settle: int, reconcile: float
+    client: LodClient,
+    store: SQLiteStore,
+    interval: float,
+    settle: int,
+    reconcile: float,
+    on_event: EventHook | None = None,
 ) -> str:
     tick = client.clock()
     last_saved = await store.get_meta_number(_LAST_POLL)
@@ -109,18 +124,31 @@ async def _watch_tick(
     reconciled = await store.get_meta_number(_LAST_RECONCILE)
     gap = tick - last + _OVERLAP
     parts = []
-    if gap <= MAX_WINDOW_SECONDS:
-        minutes = max(1, min(MAX_LATEST_MINUTES, math.ceil(gap / 60)))
-        applied = await store.apply(await client.latest_results(minutes), fetched_at=tick)
-        parts.append(f"upserted {applied.total} records")
-    if gap > MAX_WINDOW_SECONDS or reconciled is None or tick - reconciled >= reconcile:
-        # Beyond LatestResults' reach, or time to settle the tail: windowed Results.
-        result = await backfill(client, store, since, int(tick), settle=settle)
-        await store.set_meta(_LAST_RECONCILE, repr(tick))
-        parts.append(
-            f"upserted {result.records + result.updates} records from the unsettled tail "
-            f"({result.windows} windows, {result.updates} updates)"
-        )
+    # With a webhook receiver on this database, count what its webhooks missed.
+    ledger = await Ledger.open_existing(store.path)
+    try:
+        counter = None if ledger is None else MissCounter(store, ledger)
+        target: Destination = store if counter is None else counter
+        if gap <= MAX_WINDOW_SECONDS:
+            minutes = max(1, min(MAX_LATEST_MINUTES, math.ceil(gap / 60)))
+            applied = await target.apply(await client.latest_results(minutes), fetched_at=tick)
+            parts.append(f"upserted {applied.total} records")
+        if gap > MAX_WINDOW_SECONDS or reconciled is None or tick - reconciled >= reconcile:
+            # Beyond LatestResults' reach, or time to settle the tail: windowed Results.
+            result = await backfill(client, target, since, int(tick), settle=settle)
+            await store.set_meta(_LAST_RECONCILE, repr(tick))
+            parts.append(
+                f"upserted {result.records + result.updates} records from the unsettled tail "
+                f"({result.windows} windows, {result.updates} updates)"
+            )
+            if counter is not None:
+                misses = await counter.report(reconciled or 0.0)
+                if on_event is not None:
+                    on_event(misses)
+                parts.append(str(misses))
+    finally:
+        if ledger is not None:
+            await ledger.close()
     await store.set_meta(_LAST_POLL, repr(tick))
     return "; ".join(parts)
 

@@ -66,7 +66,7 @@ async def serve_webhooks(
                 shown = f"[{host}]" if ":" in host else host
                 print(
                     f"serve-webhooks: listening on http://{shown}:{bound}{DEFAULT_PATH}?id={{id}}"
-                    f"\nserve-webhooks: {receiver.stats.resumed} labs resumed from {db}",
+                    f"\nserve-webhooks: {receiver.stats.resumed:,} labs resumed from the last stop",
                     file=out,
                     flush=True,
                 )
@@ -83,7 +83,8 @@ async def serve_webhooks(
                 s = receiver.stats
                 print(
                     f"serve-webhooks: {s.received:,} pushes, {s.applied:,} labs applied "
-                    f"({s.changed:,} changed), {s.saved:,} saved for the next start",
+                    f"({s.changed:,} changed)\nserve-webhooks: {s.saved:,} labs saved for the "
+                    "next start",
                     file=out,
                     flush=True,
                 )
