@@ -401,7 +401,7 @@ async def test_serve_webhooks_command(tmp_path: Path) -> None:
     records = [dict(r) for r in generate_fixed(5)]
     lab = records[0]["LabInstanceId"]
     db = tmp_path / "r.db"
-    async with Simulator(records=records, clock=lambda: T0) as sim:
+    async with Simulator(records=records) as sim:  # on real time, as the command is
         args = ["serve-webhooks", "--db", str(db)]
         missing = CliRunner().invoke(cli, args, env=_env(sim, LOD_WEBHOOK_SECRET=""))
         assert missing.exit_code == 2 and "LOD_WEBHOOK_SECRET" in missing.output

@@ -92,9 +92,9 @@ async def apply_lab(client: LodClient, destination: Destination, lab_instance_id
     Fetch one lab with ``Result`` and apply it, newest fetch wins: the one place the
     receiver writes. Raises ``LodApiError`` when the server does not know the lab.
     """
-    sent = client.clock()
+    stamp = client.clock.stamp()
     record = await client.result(lab_instance_id)
-    return await destination.apply([record], fetched_at=sent)
+    return await destination.apply([record], fetched_at=client.clock.sent_at(stamp))
 
 
 class _Secret:
