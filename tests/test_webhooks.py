@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -430,3 +431,75 @@ async def test_serve_webhooks_command(tmp_path: Path) -> None:
         assert SECRET not in text and SECRET.split()[1] not in text and sim.api_key not in text
         assert all(len(line) <= 80 for line in text.splitlines()), text
     assert list(await table(db)) == [lab]
+
+
+# --- the simulator as a sender ---------------------------------------------------------------
+
+
+async def test_sender_shapes_and_the_vendors_retry_schedule() -> None:
+    """
+    The URL token, verb, static headers and JSON body as configured; a receiver that never
+    answers gets the event 6 times (5 retries, each 1-5 s after the failure), then never
+    again; a delay holds the first delivery back.
+    """
+    clock = ManualClock(T0, auto=False)
+    lab = generate_labs(seed=1, start=T0 - DAY, end=T0 - 600, labs_per_day=3)[:1]
+    got: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    async def capture(request: web.Request) -> web.Response:
+        got.append((request.method, request.path_qs, dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", capture)
+    async with Simulator(records=lab, clock=clock) as sim, serving(app) as url:
+        lab_id = lab[0].lab_instance_id
+        base = url.rsplit("/webhooks/lod", 1)[0]
+        async with WebhookSender(
+            sim.dataset, f"{base}/hook/{{id}}?id={{id}}", clock=clock, method="PUT",
+            headers={"X-Token": "t0k"}, delay=(2.0, 2.0),
+        ) as ok:  # fmt: skip
+            ok.notify(lab_id, "Scored")
+            assert await ok.pump() == 0  # held back by the delay
+            clock.advance(2)
+            assert await ok.pump() == 1
+        ((method, path, headers, body),) = got
+        assert (method, path) == ("PUT", f"/hook/{lab_id}?id={lab_id}")
+        assert headers["X-Token"] == "t0k" and headers["Content-Type"] == "application/json"
+        doc = orjson.loads(body)
+        assert doc["Id"] == lab_id and doc["Event"] == "Scored" and doc["State"] == "Off"
+        assert "LabInstanceId" not in doc and "CompletionStatus" in doc
+
+        async with WebhookSender(
+            sim.dataset, "http://127.0.0.1:9/nowhere?id={id}", clock=clock, body=False
+        ) as lost:
+            lost.notify(lab_id, "TornDown")
+            for _ in range(80):  # 40 s in half seconds: past any retry schedule
+                await lost.pump()
+                clock.advance(0.5)
+    sent = [d.sent_at for d in lost.log]
+    assert [d.attempt for d in lost.log] == [1, 2, 3, 4, 5, 6]
+    assert all(d.status is None for d in lost.log)
+    assert all(1.0 <= b - a <= 5.5 for a, b in itertools.pairwise(sent))
+    assert lost.given_up == [(lab_id, "TornDown")] and lost.next_due is None
+
+
+async def test_mounted_in_a_larger_application(tmp_path: Path) -> None:
+    """A service mounts the receiver with add_subapp; its startup and cleanup still run."""
+    records = [dict(r) for r in generate_fixed(5)]
+    async with Simulator(records=records, clock=lambda: T0) as sim, client_for(sim) as client:
+        store = await SQLiteStore.open(tmp_path / "r.db")
+        try:
+            receiver = WebhookReceiver(client, store, secret=SECRET, db=tmp_path / "r.db")
+            service = web.Application()
+            service.add_subapp("/hooks", receiver.app())
+            async with serving(service) as url, aiohttp.ClientSession() as s:
+                base = url.rsplit("/webhooks/lod", 1)[0]
+                lab = records[0]["LabInstanceId"]
+                status, _, _ = await push(s, f"{base}/hooks/webhooks/lod?id={lab}")
+                assert status == 202
+                await receiver.drain()
+            assert receiver.ledger is None  # closed by the cleanup
+            assert receiver.stats.applied == 1 and await store.count() == 1
+        finally:
+            await store.close()
