@@ -310,3 +310,22 @@ def test_nothing_imported_without_the_extra(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         if mode == "blocked":
             assert out.stdout.strip() == "[]"
+
+
+async def test_a_split_window_is_an_event_and_its_refused_span_an_error(otel: Otel) -> None:
+    async with (
+        make_fixed_sim(max_window_seconds=3 * DAY) as sim,
+        fast_client(sim) as c,
+        aclosing(c.iter_windows(A, A + 12 * DAY)) as it,
+    ):
+        async for _ in it:
+            pass
+    (call,) = otel.named("lodresults.iter_windows")
+    splits = [e for e in call.events if e.name == "lodresults.window.split"]
+    assert splits and all((e.attributes or {})["lodresults.window.parts"] >= 2 for e in splits)
+    refused = [
+        w for w in otel.named("lodresults.window") if w.status.status_code is StatusCode.ERROR
+    ]
+    assert len(refused) == len(splits)
+    assert {(w.attributes or {})["error.type"] for w in refused} == {"LodWindowTooLongError"}
+    assert call.status.status_code is StatusCode.UNSET
