@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Final
 
 from yarl import URL
@@ -312,18 +312,24 @@ class RequestTrace:
             _fail(span, error)
         span.end()
 
-    @contextmanager
-    def quiet(self) -> Iterator[None]:
+    def quiet(self) -> AbstractContextManager[None]:
         """Suppress HTTP auto-instrumentation below (see the module's docstring)."""
         otel = self._otel
         if otel is None or otel.suppress_http is None:
-            yield
-            return
-        token = otel.context.attach(otel.context.set_value(otel.suppress_http, True))
-        try:
-            yield
-        finally:
-            otel.context.detach(token)
+            return _NOTHING
+        return _suppressed(otel)
+
+
+_NOTHING: Final = nullcontext()
+
+
+@contextmanager
+def _suppressed(otel: _Otel) -> Iterator[None]:
+    token = otel.context.attach(otel.context.set_value(otel.suppress_http, True))
+    try:
+        yield
+    finally:
+        otel.context.detach(token)
 
 
 def begin_request(base: URL, command: str, params: Mapping[str, str], attempt: int) -> RequestTrace:
