@@ -194,15 +194,19 @@ class ServerClock:
             server = email.utils.parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
             return
-        # Date is whole seconds, cut down: the server's now is before server + 1.
-        offset = min(0.0, server + 1 - self._wall())
+        # The earlier of the two: never past the server's now. Date is whole seconds,
+        # so it reads up to a second behind: a later answer that reads less behind moves
+        # the offset forward only by a whole second or more, so that time() does not
+        # jitter back and forth within a second from one answer to the next.
+        offset = min(0.0, server - self._wall())
         if offset < -60 and abs(offset - self._offset) > 60:
             logger.warning(
                 "lodresults: this machine's clock is %.0f s ahead of the server's; "
                 "using the server's time",
                 -offset,
             )
-        self._offset = offset
+        if not self._observed or offset < self._offset or offset >= self._offset + 1:
+            self._offset = offset
         self._observed = True
 
     def __repr__(self) -> str:

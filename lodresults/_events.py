@@ -95,10 +95,10 @@ class Throttled:
 @attrs.frozen
 class WebhookMisses:
     """
-    A reconciliation compared its findings with what webhooks brought since the one
-    before: ``brought`` changes came by webhook, ``missed`` ones only by this
-    reconciliation (see ``lodresults.webhooks.MissCounter``). ``rate`` is None when
-    nothing changed.
+    A run that keeps a destination current (``watch``'s) compared what it found with
+    what webhooks brought since the run before: ``brought`` changes came by webhook,
+    ``missed`` ones only by a pull (see ``lodresults.webhooks.MissCounter``). ``rate`` is
+    None when nothing changed.
 
     .. versionadded:: 0.2.0
     """

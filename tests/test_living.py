@@ -313,13 +313,6 @@ async def test_exactly_once_against_a_sloppy_server(sloppy: Sloppiness, ordered:
 # --- watch ------------------------------------------------------------------------------
 
 
-def sleeper(clock: ManualClock) -> Any:
-    async def sleep(seconds: float) -> None:
-        clock.advance(seconds)
-
-    return sleep
-
-
 async def test_watch_through_an_outage_with_labs_changing(tmp_path: Path) -> None:
     """
     Polls fail for hours while labs start, end and get graded; once the server is back the
@@ -336,13 +329,12 @@ async def test_watch_through_an_outage_with_labs_changing(tmp_path: Path) -> Non
             return client_for(sim, max_retries=0, **kw)
 
         async def go(iterations: int) -> None:
-            await watch(make, db=db, interval=600, out=out, iterations=iterations,
-                        clock=clock, sleep=sleeper(clock))  # fmt: skip
+            await watch(make, db=db, interval=600, out=out, iterations=iterations, clock=clock)
 
         await go(3)
         sim.faults = Faults(rate=1.0, kinds=("http503",))
         await go(24)  # four hours of failed polls
-        assert out.getvalue().count("poll failed") == 24
+        assert out.getvalue().count("run failed") == 24
         sim.faults = Faults()
         clock.advance(2 * DAY)  # the watch was down too; labs kept changing
         await go(2)
@@ -355,7 +347,8 @@ async def test_watch_through_an_outage_with_labs_changing(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("path", ["latest", "windows"])
 async def test_a_revoked_key_stops_watch_on_both_paths(tmp_path: Path, path: str) -> None:
-    """LatestResults or windowed Results (after a gap over 7 days): auth stops the watch."""
+    """LatestResults (the feed, or beyond its reach the minute that tells the server's
+    time) or windowed Results (a first run): auth stops the watch at the first refusal."""
     clock = ManualClock(T0)
     db = tmp_path / "w.db"
     out = io.StringIO()
@@ -365,19 +358,18 @@ async def test_a_revoked_key_stops_watch_on_both_paths(tmp_path: Path, path: str
         def make(**kw: Any) -> LodClient:
             return client_for(sim, key=key, **kw)
 
-        await watch(make, db=db, interval=60, out=out, iterations=1, clock=clock,
-                    sleep=sleeper(clock))  # fmt: skip
+        if path == "latest":
+            await watch(make, db=db, interval=60, out=out, iterations=1, clock=clock)
         sim.api_key = "revoked"
-        clock.advance(10 * DAY if path == "windows" else 60)
-        with pytest.raises(LodAuthError) if path == "latest" else pytest.raises(Exception) as e:
-            await watch(make, db=db, interval=60, out=out, iterations=5, clock=clock,
-                        sleep=sleeper(clock))  # fmt: skip
+        clock.advance(10 * DAY)
+        with pytest.raises(LodAuthError) as e:
+            await watch(make, db=db, interval=60, out=out, iterations=5, clock=clock)
     if path == "windows":
         assert isinstance(getattr(e.value, "error", None), LodAuthError)
-        assert sim.stats.requests["LatestResults"] == 1  # the gap went to windowed Results
-    # stopped at the first refusal, nothing retried (the gap and the unsettled tail, asked
-    # a day beyond each end, are three windows, which may all have been in flight)
-    assert 1 <= sim.stats.unauthorized <= (3 if path == "windows" else 1)
+        assert sim.stats.requests["LatestResults"] == 0  # a first run reads no feed
+    # stopped at the first refusal, nothing retried (the unsettled tail, asked a day
+    # beyond each end, is two windows, which may both have been in flight)
+    assert 1 <= sim.stats.unauthorized <= (2 if path == "windows" else 1)
 
 
 # --- the property: any lives against any run times --------------------------------------

@@ -63,7 +63,9 @@ class BackfillResult:
 
     Per phase, what applying the copies did (new, changed, unchanged): ``fetched`` for
     the windows, ``feed`` for the change feed (None if it was not asked), ``refresh``
-    for the refresh; ``requests``: requests sent by the run (retries not counted).
+    for the refresh; ``requests``: requests sent by the run (retries not counted), of
+    which ``feed_requests`` (two when the first only told the server's time) and
+    ``refresh_requests``.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0 ``fetched``, ``feed``, ``refresh``, ``requests``.
@@ -80,6 +82,8 @@ class BackfillResult:
     feed: Applied | None = None
     refresh: Applied = attrs.field(factory=Applied)
     requests: int = 0
+    feed_requests: int = 0
+    refresh_requests: int = 0
 
 
 @attrs.define
@@ -94,6 +98,8 @@ class _Run:
     fetched: set[int] = attrs.Factory(set)
     stamps: list[float] = attrs.Factory(list)
     requests: int = 0
+    feed_requests: int = 0
+    refresh_requests: int = 0
 
     def emit(self, phase: str, requests: int, applied: Applied) -> None:
         event = PhaseCompleted(phase, requests, applied.new, applied.changed, applied.unchanged)
@@ -165,29 +171,37 @@ async def backfill(
     run = _Run(client, destination, start, end, on_event)
     clock = client.clock
 
-    # 1. The change feed, when the destination holds running labs. A feed asked for is
-    #    the run's first answer, so the server's clock is known before what a clock ahead
-    #    may have stored is trusted.
+    # 1. The change feed, when labs are stored as running or the range has not settled
+    #    (new labs may still come). A feed asked for is the run's first answer, so the
+    #    server's clock is known before what a clock ahead may have stored is trusted.
     last = await destination.last_run()
     running = bool(await destination.open_labs(0, MAX_EPOCH, settle=0))
+    done = [] if refresh else await destination.checkpoints(start, end)
     minutes = None
-    if last is not None and (running or last > clock.time() + _SLACK):
-        minutes = feed_minutes(clock.time(), last)
     feed: Applied | None = None
+    if last is not None and (running or gaps(start, end, done) or last > clock.time() + _SLACK):
+        minutes = feed_minutes(clock.time(), last)
+        if minutes is None and not clock.observed:
+            # Beyond reach by our clock, which may run ahead: one minute of the feed
+            # tells the server's time.
+            feed = await _read_feed(run, 1)
+            minutes = feed_minutes(clock.time(), last)
     if minutes is not None:
-        copies, at = await read_feed(client, minutes)
-        run.requests += 1
-        feed = await run.apply_outside(copies, at)
-        run.emit("feed", 1, feed)
-    # Nothing running: nothing the feed could tell.
+        feed = await _read_feed(run, minutes) + (feed or Applied())
+    # Nothing running: nothing the feed could tell of the stored labs.
     covered = minutes is not None or not running
     if clock.observed and await _distrust(destination, clock.time()):
         covered = covered and (last is None or last <= clock.time() + _SLACK)
-    done = [] if refresh else await destination.checkpoints(start, end)
+        done = [] if refresh else await destination.checkpoints(start, end)
+    if feed_only and feed is not None and covered:
+        return _result(run, start, end, done, feed=feed, left=None)
+
     # 2. The windows of the gaps.
     fetched = Applied()
     windows = records = updates = 0
-    fetch_end = min(end, int(clock.time()))
+    # Up to the present, and the day a skewed server (or one whose clock runs ahead of
+    # ours) may already show: the last window reaches that far in any case.
+    fetch_end = min(end, int(clock.time()) + SKEW_TOLERANCE)
     if fetch_end >= start and gaps(start, fetch_end, done):
         batches = client.iter_windows(start, fetch_end, skip=done, on_event=on_event)
         async with aclosing(batches):
@@ -227,6 +241,7 @@ async def backfill(
             async for copies, at in chunks:
                 refreshed += await run.apply_outside(copies, at)
         run.requests += plan.requests
+        run.refresh_requests = plan.requests
         run.emit("refresh", plan.requests, refreshed)
     if run.stamps:
         await destination.set_last_run(min(run.stamps))
@@ -241,6 +256,15 @@ async def backfill(
         windows=(windows, records, updates, fetched),
         refreshed=(len(todo), refreshed),
     )
+
+
+async def _read_feed(run: _Run, minutes: int) -> Applied:
+    copies, at = await read_feed(run.client, minutes)
+    run.requests += 1
+    run.feed_requests += 1
+    applied = await run.apply_outside(copies, at)
+    run.emit("feed", 1, applied)
+    return applied
 
 
 async def _distrust(destination: Destination, now: float) -> bool:
@@ -282,4 +306,6 @@ def _result(
         feed=feed,
         refresh=refreshed[1],
         requests=run.requests,
+        feed_requests=run.feed_requests,
+        refresh_requests=run.refresh_requests,
     )

@@ -155,18 +155,6 @@ class Ledger:
 
         await self._run(record)
 
-    async def brought_since(self, since: float) -> int:
-        """Changes webhooks brought (the stored state changed) after ``since``."""
-
-        def count(c: sqlite3.Connection) -> int:
-            row = c.execute(
-                "SELECT COUNT(*) FROM webhook_applied WHERE applied_at > ? AND changed = 1",
-                (since,),
-            ).fetchone()
-            return int(row[0])
-
-        return await self._run(count)
-
     async def record_missed(self, at: float, changes: int) -> None:
         """A writer other than the receiver found ``changes`` no webhook had brought."""
 
@@ -175,15 +163,40 @@ class Ledger:
 
         await self._run(record)
 
-    async def missed_since(self, since: float) -> int:
-        """Changes found after ``since`` that no webhook had brought."""
+    async def cursor(self, at: float | None) -> tuple[int, int]:
+        """A place in the ledger just after everything recorded at or before ``at``."""
 
-        def count(c: sqlite3.Connection) -> int:
-            row = c.execute(
-                "SELECT COALESCE(SUM(changes), 0) FROM webhook_missed WHERE found_at > ?",
-                (since,),
+        def last_rows(c: sqlite3.Connection) -> tuple[int, int]:
+            if at is None:
+                return (0, 0)
+            a = c.execute(
+                "SELECT COALESCE(MAX(rowid), 0) FROM webhook_applied WHERE applied_at <= ?", (at,)
             ).fetchone()
-            return int(row[0])
+            m = c.execute(
+                "SELECT COALESCE(MAX(rowid), 0) FROM webhook_missed WHERE found_at <= ?", (at,)
+            ).fetchone()
+            return int(a[0]), int(m[0])
+
+        return await self._run(last_rows)
+
+    async def counts_after(self, cursor: tuple[int, int]) -> tuple[int, int, tuple[int, int]]:
+        """
+        Changes webhooks brought and changes found without them, recorded after
+        ``cursor``, and the cursor after them.
+        """
+
+        def count(c: sqlite3.Connection) -> tuple[int, int, tuple[int, int]]:
+            a = c.execute(
+                "SELECT COALESCE(SUM(changed), 0), COALESCE(MAX(rowid), ?) FROM webhook_applied "
+                "WHERE rowid > ?",
+                (cursor[0], cursor[0]),
+            ).fetchone()
+            m = c.execute(
+                "SELECT COALESCE(SUM(changes), 0), COALESCE(MAX(rowid), ?) FROM webhook_missed "
+                "WHERE rowid > ?",
+                (cursor[1], cursor[1]),
+            ).fetchone()
+            return int(a[0]), int(m[0]), (int(a[1]), int(m[1]))
 
         return await self._run(count)
 

@@ -8,7 +8,8 @@ past the vendor's 15 s of retries) is new or changed there. ``MissCounter`` wrap
 destination such a writer writes to and records those in the receiver's ledger, among the
 changes webhooks announce (ended labs for TornDown and Scored; every change once Launched
 is subscribed too); the ledger also holds the changes webhooks brought. Miss rate =
-missed / (brought + missed) over a stretch of time (since the previous reconciliation).
+missed / (brought + missed) over what was recorded since the writer's previous run (each
+engine run ends with ``set_last_run``, which reports it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from lodresults._destinations.base import Applied, Destination, OpenLab
-from lodresults._events import WebhookMisses
+from lodresults._events import EventHook, WebhookMisses
 from lodresults._records.models import LabResult
 from lodresults._webhooks.ledger import Ledger
 
@@ -29,8 +30,9 @@ _START_EVENTS = frozenset({"Launched", "Started"})
 class MissCounter:
     """
     A ``Destination`` that writes through to ``inner`` and records in ``ledger`` the
-    announced changes it applies (``missed``, this one's count). ``events``: those the
-    receiver is sent.
+    announced changes it applies (``missed``: this one's count), and at the end of each
+    run reports the miss rate since the previous one (``set_last_run``). ``events``:
+    those the receiver is sent.
 
     .. versionadded:: 0.2.0
     """
@@ -41,9 +43,14 @@ class MissCounter:
         ledger: Ledger,
         *,
         events: Sequence[str] = ("TornDown", "Scored"),
+        on_event: EventHook | None = None,
     ) -> None:
         self.inner = inner
         self.ledger = ledger
+        self.on_event = on_event
+        #: What the last run's ``set_last_run`` reported (None before the first).
+        self.last: WebhookMisses | None = None
+        self._cursor: tuple[int, int] | None = None
         self.running_covered = bool(_START_EVENTS & set(events))
         self.missed = 0
 
@@ -72,12 +79,6 @@ class MissCounter:
         second = await self.inner.apply(rest, fetched_at=fetched_at, checkpoint=checkpoint)
         return first + second
 
-    async def report(self, since: float) -> WebhookMisses:
-        """The changes webhooks brought and missed after ``since`` (all writers')."""
-        return WebhookMisses(
-            await self.ledger.brought_since(since), await self.ledger.missed_since(since)
-        )
-
     async def checkpoints(self, start: int, end: int) -> list[tuple[int, int]]:
         """As ``inner``'s."""
         return await self.inner.checkpoints(start, end)
@@ -95,8 +96,18 @@ class MissCounter:
         return await self.inner.last_run()
 
     async def set_last_run(self, at: float) -> None:
-        """As ``inner``'s."""
+        """
+        As ``inner``'s; then report (``last``, and a ``WebhookMisses`` event to
+        ``on_event``) the changes webhooks brought and missed since the previous run
+        (the first time: since the run before, as ``inner`` recorded it).
+        """
+        if self._cursor is None:
+            self._cursor = await self.ledger.cursor(await self.inner.last_run())
         await self.inner.set_last_run(at)
+        brought, missed, self._cursor = await self.ledger.counts_after(self._cursor)
+        self.last = WebhookMisses(brought, missed)
+        if self.on_event is not None:
+            self.on_event(self.last)
 
     async def distrust_after(self, now: float) -> int:
         """As ``inner``'s."""
