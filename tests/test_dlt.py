@@ -42,7 +42,8 @@ pytest.importorskip("pyarrow")
 from dlt.common.configuration.container import Container  # noqa: E402
 from dlt.common.pipeline import PipelineContext  # noqa: E402
 
-from lodresults.dlt import FETCHED_AT, _merge, lab_results  # noqa: E402
+from lodresults._destinations.dlt_state import merge as _merge  # noqa: E402
+from lodresults.dlt import FETCHED_AT, lab_results  # noqa: E402
 
 DAY = 86400
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -189,10 +189,19 @@ async def test_a_clock_ten_days_ahead_loses_nothing(
         await backfill_once(sim, clock, db, since, until)
         assert_table_is_present(await table(db), sim.present(since, until))
 
-        # What an older lodresults on a machine ten days ahead would have stored.
+        # What an older lodresults on a machine ten days ahead would have stored: the
+        # stretch up to its "now minus settle" checkpointed, its rows stamped in the future
+        # (and the labs of the last week not yet there).
         with closing(sqlite3.connect(db)) as c:
-            c.execute("UPDATE backfill_windows SET completed_at = ?", (T0 + 22 * DAY,))
-            c.execute("UPDATE lab_results SET fetched_at = ?", (T0 + 22 * DAY,))
+            c.execute('DELETE FROM lab_results WHERE "start" > ?', (T0 + 5 * DAY,))
+            c.execute("DELETE FROM backfill_windows")
+            c.execute("DELETE FROM meta WHERE key = 'engine.last_run'")
+            stamp = T0 + 22 * DAY
+            c.execute(
+                "INSERT INTO backfill_windows VALUES (?, ?, 0, ?)",
+                (since, stamp - DEFAULT_SETTLE, stamp),
+            )
+            c.execute("UPDATE lab_results SET fetched_at = ?", (stamp,))
             c.commit()
         with caplog.at_level(logging.WARNING, logger="lodresults"):
             await backfill_once(sim, clock, db, since, until)
@@ -264,3 +273,45 @@ def test_the_progress_shows_the_refresh_by_result(tty: bool) -> None:
     if not tty:  # (the bar's own columns, at 80, may squeeze the count)
         assert "refresh 3/191 labs" in text
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+async def test_two_ranges_on_one_store_share_the_feed(tmp_path: Path) -> None:
+    """
+    The last run is the store's: a run of range A beyond the feed's reach also refreshes
+    the labs range B stored as running, so B's next run, which reads the feed since A's,
+    misses no end that fell in the gap.
+    """
+    clock = ManualClock(T0)
+    a, b = (T0 - 40 * DAY, T0 - 30 * DAY), (T0 - 20 * DAY, T0 - 10 * DAY)
+    labs = [make_lab(1, T0 - 31 * DAY, T0 + 5 * DAY), make_lab(2, T0 - 11 * DAY, T0 + 5 * DAY)]
+    db = tmp_path / "two.db"
+    async with Simulator(records=labs, clock=clock) as sim:
+        await backfill_once(sim, clock, db, *a)
+        await backfill_once(sim, clock, db, *b)
+        clock.set(T0 + 10 * DAY)
+        await backfill_once(sim, clock, db, *a)
+        clock.set(T0 + 11 * DAY)
+        await backfill_once(sim, clock, db, *b)
+        rows = await table(db)
+        assert_table_is_present({2: rows[2]}, sim.present(*b))
+        assert_table_is_present({1: rows[1]}, sim.present(*a))
+
+
+async def test_the_dlt_state_distrusts_times_past_the_servers_now() -> None:
+    """The dlt state as a destination: stretches settled past now - settle are cut (a
+    stretch wholly past it dropped), fetches stamped in the future lose their time, a
+    future last run is forgotten."""
+    pytest.importorskip("pyarrow")
+    from lodresults._destinations.dlt_state import DltState
+
+    state: dict[str, Any] = {
+        "settled": [[0, 100], [200, 900], [950, 990]],
+        "open": {"1": [10, None, 2000], "2": [20, None, 500]},
+        "last_run": 1500.0,
+    }
+    dest = DltState(state, settle=100)
+    assert await dest.distrust_after(1000) == 3  # a stretch, a fetch, the last run
+    assert state["settled"] == [[0, 100], [200, 900]]
+    assert state["open"] == {"1": [10, None, 0], "2": [20, None, 500]}
+    assert await dest.last_run() is None
+    assert await dest.distrust_after(1000) == 0

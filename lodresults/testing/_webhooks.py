@@ -29,7 +29,7 @@ import aiohttp
 import attrs
 import orjson
 
-from lodresults._clock import Clock, ManualClock, SystemClock
+from lodresults._clock import ServerClock
 from lodresults.testing._dataset import Dataset, Lab
 
 __all__ = ["EVENTS", "Delivery", "WebhookSender"]
@@ -127,7 +127,7 @@ class WebhookSender:
         self.retry_wait = retry_wait
         self.timeout = timeout
         self.seed = seed
-        self._timer: Clock = clock if isinstance(clock, ManualClock) else SystemClock()
+        self._timer = ServerClock(clock)  # sleeps in virtual time on a ManualClock
         self._scanned = clock() if since is None else since
         self._due: list[_Due] = []
         self._timeline: list[tuple[float, int, str]] | None = None
