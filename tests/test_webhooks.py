@@ -503,3 +503,60 @@ async def test_mounted_in_a_larger_application(tmp_path: Path) -> None:
             assert receiver.stats.applied == 1 and await store.count() == 1
         finally:
             await store.close()
+
+
+# --- the queue (a state machine over any sequence of pushes and fetches) ----------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 4),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["offer", "take", "done", "again"]), st.integers(1, 6)),
+        max_size=60,
+    ),
+)
+def test_queue_holds_each_lab_once_and_loses_none(limit: int, ops: list[tuple[str, int]]) -> None:
+    """
+    Whatever the order of pushes, takes, completions and failures: a lab waits at most
+    once, is held by at most one worker, a full queue refuses only new labs, and every
+    lab accepted and not yet done is in the snapshot a stop would save.
+    """
+    from lodresults._webhooks.queue import LabQueue, Offer
+
+    async def run() -> None:
+        q = LabQueue(limit)
+        owed: set[int] = set()  # accepted, not done
+        held: set[int] = set()
+        for op, lab in ops:
+            if op == "offer":
+                waiting_before = {i for i, _ in q.snapshot()} - held
+                outcome = q.offer(lab, 0.0)
+                if lab in waiting_before:
+                    assert outcome is Offer.COALESCED
+                elif len(waiting_before) >= limit:
+                    assert outcome is Offer.FULL
+                else:
+                    assert outcome is Offer.QUEUED
+                    owed.add(lab)
+            elif op == "take" and any(i not in held for i, _ in q.snapshot()):
+                got, _ = await asyncio.wait_for(q.take(), 1)
+                assert got not in held
+                held.add(got)
+            elif op == "done" and held:
+                lab = min(held)
+                held.discard(lab)
+                q.done(lab)
+                if lab not in {i for i, _ in q.snapshot()}:
+                    owed.discard(lab)
+            elif op == "again" and held:
+                lab = min(held)
+                held.discard(lab)
+                q.again(lab)
+            ids = [i for i, _ in q.snapshot()]
+            assert len(ids) == len(set(ids))
+            assert set(ids) == owed
+            assert q.busy == len(held)
+            assert q.idle == (not owed)
+
+    asyncio.run(run())
