@@ -13,6 +13,10 @@ Its labs live on a clock (real time by default): they start, end and get graded 
 runs. Give it a ``ManualClock`` (and the same to ``LodClient(clock=...)``) to move time in
 a test.
 
+``WebhookSender`` pushes the simulator's lab events (Launched, TornDown, Scored) to a
+webhook receiver as Lab on Demand does, with drops, duplicates, delays and the vendor's
+retries, on the simulator's clock.
+
 For pytest, add ``pytest_plugins = ["lodresults.testing.pytest_plugin"]`` to a
 ``conftest.py`` and take the ``lod_simulator`` fixture (needs pytest-asyncio).
 """
