@@ -526,37 +526,36 @@ def test_queue_holds_each_lab_once_and_loses_none(limit: int, ops: list[tuple[st
 
     async def run() -> None:
         q = LabQueue(limit)
-        owed: set[int] = set()  # accepted, not done
-        held: set[int] = set()
+        waiting: set[int] = set()  # the model: accepted and not taken
+        held: set[int] = set()  # taken by a worker, not done
         for op, lab in ops:
             if op == "offer":
-                waiting_before = {i for i, _ in q.snapshot()} - held
                 outcome = q.offer(lab, 0.0)
-                if lab in waiting_before:
+                if lab in waiting:
                     assert outcome is Offer.COALESCED
-                elif len(waiting_before) >= limit:
+                elif len(waiting) >= limit:
                     assert outcome is Offer.FULL
                 else:
                     assert outcome is Offer.QUEUED
-                    owed.add(lab)
-            elif op == "take" and any(i not in held for i, _ in q.snapshot()):
+                    waiting.add(lab)
+            elif op == "take" and waiting - held:
                 got, _ = await asyncio.wait_for(q.take(), 1)
-                assert got not in held
+                assert got in waiting and got not in held
+                waiting.discard(got)
                 held.add(got)
             elif op == "done" and held:
                 lab = min(held)
                 held.discard(lab)
                 q.done(lab)
-                if lab not in {i for i, _ in q.snapshot()}:
-                    owed.discard(lab)
             elif op == "again" and held:
                 lab = min(held)
                 held.discard(lab)
+                waiting.add(lab)
                 q.again(lab)
             ids = [i for i, _ in q.snapshot()]
             assert len(ids) == len(set(ids))
-            assert set(ids) == owed
-            assert q.busy == len(held)
-            assert q.idle == (not owed)
+            assert set(ids) == waiting | held  # what a stop saves: nothing lost
+            assert (len(q), q.busy) == (len(waiting), len(held))
+            assert q.idle == (not waiting and not held)
 
     asyncio.run(run())
