@@ -5,6 +5,7 @@ that it ends with the server's present state -- through the library, the CLI and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -315,3 +316,42 @@ async def test_the_dlt_state_distrusts_times_past_the_servers_now() -> None:
     assert state["open"] == {"1": [10, None, 0], "2": [20, None, 500]}
     assert await dest.last_run() is None
     assert await dest.distrust_after(1000) == 0
+
+
+async def test_watch_is_a_coroutine_a_service_stops(tmp_path: Path) -> None:
+    """
+    ``lodresults.watch`` awaited by a service: the first run fetches the tail, the next
+    ones read the feed only; setting ``stop`` ends it after the run in progress, and
+    cancelling the task ends it at once.
+    """
+    from lodresults import BackfillResult, LodError, watch
+
+    clock = ManualClock(T0)
+    labs = [make_lab(1, T0 - DAY, None), make_lab(2, T0 - 2 * DAY, T0 + 1800)]
+    db = tmp_path / "w.db"
+    async with Simulator(records=labs, clock=clock) as sim:
+        store = await SQLiteStore.open(db)
+        try:
+            async with client_for(sim, clock) as client:  # type: ignore[arg-type]
+                stop = asyncio.Event()
+                runs: list[BackfillResult | LodError] = []
+
+                def seen(outcome: BackfillResult | LodError) -> None:
+                    runs.append(outcome)
+                    if len(runs) == 5:
+                        stop.set()
+
+                await watch(client, store, T0 - 3 * DAY, interval=600, stop=stop, on_run=seen)
+                first, *polls = runs
+                assert isinstance(first, BackfillResult) and first.windows == 1
+                assert all(isinstance(p, BackfillResult) and p.windows == 0 for p in polls)
+                assert sent(sim)["LatestResults"] == 4
+                assert (await table(db))[2].end is not None  # it ended after half an hour
+
+                task = asyncio.ensure_future(watch(client, store, T0 - 3 * DAY, interval=60))
+                await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await store.close()
