@@ -194,6 +194,17 @@ class WebhookReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.stats.received += 1
+        outcome = await self._read_push(request)
+        if isinstance(outcome, Accepted):
+            return self._offer(outcome)
+        if outcome is None:
+            return self._busy("the receiver is stopping")
+        self.stats.refused[outcome.status] = self.stats.refused.get(outcome.status, 0) + 1
+        logger.info("webhook refused: %d %s", outcome.status, outcome.reason)
+        return web.json_response({"error": outcome.reason}, status=outcome.status)
+
+    async def _read_push(self, request: web.Request) -> Accepted | Refused | None:
+        """The push's lab, or why it is refused; None while stopping (a sender's retry)."""
         refused = check_sender(
             request.remote,
             request.headers,
@@ -201,25 +212,16 @@ class WebhookReceiver:
             header=self.secret_header,
             allow=self.allow,
         )
-        if refused is None and self._stopping:
-            return self._busy("the receiver is stopping")
-        if refused is None:
-            length = request.content_length
-            body = (
-                None
-                if length is not None and length > self.max_body
-                else await _read(request, self.max_body)
-            )
-            if body is None:
-                refused = Refused(413, f"the body exceeds {self.max_body} bytes")
-            else:
-                parsed = parse_push(request.query, body)
-                if isinstance(parsed, Accepted):
-                    return self._offer(parsed)
-                refused = parsed
-        self.stats.refused[refused.status] = self.stats.refused.get(refused.status, 0) + 1
-        logger.info("webhook refused: %d %s", refused.status, refused.reason)
-        return web.json_response({"error": refused.reason}, status=refused.status)
+        if refused is not None:
+            return refused
+        if self._stopping:
+            return None
+        length = request.content_length
+        too_long = Refused(413, f"the body exceeds {self.max_body} bytes")
+        if length is not None and length > self.max_body:
+            return too_long
+        body = await _read(request, self.max_body)
+        return too_long if body is None else parse_push(request.query, body)
 
     def _offer(self, push: Accepted) -> web.Response:
         outcome = self.queue.offer(push.lab_instance_id, self.clock())
