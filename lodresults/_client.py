@@ -23,6 +23,7 @@ from lodresults._request.caller import Caller, Lease
 from lodresults._request.key import ApiKey, check_base_url
 from lodresults._request.ratelimit import AdaptiveRateLimiter
 from lodresults._request.retry import RetryPolicy
+from lodresults._request.telemetry import call_span, count_records
 from lodresults._request.transport import Transport
 from lodresults._windows.batches import FanOut, WindowBatch
 from lodresults._windows.plan import MAX_WINDOW_SECONDS, TimeLike, Window, gaps, validate_range
@@ -220,13 +221,16 @@ class LodClient:
             raise LodInvalidArgument(
                 f"lab_instance_id must be a positive int, got {lab_instance_id!r}"
             )
-        return await self._caller.call(
-            "Result",
-            {"labInstanceId": str(lab_instance_id)},
-            f"id={lab_instance_id}",
-            lambda body: structure_result(decode_json(body, command="Result"), lab_instance_id),
-            deadline=self.deadline,
-        )
+        with call_span("result", {"lodresults.lab_instance_id": lab_instance_id}):
+            record = await self._caller.call(
+                "Result",
+                {"labInstanceId": str(lab_instance_id)},
+                f"id={lab_instance_id}",
+                lambda body: structure_result(decode_json(body, command="Result"), lab_instance_id),
+                deadline=self.deadline,
+            )
+        count_records("Result", 1)
+        return record
 
     async def results(self, start: TimeLike, end: TimeLike) -> list[LabResult]:
         """
@@ -241,7 +245,10 @@ class LodClient:
                 f"results() sends one request and the server allows at most 7 days; this range "
                 f"is {(e - s) / 86400:.2f} days. Use iter_results() for longer ranges"
             )
-        return await self._fetch_window(Window(s, e), deadline=self.deadline)
+        with call_span("results", {"lodresults.start": s, "lodresults.end": e}):
+            records = await self._fetch_window(Window(s, e), deadline=self.deadline)
+        count_records("Results", len(records))
+        return records
 
     async def _fetch_window(
         self,
@@ -271,13 +278,16 @@ class LodClient:
             raise LodInvalidArgument(
                 f"minutes must be within 1..{MAX_LATEST_MINUTES} (7 days), got {minutes}"
             )
-        return await self._caller.call(
-            "LatestResults",
-            {"minutes": str(minutes)},
-            f"minutes={minutes}",
-            lambda body: decode_results(body, command="LatestResults"),
-            deadline=self.deadline,
-        )
+        with call_span("latest_results", {"lodresults.minutes": minutes}):
+            records = await self._caller.call(
+                "LatestResults",
+                {"minutes": str(minutes)},
+                f"minutes={minutes}",
+                lambda body: decode_results(body, command="LatestResults"),
+                deadline=self.deadline,
+            )
+        count_records("LatestResults", len(records))
+        return records
 
     # --- ranges of any length --------------------------------------------------------------
 

@@ -21,6 +21,7 @@ __all__ = [
     "PhaseProgress",
     "RequestRetried",
     "Throttled",
+    "WebhookMisses",
     "WindowCompleted",
     "WindowFailed",
     "WindowSplit",
@@ -92,6 +93,32 @@ class Throttled:
 
 
 @attrs.frozen
+class WebhookMisses:
+    """
+    A run that keeps a destination current (``watch``'s) compared what it found with
+    what webhooks brought since the run before: ``brought`` changes came by webhook,
+    ``missed`` ones only by a pull (see ``lodresults.webhooks.MissCounter``). ``rate`` is
+    None when nothing changed.
+
+    .. versionadded:: 0.2.0
+    """
+
+    brought: int
+    missed: int
+
+    @property
+    def rate(self) -> float | None:
+        """``missed / (brought + missed)``, or None when there was no change."""
+        total = self.brought + self.missed
+        return None if total == 0 else self.missed / total
+
+    def __str__(self) -> str:
+        total = self.brought + self.missed
+        rate = "n/a" if self.rate is None else f"{self.rate:.1%}"
+        return f"webhooks brought {self.brought:,} of {total:,} changes (miss rate {rate})"
+
+
+@attrs.frozen
 class PhaseProgress:
     """
     A phase of a run that keeps a destination current (``"feed"`` or ``"refresh"``)
@@ -125,6 +152,7 @@ Event = (
     | WindowFailed
     | RequestRetried
     | Throttled
+    | WebhookMisses
     | PhaseProgress
     | PhaseCompleted
 )

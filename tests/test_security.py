@@ -449,6 +449,48 @@ def test_a_text_still_holding_a_piece_after_the_rounds_is_masked_whole(
     assert Redactor("0" * 13 + "dd").text(text) == "***"
 
 
+async def test_webhook_refusals_never_echo_what_was_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A secret put in the wrong place (the id, the event, another header) comes back in no
+    answer, no log line and no repr; nor does the API key."""
+    import aiohttp
+    import orjson
+
+    from lodresults import SQLiteStore
+    from lodresults.webhooks import WebhookReceiver
+    from tests.test_webhooks import serving
+
+    caplog.set_level(logging.DEBUG)
+    secret = "hook-canary-9d1f0c"
+    async with make_sim() as sim, fast_client(sim) as client:
+        store = await SQLiteStore.open(tmp_path / "r.db")
+        try:
+            receiver = WebhookReceiver(client, store, secret=secret, max_body=512)
+            seen = [repr(receiver)]
+            async with serving(receiver.app()) as url, aiohttp.ClientSession() as s:
+                for target, body, headers in (
+                    (f"{url}?id={secret}", None, {"Authorization": secret}),
+                    (url, {"Id": secret}, {"Authorization": secret}),
+                    (url, {"Id": 5, "Event": secret}, {"Authorization": secret}),
+                    (f"{url}?id=1", None, {"Authorization": secret[:-1]}),
+                    (f"{url}?id=1", None, {"X-Other": secret}),
+                    (url, {"Id": 1, "Pad": secret * 100}, {"Authorization": secret}),
+                ):
+                    data = None if body is None else orjson.dumps(body)
+                    async with s.post(target, data=data, headers=headers) as resp:
+                        assert resp.status in (400, 401, 413)
+                        seen.append(await resp.text())
+                        seen.append(repr(dict(resp.headers)))
+        finally:
+            await store.close()
+        with pytest.raises(LodInvalidArgument) as info:
+            WebhookReceiver(client, store, secret=secret, allow=[secret])
+        seen.append(_everything_about(info.value))
+    text = "\n".join([*seen, caplog.text])
+    assert secret not in text and secret[:-1] not in text and KEY not in text
+
+
 async def test_the_engines_failures_never_show_the_key(tmp_path: Path) -> None:
     """
     A 401 in the change feed and in the refresh (one Result per lab, the siblings

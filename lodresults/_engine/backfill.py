@@ -20,6 +20,7 @@ from lodresults._engine.refresh import fetch_again, plan_refresh
 from lodresults._events import EventHook, PhaseCompleted, PhaseProgress
 from lodresults._records.models import LabResult
 from lodresults._records.schema import MAX_EPOCH
+from lodresults._request.telemetry import count_settled
 from lodresults._windows.dedup import SKEW_TOLERANCE
 from lodresults._windows.plan import TimeLike, gaps, validate_range
 from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds, settled_end
@@ -133,6 +134,8 @@ class _Run:
                 )
                 self.fetched.update(r.lab_instance_id for r in copies)
                 self.stamps.append(batch.fetched_at)
+                if settled is not None:
+                    count_settled()
                 self.windows += 1
                 self.records += len(batch.records)
                 self.updates += len(batch.updates)

@@ -20,6 +20,7 @@ from lodresults._events import Event, EventHook, RequestRetried, Throttled
 from lodresults._exceptions import LodClientClosed, LodDeadlineError, LodError, LodRateLimitError
 from lodresults._request.ratelimit import AdaptiveRateLimiter, Ticket
 from lodresults._request.retry import RetryPolicy, is_retryable
+from lodresults._request.telemetry import RequestTrace, begin_request
 from lodresults._request.transport import Transport
 
 __all__ = ["Caller"]
@@ -142,6 +143,7 @@ class Caller:
             started = time.perf_counter()
             ticket: Ticket | None = None
             status: int | str = "-"
+            trace: RequestTrace | None = None
             try:
                 if lease is not None:
                     await lease.acquire()
@@ -150,7 +152,9 @@ class Caller:
                     # close() may have run while this request waited: never send then
                     # (the transport would open a new session that nobody closes).
                     self.ensure_open()
-                    answer = await self._transport.get(command, params)
+                    trace = begin_request(self._transport.base_url, command, params, attempt)
+                    with trace.quiet():
+                        answer = await self._transport.get(command, params)
                 self._clock.observe(answer.date)
                 status = answer.status
                 # Once the decoder is free for this body, the slot goes to the next window
@@ -168,6 +172,8 @@ class Caller:
                 if isinstance(error, LodRateLimitError) and ticket is not None:
                     self._limiter.on_throttled(ticket)
                     self.emit(Throttled(command, retry_after, self._limiter.rate), on_event)
+                if trace is not None:
+                    trace.finish(error, self._limiter.rate)
                 pacing = retry_after is not None
                 if not pacing:
                     failed += 1
@@ -188,7 +194,13 @@ class Caller:
                         f"{command} {label}: the LodClient was closed while waiting to retry"
                     ) from None
                 continue
+            except BaseException as error:  # cancelled: the attempt's span ends too
+                if trace is not None:
+                    trace.finish(error, self._limiter.rate)
+                raise
             self._limiter.on_success(ticket)
+            if trace is not None:
+                trace.finish(None, self._limiter.rate, answer.status)
             logger.debug(
                 "%s %s status=%s attempt=%d elapsed=%.3fs",
                 command, label, status, attempt, time.perf_counter() - started,

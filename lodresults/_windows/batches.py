@@ -8,6 +8,7 @@ Knows no HTTP: a window is fetched by the function it is given.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -26,6 +27,7 @@ from lodresults._events import (
 )
 from lodresults._exceptions import LodError
 from lodresults._records.models import LabResult
+from lodresults._request.telemetry import count_records, start_call, window_span
 from lodresults._windows.dedup import SKEW_TOLERANCE, Deduplicator
 from lodresults._windows.plan import Window, WindowPlanner, widen
 from lodresults._windows.slots import Lease
@@ -129,10 +131,16 @@ async def _batches(
     emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
     dedup = Deduplicator(start, end, ordered=ordered)
     received = itertools.count()
+    trace = start_call(
+        "iter_windows",
+        {"lodresults.start": start, "lodresults.end": end, "lodresults.ordered": ordered},
+    )
 
     async def fetch(window: Window, lease: Lease) -> list[_Part]:
         stamp = clock.stamp()
-        records = await fan.fetch(window, on_event, lease)
+        # Inside the window's own task: the span is current for its requests alone.
+        with window_span(trace, window.start, window.end):
+            records = await fan.fetch(window, on_event, lease)
         sent_at = clock.sent_at(stamp)
         # The order responses complete in is the order their copies are newest in.
         return [(next(received), sent_at, records)]
@@ -142,6 +150,7 @@ async def _batches(
             "Results %s refused as too long: split in %d (limit %d s)", window, parts, limit
         )
         emit(WindowSplit(window, parts, limit), on_event)
+        trace.split(window.start, window.end, parts, limit)
 
     def failed(window: Window, error: LodError) -> None:
         emit(WindowFailed(window, f"{type(error).__name__}: {error}"), on_event)
@@ -157,18 +166,29 @@ async def _batches(
         timer=clock,
         bounds=(start, end),
     )
-    async with aclosing(stream):
-        async for done in stream:
-            parts = done.items
-            fresh, updates = dedup.take(done.window, [(seq, recs) for seq, _, recs in parts])
-            if done.watermark is not None:
-                dedup.passed(done.watermark)
-            count = sum(len(recs) for _, _, recs in parts)
-            emit(WindowCompleted(done.window, count, len(fresh), len(updates)), on_event)
-            logger.debug(
-                "window %s: %d records, %d new, %d updates, dedup holds %d ids",
-                done.window, count, len(fresh), len(updates), len(dedup),
-            )  # fmt: skip
-            fetched_at = min(sent for _, sent, _ in parts)
-            part = done.window.clip(start, end)
-            yield WindowBatch(part, fresh, updates, fetched_at, requested=done.window)
+    failure: BaseException | None = None
+    try:
+        async with aclosing(stream):
+            async for done in stream:
+                parts = done.items
+                fresh, updates = dedup.take(done.window, [(seq, recs) for seq, _, recs in parts])
+                if done.watermark is not None:
+                    dedup.passed(done.watermark)
+                count = sum(len(recs) for _, _, recs in parts)
+                emit(WindowCompleted(done.window, count, len(fresh), len(updates)), on_event)
+                count_records("Results", count)
+                trace.window_done(
+                    done.window.start, done.window.end, count, len(fresh), len(updates)
+                )
+                logger.debug(
+                    "window %s: %d records, %d new, %d updates, dedup holds %d ids",
+                    done.window, count, len(fresh), len(updates), len(dedup),
+                )  # fmt: skip
+                fetched_at = min(sent for _, sent, _ in parts)
+                part = done.window.clip(start, end)
+                yield WindowBatch(part, fresh, updates, fetched_at, requested=done.window)
+    except (Exception, asyncio.CancelledError) as error:
+        failure = error
+        raise
+    finally:
+        trace.end(failure)

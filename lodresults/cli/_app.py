@@ -17,9 +17,10 @@ from lodresults import __version__
 from lodresults._client import MAX_LATEST_MINUTES, LodClient
 from lodresults._records.schema import INT64_MAX
 from lodresults._records.wire import results_envelope, unstructure_record
+from lodresults._webhooks.inbox import parse_networks
 from lodresults._windows.plan import iso
 from lodresults._windows.settle import DEFAULT_SETTLE
-from lodresults.cli import _export, _jobs, _watch
+from lodresults.cli import _export, _jobs, _watch, _webhooks
 from lodresults.cli._options import (
     api_key,
     client_factory,
@@ -314,4 +315,39 @@ def watch(db: Path, interval: float, settle: str, reconcile: str, **options: Any
             reconcile=reconcile_s,
         ),
         on_interrupt="watch stopped.",
+    )  # fmt: skip
+
+
+@cli.command(name="serve-webhooks")
+@click.option(
+    "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.db"),
+    show_default=True, help="SQLite file (created if missing).",
+)  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--secret-header", default="Authorization", show_default=True,
+    help="Header whose exact value is LOD_WEBHOOK_SECRET.",
+)  # fmt: skip
+@click.option(
+    "--allow", multiple=True, metavar="CIDR",
+    help="Accept pushes only from these networks (repeat; all if none).",
+)  # fmt: skip
+@connection_options
+def serve_webhooks(
+    db: Path, host: str, port: int, secret_header: str, allow: tuple[str, ...], **options: Any
+) -> None:
+    """Receive webhooks: fetch and store each lab they name, within seconds."""
+    secret = _webhooks.secret_from_env()
+    try:
+        parse_networks(allow)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow") from None
+    make = make_from_options(options)
+    run(
+        lambda: _webhooks.serve_webhooks(
+            make, db=db, host=host, port=port, secret=secret, secret_header=secret_header,
+            allow=allow, out=sys.stderr,
+        ),
+        on_interrupt="serve-webhooks stopped.",
     )  # fmt: skip

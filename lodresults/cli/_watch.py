@@ -15,7 +15,10 @@ from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._engine.backfill import BackfillResult
 from lodresults._engine.watch import DEFAULT_RECONCILE
 from lodresults._engine.watch import watch as watch_destination
+from lodresults._events import EventHook
 from lodresults._exceptions import LodError
+from lodresults._webhooks.ledger import Ledger
+from lodresults._webhooks.misses import MissCounter
 from lodresults._windows.plan import iso
 from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli._summary import phase_lines
@@ -38,13 +41,19 @@ async def watch(
     reconcile: float = DEFAULT_RECONCILE,
     clock: Callable[[], float] = time.time,
     iterations: int | None = None,
+    on_event: EventHook | None = None,
 ) -> None:
     """
     Keep ``db`` equal to the server from the watch's first run on (``settle`` before it,
     or the end of the settled checkpoints if earlier), printing one line per run to
     ``out``; ``iterations`` runs at most (None: until cancelled).
+
+    On a database a webhook receiver (``serve-webhooks``) writes to, each run also
+    reports what the webhooks missed since the run before (a line, and a
+    ``WebhookMisses`` event to ``on_event``).
     """
     store = await SQLiteStore.open(db)
+    ledger = await _ledger(store)
     try:
         async with make_client(clock=clock) as client:
             since = await store.get_meta_number(_SINCE)
@@ -65,14 +74,30 @@ async def watch(
                     lines = [f"run failed, will retry: {outcome}"]
                 else:
                     lines = phase_lines(outcome) or ["nothing to do"]
+                if counter is not None and counter.last is not None:
+                    misses, counter.last = counter.last, None
+                    if misses.brought or misses.missed:
+                        lines.append(str(misses))
                 for line in lines:
                     print(f"watch {stamp} {line}", file=out, flush=True)
                 if iterations is not None and runs >= iterations:
                     stop.set()
 
+            counter = None if ledger is None else MissCounter(store, ledger, on_event=on_event)
             await watch_destination(
-                client, store, int(since), interval=interval, settle=settle,
-                reconcile=reconcile, stop=stop, on_run=report,
+                client, store if counter is None else counter, int(since), interval=interval,
+                settle=settle, reconcile=reconcile, stop=stop, on_run=report, on_event=on_event,
             )  # fmt: skip
     finally:
+        if ledger is not None:
+            await ledger.close()
         await store.close()
+
+
+async def _ledger(store: SQLiteStore) -> Ledger | None:
+    """The webhook receiver's ledger in the store's file, if a receiver ever wrote there."""
+    try:
+        return await Ledger.open_existing(store.path)
+    except BaseException:
+        await store.close()
+        raise

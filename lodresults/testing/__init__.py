@@ -13,6 +13,10 @@ Its labs live on a clock (real time by default): they start, end and get graded 
 runs. Give it a ``ManualClock`` (and the same to ``LodClient(clock=...)``) to move time in
 a test.
 
+``WebhookSender`` pushes the simulator's lab events (Launched, TornDown, Scored) to a
+webhook receiver as Lab on Demand does, with drops, duplicates, delays and the vendor's
+retries, on the simulator's clock.
+
 For pytest, add ``pytest_plugins = ["lodresults.testing.pytest_plugin"]`` to a
 ``conftest.py`` and take the ``lod_simulator`` fixture (needs pytest-asyncio).
 """
@@ -36,13 +40,16 @@ from lodresults.testing._knobs import (
     Sloppiness,
 )
 from lodresults.testing._server import TOO_LONG_TEXT, Simulator
+from lodresults.testing._webhooks import EVENTS, Delivery, WebhookSender
 
 __all__ = [
+    "EVENTS",
     "FAULT_KINDS",
     "GRADING_DELAY_MAX",
     "TOO_LONG_TEXT",
     "TRANSIENT_FAULT_KINDS",
     "Dataset",
+    "Delivery",
     "Faults",
     "Lab",
     "ManualClock",
@@ -50,6 +57,7 @@ __all__ = [
     "Simulator",
     "SimulatorStats",
     "Sloppiness",
+    "WebhookSender",
     "generate",
     "generate_labs",
 ]
