@@ -269,8 +269,10 @@ class _Storm:
     """A server on loopback that answers 429 (Retry-After: 1) until ``until`` on ``clock``
     (or only to the first ``first`` requests), then empty ``Results``."""
 
-    def __init__(self, clock: ManualClock, *, until: float = 0.0, first: int = 0) -> None:
-        self.clock, self.until, self.first = clock, until, first
+    def __init__(
+        self, clock: ManualClock, *, until: float = 0.0, first: int = 0, retry_after: str = "1"
+    ) -> None:
+        self.clock, self.until, self.first, self.retry_after = clock, until, first, retry_after
         self.requests = 0
         self.refused = 0
 
@@ -280,7 +282,7 @@ class _Storm:
             self.refused += 1
             return web.json_response(
                 {"Error": "Too many requests", "Status": 0}, status=429,
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": self.retry_after},
             )  # fmt: skip
         return web.json_response({"Results": [], "Status": 1, "Error": None})
 
@@ -335,6 +337,18 @@ async def test_a_storm_that_never_ends_stops_at_the_documented_bound() -> None:
         with pytest.raises(LodDeadlineError):
             await client.results(0, DAY)
         assert clock() - started == pytest.approx(30)
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Thu, 01 Jan 1970 00:00:00 GMT"])
+async def test_a_storm_asking_for_no_wait_is_a_failure_and_ends(retry_after: str) -> None:
+    """Retry-After 0 (or a date already past) is no pacing: each such 429 counts against
+    max_retries, so a server refusing that way forever ends the call (it spun forever)."""
+    clock = ManualClock(T0)
+    storm = _Storm(clock, until=math.inf, retry_after=retry_after)
+    async with storm.serving() as url, LodClient(KEY, url, clock=clock, max_retries=3) as c:
+        with pytest.raises(LodRateLimitError):
+            await c.results(0, DAY)
+    assert storm.requests == 4
 
 
 async def test_one_early_429_costs_its_retry_after_when_unpaced() -> None:

@@ -19,7 +19,7 @@ from lodresults._clock import ServerClock, race, sleep_unless
 from lodresults._events import Event, EventHook, RequestRetried, Throttled
 from lodresults._exceptions import LodClientClosed, LodDeadlineError, LodError, LodRateLimitError
 from lodresults._request.ratelimit import AdaptiveRateLimiter, Ticket
-from lodresults._request.retry import RetryPolicy, is_retryable
+from lodresults._request.retry import PACED_WAIT_FLOOR, RetryPolicy, is_retryable
 from lodresults._request.telemetry import RequestTrace, begin_request
 from lodresults._request.transport import Transport
 
@@ -174,13 +174,16 @@ class Caller:
                     self.emit(Throttled(command, retry_after, self._limiter.rate), on_event)
                 if trace is not None:
                     trace.finish(error, self._limiter.rate)
-                pacing = retry_after is not None
+                # Retry-After: 0 (or a date already past) asks for nothing but a retry
+                # at once: refused that way forever, the call would never end. Only a
+                # positive wait is pacing, and each counts at least PACED_WAIT_FLOOR.
+                pacing = retry_after is not None and retry_after > 0
                 if not pacing:
                     failed += 1
                 if not is_retryable(error) or failed > self._policy.max_retries:
                     raise
                 delay = self._policy.delay(max(failed, 1), retry_after)
-                waited += delay if pacing else 0.0
+                waited += max(delay, PACED_WAIT_FLOOR) if pacing else 0.0
                 if paced and waited > self._policy.max_paced_wait:
                     raise
                 if lease is not None:
