@@ -7,18 +7,18 @@ aiohttp. Option checks happen here, before anything is sent; HTTP is the transpo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Final
 
 from lodresults._clock import Clock, timer_for
-from lodresults._events import EventHook
+from lodresults._events import EventHook, UnknownField
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._records.decode import decode_results
+from lodresults._records.decode import RecordDecoder, Steps
 from lodresults._records.models import LabResult
 from lodresults._records.schema import INT64_MAX
-from lodresults._records.wire import decode_json, structure_result
 from lodresults._request.caller import Caller, Lease
 from lodresults._request.key import ApiKey, check_base_url
 from lodresults._request.ratelimit import AdaptiveRateLimiter
@@ -40,6 +40,19 @@ DEFAULT_MAX_RETRIES: Final = 5
 #: 256 MiB: a 7-day window of 100,000 labs is about 50 MB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 MAX_LATEST_MINUTES: Final = 10080
+
+
+logger = logging.getLogger("lodresults")
+
+#: A field name in a log line is cut to this many characters.
+_NAME_CHARS: Final = 100
+
+
+def _printable(text: str) -> str:
+    """``text`` for a log line: control and other unprintable characters escaped, cut."""
+    cut = text[:_NAME_CHARS]
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in cut)
+    return shown + ("..." if len(text) > _NAME_CHARS else "")
 
 
 class LodClient:
@@ -119,6 +132,8 @@ class LodClient:
             url, key, timeout=timeout, max_response_bytes=max_response_bytes, session=session
         )
         self._clock = clock
+        # One per client: each field the API adds is reported once per client.
+        self._decoder = RecordDecoder()
         # Where waits happen: real time, or the virtual time of a ManualClock.
         self._timer: Clock = timer_for(clock)
         self._limiter = AdaptiveRateLimiter(rate_limit, clock=self._timer)
@@ -197,7 +212,9 @@ class LodClient:
             "Result",
             {"labInstanceId": str(lab_instance_id)},
             f"id={lab_instance_id}",
-            lambda body: structure_result(decode_json(body, command="Result"), lab_instance_id),
+            lambda body: self._decoder.result_steps(
+                body, lab_instance_id, self._reporter("Result", None)
+            ),
             deadline=self.deadline,
         )
 
@@ -227,7 +244,7 @@ class LodClient:
             "Results",
             {"start": str(window.start), "end": str(window.end)},
             str(window),
-            decode_results,
+            self._parser("Results", on_event),
             on_event,
             deadline,
             lease,
@@ -248,9 +265,24 @@ class LodClient:
             "LatestResults",
             {"minutes": str(minutes)},
             f"minutes={minutes}",
-            lambda body: decode_results(body, command="LatestResults"),
+            self._parser("LatestResults", None),
             deadline=self.deadline,
         )
+
+    def _parser(self, command: str, on_event: EventHook | None) -> Callable[[bytes], Steps]:
+        report = self._reporter(command, on_event)
+        return lambda body: self._decoder.steps(body, command, report)
+
+    def _reporter(self, command: str, on_event: EventHook | None) -> Callable[[str], None]:
+        def report(name: str) -> None:
+            logger.info(
+                "%s: the API sent a field this lodresults does not know, ignored: %s",
+                command,
+                _printable(name),
+            )
+            self._caller.emit(UnknownField(command, name), on_event)
+
+        return report
 
     # --- ranges of any length --------------------------------------------------------------
 

@@ -19,6 +19,7 @@ __all__ = [
     "EventHook",
     "RequestRetried",
     "Throttled",
+    "UnknownField",
     "WindowCompleted",
     "WindowFailed",
     "WindowSplit",
@@ -89,5 +90,25 @@ class Throttled:
     rate: float | None
 
 
-Event = WindowsPlanned | WindowCompleted | WindowSplit | WindowFailed | RequestRetried | Throttled
+@attrs.frozen
+class UnknownField:
+    """
+    The API sent a record field this lodresults does not declare (``name``, as sent, in
+    an answer to ``command``). Reported once per client and name; the field is ignored
+    and the records are decoded as usual (the API adds fields, it does not remove any).
+    """
+
+    command: str
+    name: str
+
+
+Event = (
+    WindowsPlanned
+    | WindowCompleted
+    | WindowSplit
+    | WindowFailed
+    | RequestRetried
+    | Throttled
+    | UnknownField
+)
 EventHook = Callable[[Event], None]

@@ -20,6 +20,7 @@ from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._destinations.sqlite_schema import COLUMNS
 from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import Kind
+from lodresults._records.values import decimal_text
 from lodresults._records.wire import dump_record
 from lodresults._windows.plan import ISO_FORMAT
 
@@ -82,7 +83,7 @@ CSV_SPELLING: Final[dict[Kind, Callable[[Any], str]]] = {
     "text": str,
     "bool": lambda v: "true" if v else "false",
     "timestamp": lambda d: d.strftime(ISO_FORMAT),
-    "decimal": str,
+    "decimal": decimal_text,
     "enum": lambda v: str(int(v)),
 }
 
