@@ -134,6 +134,8 @@ class LodClient:
         self._clock = clock
         # One per client: each field the API adds is reported once per client.
         self._decoder = RecordDecoder()
+        # Field names come from the server: scrubbed of the key before they are shown.
+        self._redact = key.redactor()
         # Where waits happen: real time, or the virtual time of a ManualClock.
         self._timer: Clock = timer_for(clock)
         self._limiter = AdaptiveRateLimiter(rate_limit, clock=self._timer)
@@ -274,7 +276,8 @@ class LodClient:
         return lambda body: self._decoder.steps(body, command, report)
 
     def _reporter(self, command: str, on_event: EventHook | None) -> Callable[[str], None]:
-        def report(name: str) -> None:
+        def report(sent: str) -> None:
+            name = self._redact.text(sent)
             logger.info(
                 "%s: the API sent a field this lodresults does not know, ignored: %s",
                 command,

@@ -93,9 +93,10 @@ class Throttled:
 @attrs.frozen
 class UnknownField:
     """
-    The API sent a record field this lodresults does not declare (``name``, as sent, in
-    an answer to ``command``). Reported once per client and name; the field is ignored
-    and the records are decoded as usual (the API adds fields, it does not remove any).
+    The API sent a record field this lodresults does not declare (``name``, as sent but
+    for any piece of the api_key, which is masked, in an answer to ``command``). Reported
+    once per client and name; the field is ignored and the records are decoded as usual
+    (the API adds fields, it does not remove any).
     """
 
     command: str

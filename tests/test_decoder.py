@@ -145,10 +145,10 @@ async def test_the_result_command_reports_new_fields() -> None:
     a = 1_700_000_000
     events: list[UnknownField] = []
     recs = [{**lab(7), "Brand": "new"}]
+    hook = _collect(events)
     sim = Simulator(records=recs, span=(a - 86400, a + 86400), api_key="k" * 20)
-    client = LodClient(
-        sim.api_key, base_url=sim.base_url, rate_limit=None, on_event=_collect(events)
-    )
-    async with sim, client:
-        assert (await client.result(7)).lab_instance_id == 7
+    async with sim:
+        client = LodClient(sim.api_key, base_url=sim.base_url, rate_limit=None, on_event=hook)
+        async with client:
+            assert (await client.result(7)).lab_instance_id == 7
     assert events == [UnknownField("Result", "Brand")]

@@ -477,6 +477,6 @@ async def test_a_value_beyond_decimal_38_18_loads_in_the_wider_form(home: Path) 
         ).fetchall()
     assert got == [
         (1, Decimal("87.5"), None, None, None),
-        (2, None, None, None, '{"exam_score":1E+30}'),
-        (3, Decimal("87.5"), None, Decimal("1.5"), '{"latitude":5E-324}'),
+        (2, None, None, None, '{"exam_score":"1E+30"}'),
+        (3, Decimal("87.5"), None, Decimal("1.5"), '{"latitude":"5E-324"}'),
     ]

@@ -42,7 +42,9 @@ def as_row(r: LabResult) -> dict[str, Any]:
     """
     row = {f.name: getattr(r, f.name) for f in FIELDS}
     row["completion_status"] = int(r.completion_status)
-    unfit = {n: row[n] for n in ("exam_score", "latitude", "longitude") if not fits(row[n])}
+    unfit = {
+        n: decimal_text(row[n]) for n in ("exam_score", "latitude", "longitude") if not fits(row[n])
+    }
     for name in unfit:
         row[name] = None
     row[UNFIT_DECIMALS] = encode_json(unfit).decode() if unfit else None
@@ -122,7 +124,7 @@ def test_decimals_exact_or_in_the_wider_form(tmp_path: Path, value: str, ok: boo
         assert row["exam_score"] == Decimal(value) and row[UNFIT_DECIMALS] is None
     else:
         assert row["exam_score"] is None
-        assert row[UNFIT_DECIMALS] == '{"exam_score":' + decimal_text(Decimal(value)) + "}"
+        assert row[UNFIT_DECIMALS] == '{"exam_score":"' + decimal_text(Decimal(value)) + '"}'
 
 
 def test_a_required_decimal_that_does_not_fit_names_the_lab_and_field() -> None:

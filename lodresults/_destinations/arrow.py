@@ -43,7 +43,8 @@ logger = logging.getLogger("lodresults")
 DECIMAL_PRECISION: Final = 38
 DECIMAL_SCALE: Final = 18
 #: The column of the decimals of a row that do not fit DECIMAL(38, 18): null when all
-#: fit, else a JSON object of field name -> the exact number, e.g. ``{"exam_score": 1E+30}``.
+#: fit, else a JSON object of field name -> the exact number as a string (``decimal_text``),
+#: e.g. ``{"exam_score":"1E+30"}``.
 UNFIT_DECIMALS: Final = "unfit_decimals"
 
 _ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
@@ -90,6 +91,8 @@ def to_arrow(records: Sequence[LabResult]) -> pa.Table:
             decimal of a field that may not be null), naming the lab and the column.
     """
     arrays: list[pa.Array] = []
+    # Exact texts, as JSON strings: a JSON reader (DuckDB's json_extract) may parse a
+    # JSON number as a double.
     unfit: dict[int, dict[str, str]] = {}
     for name, get, kind, nullable in _GETTERS:
         field = ARROW_SCHEMA.field(name)
@@ -108,7 +111,7 @@ def to_arrow(records: Sequence[LabResult]) -> pa.Table:
                     "lab %s: %s = %s does not fit %s exactly; stored in %s",
                     lab, name, decimal_text(values[i]), field.type, UNFIT_DECIMALS,
                 )  # fmt: skip
-                unfit.setdefault(i, {})[name] = values[i]
+                unfit.setdefault(i, {})[name] = decimal_text(values[i])
                 values[i] = None
         try:
             arrays.append(pa.array(values, type=field.type))

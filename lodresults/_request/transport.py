@@ -178,7 +178,9 @@ class Transport:
         async with self._decoding:
             if ready is not None:
                 ready()
-                await asyncio.sleep(0)
+            # A turn before the first step too: the read that completed this body (aiohttp
+            # joins its chunks) ran in this same turn of the loop.
+            await asyncio.sleep(0)
             steps = parse(answer.body)
             try:
                 # A turn for the loop's other tasks, not a wait:
