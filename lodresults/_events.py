@@ -17,6 +17,8 @@ from lodresults._windows.plan import Window
 __all__ = [
     "Event",
     "EventHook",
+    "PhaseCompleted",
+    "PhaseProgress",
     "RequestRetried",
     "Throttled",
     "UnknownField",
@@ -91,6 +93,33 @@ class Throttled:
 
 
 @attrs.frozen
+class PhaseProgress:
+    """
+    A phase of a run that keeps a destination current (``"feed"`` or ``"refresh"``)
+    has ``done`` of ``total`` requests answered.
+    """
+
+    phase: str
+    done: int
+    total: int
+
+
+@attrs.frozen
+class PhaseCompleted:
+    """
+    A phase of a run (``"windows"``, ``"feed"``, ``"refresh"``) ended after ``requests``
+    requests: of the copies it applied, ``new`` labs were not stored before, ``changed``
+    replaced another state and ``unchanged`` equalled (or were older than) the stored one.
+    """
+
+    phase: str
+    requests: int
+    new: int
+    changed: int
+    unchanged: int
+
+
+@attrs.frozen
 class UnknownField:
     """
     The API sent a record field this lodresults does not declare (``name``, as sent but
@@ -110,6 +139,8 @@ Event = (
     | WindowFailed
     | RequestRetried
     | Throttled
+    | PhaseProgress
+    | PhaseCompleted
     | UnknownField
 )
 EventHook = Callable[[Event], None]
