@@ -7,6 +7,7 @@ aiohttp. Option checks happen here, before anything is sent; HTTP is the transpo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from lodresults._clock import ServerClock
 from lodresults._events import Event, EventHook, UnknownField
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._records.decode import RecordDecoder, Steps
+from lodresults._records.decode import SLICE, RecordDecoder, Steps
 from lodresults._records.models import LabResult
 from lodresults._records.schema import INT64_MAX
 from lodresults._request.caller import Caller, Lease
@@ -391,8 +392,12 @@ class LodClient:
     ) -> AsyncGenerator[LabResult, None]:
         async with aclosing(windows):
             async for batch in windows:
-                for record in batch.records:
+                for i, record in enumerate(batch.records, 1):
                     yield record
+                    if i % SLICE == 0:
+                        # A consumer's ``async for`` does not give the loop a turn by
+                        # itself: without this, a 100,000-record window is one long step.
+                        await asyncio.sleep(0)
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
