@@ -152,3 +152,21 @@ async def test_the_result_command_reports_new_fields() -> None:
         async with client:
             assert (await client.result(7)).lab_instance_id == 7
     assert events == [UnknownField("Result", "Brand")]
+
+
+def test_many_new_fields_are_each_reported_once_and_decoded() -> None:
+    """A body where every record brings a field of its own (a hostile server): every record
+    decodes, each name is reported once, and the fast path learns at most a few per slice
+    (the rest of such a slice goes the careful way) instead of one attempt per name."""
+    n = SLICE + 100
+    recs = [{**lab(i), f"New{i}": i} for i in range(1, n + 1)]
+    data = orjson.dumps({"Results": recs, "Status": 1})
+    decoder = RecordDecoder()
+    names: list[str] = []
+    records = run_steps(decoder.steps(data, "Results", names.append))
+    assert [r.lab_instance_id for r in records] == list(range(1, n + 1))
+    assert sorted(names) == sorted(f"New{i}" for i in range(1, n + 1))
+    assert len(decoder._extras) <= 64
+    again: list[str] = []
+    run_steps(decoder.steps(data, "Results", again.append))
+    assert again == []
