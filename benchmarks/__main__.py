@@ -77,14 +77,13 @@ Profiled with cProfile on 100,000-record bodies and on the end-to-end throughput
 Before and after (issue 20), the same throughput rows on the code before it (main at
 9c64ffb) in the same hour on this shared machine, load average 4 to 7 on 2 cores:
 
-| path, "vs its peer" | before | after (table above) |
-|---|---|---|
-| `results()`, one 100,000-record body | 0.56 (1.02 in a run under heavier load) | 0.75 |
-| `iter_results`, 4 weeks | 0.48 (0.40) | 0.57 |
-| decode only, vs orjson | 0.30 (0.74) | 0.52 |
-| decode only, records/s | 115,241 (81,679) | 147,006 |
-| longest loop stall, `results()` | 201 ms (the run in brackets; a worker thread held the GIL) | 125 ms |
-| longest loop stall, `iter_results` | 992 ms | 514 ms |
+- `results()`, one 100,000-record body, vs its peer: 0.56 before (1.02 in a run under
+  heavier load), 0.75 after (the table above);
+- `iter_results`, 4 weeks: 0.48 (0.40) before, 0.57 after;
+- decode only: 0.30x orjson and 115,241 records/s before (0.74x, 81,679), 0.52x and
+  147,006 after;
+- longest loop stall: `results()` 201 ms before (the run in brackets; a worker thread held
+  the GIL through the whole parse), 125 ms after; `iter_results` 992 ms, 514 ms.
 
 Alternating the two versions in one script (`results()` then its peer, and the decode in
 CPU time, three rounds each): `results()` 2.13 s before and 1.38 s after (medians), the
