@@ -48,28 +48,60 @@ Profiled with cProfile on 100,000-record bodies and on the end-to-end throughput
   documented types and builds `LabResult`s with the converter's own per-type rules; a
   property test proves it equal to the converter on valid and damaged bodies.
 - **The frozen attrs `__init__`** (24 `object.__setattr__` calls by name) was the largest
-  single cost left. Records are now filled through their slot descriptors by a generated
-  function (valid while `LabResult` has no validators, checked at import): about a
-  third faster.
+  single cost left. Records were then filled through their slot descriptors (about a
+  third faster); now each is made as an instance of a subclass that adds nothing but
+  `object`'s `__setattr__`/`__delattr__` (so the interpreter specialises the 24 plain
+  stores), then given its class `LabResult`: the same object, built in about half the
+  time of the descriptors (table above). Valid while `LabResult` has no validators,
+  converters or `__attrs_post_init__`, checked at import.
+- **Exact decimals** cost msgspec a `Decimal` per number instead of a float; the decimal
+  cache (needed when floats became Decimals) is gone. Timestamps are the largest part of
+  the build left: `datetime.fromtimestamp(x, UTC)`, three per record, about as much as
+  all 24 stores and the class change together.
+- **Stalls.** Bodies were decoded on a worker thread past 1 MB, but msgspec holds the
+  GIL for the whole parse, so the loop stalled as long (60 ms for 60,000 records). Now a
+  first msgspec pass finds the records (`Results` as raw slices of the body) and the rest
+  is decoded 2,048 records a step, the loop getting a turn between steps. What is left
+  of the longest stall: that first pass, aiohttp joining a body's chunks when its read
+  completes, and the collector's full collections (below), none of which can be cut in
+  slices from here.
 - **The cyclic garbage collector** rescans the growing heap of new records every few
   hundred allocations. It was held during one body's build, but that switched it off for
   the whole process, so it no longer is: the wire structs are untracked (`gc=False`) and
-  each record is one tracked allocation; decoding 100,000 records takes about 15 % longer.
+  each record is one tracked allocation. It still takes about a third of decoding
+  100,000 records (a slotted object of 24 fields is traversed at each collection; dicts
+  of plain values are untracked at their first), and one full collection per large body.
 - **Dedup bookkeeping** (a heap push and pop for every record) was a quarter of the
   end-to-end time. Only labs that touch a window boundary, span windows or are still
   running now enter the bounded dedup state; the others cannot appear in another window.
-- **A decimal cache** sized 65,536 made peak memory grow with the range; at 4,096 the
-  ten-year run peaks within a megabyte of the one-year run.
 
-Typed records reached 0.51x, 0.63x and 0.57x of the untyped gather + orjson peer end to
-end in three full runs on this machine (goal: 0.5x; it was 0.35x before the work above).
-What is left is the cost of building 24-field objects with aware datetimes and Decimals,
-which dicts of plain JSON values do not pay; the decode-only rows vary by run with the
-machine's load, so compare ratios within one run. Since the first and last window of a
-range reach a day beyond it (a skewed filter loses nothing at the ends), the 4-week
-throughput range takes lodresults 5 requests, 3 rounds at concurrency 2 against the
-peer's 2, and a day more of labs at each end: 0.45x in the run above and 0.54x in a
-full run an hour before it (same code: the peer's times vary most), 0.55x before.
+Before and after (issue 20), the same throughput rows on the code before it (main at
+9c64ffb) in the same hour on this shared machine, load average 4 to 7 on 2 cores:
+
+- `results()`, one 100,000-record body, vs its peer: 0.56 before (1.02 in a run under
+  heavier load), 0.75 after (the table above);
+- `iter_results`, 4 weeks: 0.48 (0.40) before, 0.57 after;
+- decode only: 0.30x orjson and 115,241 records/s before (0.74x, 81,679), 0.52x and
+  147,006 after;
+- longest loop stall: `results()` 201 ms before (the run in brackets; a worker thread held
+  the GIL through the whole parse), 125 ms after; `iter_results` 992 ms, 514 ms.
+
+Alternating the two versions in one script (`results()` then its peer, and the decode in
+CPU time, three rounds each): `results()` 2.13 s before and 1.38 s after (medians), the
+decode 753 ms and 616 ms of CPU against orjson's 463 and 358 (0.54x both: exact decimals
+cost msgspec a `Decimal` per number where the code before took a float). The load
+dwarfs most of these differences; the construction table above is the steadiest figure.
+
+Left: within a decode step, a full collection of the collector (30-40 ms here); the
+first pass over a 48 MB body (33-55 ms CPU); in `iter_results`, the dedup of a whole
+window in one step (130-230 ms for 100,000 records here), which a consumer's `async for`
+then meets. Typed records reached 0.51x, 0.63x and 0.57x of the untyped gather + orjson
+peer end to end in three full runs before exact decimals. What is left is the cost of
+building 24-field objects with aware datetimes and Decimals, and of collecting them,
+which dicts of plain JSON values do not pay. Since the first and last window of a range
+reach a day beyond it (a skewed filter loses nothing at the ends), the 4-week throughput
+range takes lodresults 5 requests, 3 rounds at concurrency 2 against the peer's 2, and a
+day more of labs at each end.
 """
 
 

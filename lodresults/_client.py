@@ -7,18 +7,19 @@ aiohttp. Option checks happen here, before anything is sent; HTTP is the transpo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Final
 
 from lodresults._clock import ServerClock
-from lodresults._events import Event, EventHook
+from lodresults._events import Event, EventHook, UnknownField
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._records.decode import decode_results
+from lodresults._records.decode import SLICE, RecordDecoder, Steps
 from lodresults._records.models import LabResult
 from lodresults._records.schema import INT64_MAX
-from lodresults._records.wire import decode_json, structure_result
 from lodresults._request.caller import Caller, Lease
 from lodresults._request.key import ApiKey, check_base_url
 from lodresults._request.ratelimit import AdaptiveRateLimiter
@@ -41,6 +42,19 @@ DEFAULT_MAX_RETRIES: Final = 5
 #: 256 MiB: a 7-day window of 100,000 labs is about 50 MB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 MAX_LATEST_MINUTES: Final = 10080
+
+
+logger = logging.getLogger("lodresults")
+
+#: A field name in a log line is cut to this many characters.
+_NAME_CHARS: Final = 100
+
+
+def _printable(text: str) -> str:
+    """``text`` for a log line: control and other unprintable characters escaped, cut."""
+    cut = text[:_NAME_CHARS]
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in cut)
+    return shown + ("..." if len(text) > _NAME_CHARS else "")
 
 
 class LodClient:
@@ -141,6 +155,10 @@ class LodClient:
         # of a ManualClock).
         self._clock = ServerClock(clock)
         self._limiter = AdaptiveRateLimiter(rate_limit, clock=self._clock)
+        # One per client: each field the API adds is reported once per client.
+        self._decoder = RecordDecoder()
+        # Field names come from the server: scrubbed of the key before they are shown.
+        self._redact = key.redactor()
         self._caller = Caller(
             self._transport,
             policy=RetryPolicy(
@@ -222,11 +240,13 @@ class LodClient:
                 f"lab_instance_id must be a positive int, got {lab_instance_id!r}"
             )
         with call_span("result", {"lodresults.lab_instance_id": lab_instance_id}):
-            record = await self._caller.call(
+            record: LabResult = await self._caller.call(
                 "Result",
                 {"labInstanceId": str(lab_instance_id)},
                 f"id={lab_instance_id}",
-                lambda body: structure_result(decode_json(body, command="Result"), lab_instance_id),
+                lambda body: self._decoder.result_steps(
+                    body, lab_instance_id, self._reporter("Result", None)
+                ),
                 deadline=self.deadline,
             )
         count_records("Result", 1)
@@ -261,7 +281,7 @@ class LodClient:
             "Results",
             {"start": str(window.start), "end": str(window.end)},
             str(window),
-            decode_results,
+            self._parser("Results", on_event),
             on_event,
             deadline,
             lease,
@@ -279,15 +299,31 @@ class LodClient:
                 f"minutes must be within 1..{MAX_LATEST_MINUTES} (7 days), got {minutes}"
             )
         with call_span("latest_results", {"lodresults.minutes": minutes}):
-            records = await self._caller.call(
+            records: list[LabResult] = await self._caller.call(
                 "LatestResults",
                 {"minutes": str(minutes)},
                 f"minutes={minutes}",
-                lambda body: decode_results(body, command="LatestResults"),
+                self._parser("LatestResults", None),
                 deadline=self.deadline,
             )
         count_records("LatestResults", len(records))
         return records
+
+    def _parser(self, command: str, on_event: EventHook | None) -> Callable[[bytes], Steps]:
+        report = self._reporter(command, on_event)
+        return lambda body: self._decoder.steps(body, command, report)
+
+    def _reporter(self, command: str, on_event: EventHook | None) -> Callable[[str], None]:
+        def report(sent: str) -> None:
+            name = self._redact.text(sent)
+            logger.info(
+                "%s: the API sent a field this lodresults does not know, ignored: %s",
+                command,
+                _printable(name),
+            )
+            self._caller.emit(UnknownField(command, name), on_event)
+
+        return report
 
     # --- ranges of any length --------------------------------------------------------------
 
@@ -382,8 +418,12 @@ class LodClient:
     ) -> AsyncGenerator[LabResult, None]:
         async with aclosing(windows):
             async for batch in windows:
-                for record in batch.records:
+                for i, record in enumerate(batch.records, 1):
                     yield record
+                    if i % SLICE == 0:
+                        # A consumer's ``async for`` does not give the loop a turn by
+                        # itself: without this, a 100,000-record window is one long step.
+                        await asyncio.sleep(0)
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "PhaseProgress",
     "RequestRetried",
     "Throttled",
+    "UnknownField",
     "WebhookMisses",
     "WindowCompleted",
     "WindowFailed",
@@ -145,6 +146,19 @@ class PhaseCompleted:
     unchanged: int
 
 
+@attrs.frozen
+class UnknownField:
+    """
+    The API sent a record field this lodresults does not declare (``name``, as sent but
+    for any piece of the api_key, which is masked, in an answer to ``command``). Reported
+    once per client and name; the field is ignored and the records are decoded as usual
+    (the API adds fields, it does not remove any).
+    """
+
+    command: str
+    name: str
+
+
 Event = (
     WindowsPlanned
     | WindowCompleted
@@ -155,5 +169,6 @@ Event = (
     | WebhookMisses
     | PhaseProgress
     | PhaseCompleted
+    | UnknownField
 )
 EventHook = Callable[[Event], None]

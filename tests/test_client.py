@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import threading
+import itertools
 import warnings
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -237,29 +237,34 @@ def test_repr_shows_options_not_the_key(api_key: str) -> None:
 async def test_large_bodies_do_not_block_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A big body is decoded on a worker thread, a small one on the loop: the loop keeps
-    serving other tasks while a large window decodes (checked by thread, not by time)."""
-    import lodresults._client as client_module
+    """A big body is decoded a slice at a time, and the loop serves its other tasks between
+    slices (checked by counting a probe task's turns, not by time)."""
+    from lodresults._records.decode import SLICE, RecordDecoder
 
-    real = client_module.decode_results
-    threads: list[tuple[int, int]] = []  # (body size, thread that decoded it)
+    turns = 0
+    at_slice: list[int] = []  # the probe's turns when each slice started
+    real = RecordDecoder._slice
 
-    def spy(body: bytes, **kw: Any) -> Any:
-        threads.append((len(body), threading.get_ident()))
-        return real(body, **kw)
+    def spy(self: RecordDecoder, *args: Any) -> Any:
+        at_slice.append(turns)
+        return real(self, *args)
 
-    monkeypatch.setattr(client_module, "decode_results", spy)
+    async def probe() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(RecordDecoder, "_slice", spy)
     now = 1_700_000_000
-    sim = make_sim(span=(now - 8 * 86400, now), records=None, labs_per_day=400)
+    sim = make_sim(span=(now - 8 * 86400, now), records=None, labs_per_day=2000)
     async with sim, fast_client(sim) as c:
-        loop_thread = threading.get_ident()
+        task = asyncio.ensure_future(probe())
         records = await c.results(now - 7 * 86400, now)
-        small = await c.results(now - 3600, now)  # a small body stays on the loop
-    assert len(records) > 2_000 and len(small) < 100
-    (big_size, big_thread), (small_size, small_thread) = threads
-    assert big_size > 1 << 20 > small_size
-    assert big_thread != loop_thread  # on the loop, decoding would stall every other task
-    assert small_thread == loop_thread  # a thread hop is not worth it for a small body
+        task.cancel()
+    assert len(records) > 4 * SLICE
+    assert len(at_slice) == -(-len(records) // SLICE)
+    assert all(b > a for a, b in itertools.pairwise(at_slice))
 
 
 async def _settle() -> None:

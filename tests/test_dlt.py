@@ -479,3 +479,36 @@ async def test_warehouse_benchmark_runs() -> None:
     assert "| the same pipeline run again: 1 window (the unsettled tail) |" in text
     assert "| `export --format parquet` | 4,000 |" in text
     assert "wrote " not in err  # --quick never overwrites the committed table
+
+
+async def test_a_value_beyond_decimal_38_18_loads_in_the_wider_form(home: Path) -> None:
+    """One lab with ExamScore 1e30 and one with Latitude 5e-324 in a window: every lab of
+    the window loads, those two values are null in their DECIMAL(38, 18) column and exact
+    in unfit_decimals (a text column), nothing is rounded and the run does not fail."""
+    a = 1_700_000_000
+    base = {
+        "LabProfileId": 5, "End": None, "LastActivity": None, "UserId": "u", "ClassId": None,
+        "CompletionStatus": 3, "TotalRunTimeSeconds": 0, "TaskCompletePercent": 0,
+        "IsExam": True, "ExamPassed": None, "ExamScore": 87.5,
+    }  # fmt: skip
+    recs = [
+        {**base, "LabInstanceId": 1, "Start": a + 10},
+        {**base, "LabInstanceId": 2, "Start": a + 20, "ExamScore": 1e30},
+        {**base, "LabInstanceId": 3, "Start": a + 30, "Latitude": 5e-324, "Longitude": 1.5},
+    ]
+    async with make_sim(records=recs, span=(a - DAY, a + 2 * DAY)) as sim:
+        p = pipeline(home)
+        await run(
+            p,
+            lab_results(a, a + DAY, api_key=sim.api_key, base_url=sim.base_url, rate_limit=None),
+        )
+    with closing(duckdb.connect(str(home / "lodresults.duckdb"), read_only=True)) as con:
+        got = con.execute(
+            "SELECT lab_instance_id, exam_score, latitude, longitude, unfit_decimals "
+            "FROM lod.lab_results ORDER BY lab_instance_id"
+        ).fetchall()
+    assert got == [
+        (1, Decimal("87.5"), None, None, None),
+        (2, None, None, None, '{"exam_score":"1E+30"}'),
+        (3, Decimal("87.5"), None, Decimal("1.5"), '{"latitude":"5E-324"}'),
+    ]

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 import re
+from typing import Any
 
 import attrs
 import pytest
@@ -386,21 +387,21 @@ async def test_the_next_request_is_sent_before_a_body_is_decoded(
     """
     import aiohttp
 
-    import lodresults._client as client_module
+    from lodresults._records.decode import RecordDecoder, Steps
 
     sent = 0
     seen_at_decode: list[int] = []
-    real = client_module.decode_results
+    real = RecordDecoder.steps
 
-    def decode(body: bytes, *, command: str = "Results") -> list[LabResult]:
+    def steps(self: RecordDecoder, body: bytes, *args: Any) -> Steps:
         seen_at_decode.append(sent)
-        return real(body, command=command)
+        return real(self, body, *args)
 
     async def on_sent(*_: object) -> None:
         nonlocal sent
         sent += 1
 
-    monkeypatch.setattr(client_module, "decode_results", decode)
+    monkeypatch.setattr(RecordDecoder, "steps", steps)
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(on_sent)
     async with make_sim(latency=0.01) as sim, aiohttp.ClientSession(trace_configs=[trace]) as s:

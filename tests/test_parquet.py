@@ -8,6 +8,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given
@@ -16,23 +17,37 @@ from hypothesis import strategies as st
 from lodresults import LabResult, SQLiteStore
 from lodresults._destinations.arrow import DECIMAL_PRECISION, DECIMAL_SCALE
 from lodresults._records.models import FIELDS
-from lodresults._records.wire import structure_record
+from lodresults._records.values import decimal_text
+from lodresults._records.wire import encode_json, structure_record
 from lodresults.testing import Simulator
 from tests import strategies
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from lodresults._destinations.arrow import ARROW_SCHEMA, ArrowConversionError  # noqa: E402
+from lodresults._destinations.arrow import (  # noqa: E402
+    ARROW_SCHEMA,
+    UNFIT_DECIMALS,
+    ArrowConversionError,
+)
 from lodresults._destinations.parquet import write_parquet  # noqa: E402
 
 DAY = 86400
 
 
 def as_row(r: LabResult) -> dict[str, Any]:
-    """A record as the plain values its Parquet row must hold (status as its code)."""
+    """
+    A record as the plain values its Parquet row must hold (status as its code, a decimal
+    that does not fit DECIMAL(38, 18) null in its column and exact in unfit_decimals).
+    """
     row = {f.name: getattr(r, f.name) for f in FIELDS}
     row["completion_status"] = int(r.completion_status)
+    unfit = {
+        n: decimal_text(row[n]) for n in ("exam_score", "latitude", "longitude") if not fits(row[n])
+    }
+    for name in unfit:
+        row[name] = None
+    row[UNFIT_DECIMALS] = encode_json(unfit).decode() if unfit else None
     return row
 
 
@@ -49,7 +64,8 @@ def fits(d: Decimal | None) -> bool:
         return True
     exponent = d.as_tuple().exponent
     assert isinstance(exponent, int)
-    return exponent >= -DECIMAL_SCALE and abs(d) < 10 ** (DECIMAL_PRECISION - DECIMAL_SCALE)
+    limit = 10 ** (DECIMAL_PRECISION - DECIMAL_SCALE)
+    return abs(d) < limit and (exponent >= -DECIMAL_SCALE or d == round(d, DECIMAL_SCALE))
 
 
 def test_schema_types() -> None:
@@ -66,25 +82,20 @@ def test_schema_types() -> None:
     assert s.field("is_exam").type == pa.bool_() and not s.field("is_exam").nullable
     assert s.field("exam_passed").type == pa.bool_() and s.field("exam_passed").nullable
     assert s.field("user_id").type == pa.string()
-    assert s.names == [f.name for f in FIELDS]
+    assert s.names == [f.name for f in FIELDS] + [UNFIT_DECIMALS]
+    assert s.field(UNFIT_DECIMALS).type == pa.string() and s.field(UNFIT_DECIMALS).nullable
 
 
 @given(st.lists(strategies.records(), max_size=6))
-def test_round_trip_or_refused(tmp_path_factory: pytest.TempPathFactory, docs: Any) -> None:
+def test_round_trip(tmp_path_factory: pytest.TempPathFactory, docs: Any) -> None:
     """
-    Any valid records: the file reads back equal (decimal spellings, nulls, far dates), or,
-    when a decimal does not fit DECIMAL(38, 18), the write fails naming the column and no
-    file is left behind.
+    Any valid records: the file reads back equal (decimal values, nulls, far dates); a
+    decimal DECIMAL(38, 18) cannot hold is null in its column and exact in unfit_decimals.
     """
     out = tmp_path_factory.mktemp("pq") / "r.parquet"
     records = [structure_record(d) for d in docs]
-    if all(fits(r.exam_score) and fits(r.latitude) and fits(r.longitude) for r in records):
-        assert write_parquet(records, out, row_group_size=4) == len(records)
-        assert read_rows(out) == [as_row(r) for r in records]
-    else:
-        with pytest.raises(ArrowConversionError, match=r"column (exam_score|latitude|longitude)"):
-            write_parquet(records, out, row_group_size=4)
-        assert list(out.parent.iterdir()) == []
+    assert write_parquet(records, out, row_group_size=4) == len(records)
+    assert read_rows(out) == [as_row(r) for r in records]
 
 
 @pytest.mark.parametrize(
@@ -100,18 +111,39 @@ def test_round_trip_or_refused(tmp_path_factory: pytest.TempPathFactory, docs: A
         ("4.6445269329559015E-233", False),  # pyarrow alone would write 0 here
     ],
 )
-def test_decimals_exact_or_refused(tmp_path: Path, value: str, ok: bool) -> None:
-    """A decimal is written exactly or refused naming its column, never rounded."""
+def test_decimals_exact_or_in_the_wider_form(tmp_path: Path, value: str, ok: bool) -> None:
+    """A decimal is written exactly in its column, or kept exactly in unfit_decimals (the
+    column null), never rounded; the record is written either way."""
     import attrs
 
     record = attrs.evolve(structure_record(_doc(1)), exam_score=Decimal(value))
     out = tmp_path / "r.parquet"
+    write_parquet([record], out)
+    row = read_rows(out)[0]
     if ok:
-        write_parquet([record], out)
-        assert read_rows(out)[0]["exam_score"] == Decimal(value)
+        assert row["exam_score"] == Decimal(value) and row[UNFIT_DECIMALS] is None
     else:
-        with pytest.raises(ArrowConversionError, match="column exam_score"):
-            write_parquet([record], out)
+        assert row["exam_score"] is None
+        assert row[UNFIT_DECIMALS] == '{"exam_score":"' + decimal_text(Decimal(value)) + '"}'
+
+
+def test_a_required_decimal_that_does_not_fit_names_the_lab_and_field() -> None:
+    """A decimal field that may not be null has no wider form: the write fails naming the
+    lab and the field (never a rounded value)."""
+    import attrs
+
+    from lodresults._destinations import arrow
+
+    spec = next(f for f in FIELDS if f.name == "exam_score")
+    required = tuple(
+        (n, g, k, False if n == spec.name else nullable) for n, g, k, nullable in arrow._GETTERS
+    )
+    record = attrs.evolve(structure_record(_doc(42)), exam_score=Decimal("1e30"))
+    with (
+        mock.patch.object(arrow, "_GETTERS", required),
+        pytest.raises(ArrowConversionError, match=r"lab 42: exam_score = 1E\+30 does not fit"),
+    ):
+        arrow.to_arrow([record])
 
 
 def test_row_groups_bound_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,14 +184,24 @@ def test_row_groups_bound_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert rows[0]["exam_score"] == Decimal("87.5") and rows[0]["latitude"] == Decimal("-33.8688")
 
 
-def test_failure_keeps_the_old_file(tmp_path: Path) -> None:
-    """A value that does not fit fails the export; an existing file stays as it was."""
+def test_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value that cannot be written fails the export; an existing file stays as it was."""
+    from lodresults._destinations import arrow
+
     out = tmp_path / "r.parquet"
     good = structure_record(_doc(1))
     write_parquet([good], out)
     before = out.read_bytes()
-    bad = structure_record({**_doc(2), "Latitude": 1e-30})
-    with pytest.raises(ArrowConversionError, match="column latitude"):
+    bad = structure_record({**_doc(2), "UserId": "x"})
+
+    def refuse(records: Any) -> Any:
+        if any(r.user_id == "x" for r in records):
+            raise ArrowConversionError("column user_id: refused")
+        return real(records)
+
+    real = arrow.to_arrow
+    monkeypatch.setattr("lodresults._destinations.parquet.to_arrow", refuse)
+    with pytest.raises(ArrowConversionError, match="column user_id"):
         write_parquet([good] * 3 + [bad], out, row_group_size=2)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.parquet"]

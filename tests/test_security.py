@@ -272,6 +272,35 @@ async def test_hostile_200_bodies_never_leak_a_piece_of_the_key(
     assert key_pieces_in(caplog.text) == []
 
 
+@pytest.mark.parametrize("spelling", ["raw", "json-escaped", "all-u-escapes", "percent"])
+async def test_a_field_named_with_the_key_is_reported_without_it(
+    spelling: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new field whose name echoes the key: the records decode, and the UnknownField
+    event and its log line hold no piece of the key."""
+    caplog.set_level(logging.DEBUG)
+    events: list[object] = []
+
+    def answer(key: str) -> bytes:
+        name = spellings(key)[spelling].encode("latin-1", "backslashreplace")
+        rec = (
+            b'{"LabInstanceId": 1, "LabProfileId": 2, "Start": 1700000000, "CompletionStatus":'
+            b' 4, "TotalRunTimeSeconds": 5, "TaskCompletePercent": 6, "IsExam": false, "'
+            + name + b'": 1}'
+        )  # fmt: skip
+        return http(200, b'{"Status": 1, "Results": [' + rec + b"]}")
+
+    async with (
+        hostile(answer) as h,
+        LodClient(HOSTILE_KEY, base_url=h.base_url, rate_limit=None, on_event=events.append) as c,
+    ):
+        assert [r.lab_instance_id for r in await c.results(0, 100)] == [1]
+    assert [type(e).__name__ for e in events] == ["UnknownField"]
+    assert key_pieces_in(repr(events)) == []
+    assert key_pieces_in(caplog.text) == []
+    assert "does not know" in caplog.text
+
+
 HEADER_ATTACKS = {
     "location-host": lambda k: http(302, b"", f"Location: https://{k}.evil.example/x"),
     "location-userinfo": lambda k: http(307, b"", f"Location: //{quote(k, safe='')}@evil/x"),

@@ -312,12 +312,15 @@ async def test_corrupt_meta_and_checkpoint_values_are_store_errors(tmp_path: Pat
 
 # --- decimals keep their spelling --------------------------------------------------------
 
-# The API sends JSON numbers: ints, and doubles in their shortest spelling.
+# The API sends JSON numbers without an exponent (.NET writes a decimal so): ints, and
+# numbers with a point. (Exponent forms keep their digits and exponent: test_numbers.py.)
 _numbers = st.one_of(
     st.none(),
     st.integers(-(10**6), 10**6),
-    st.floats(-180, 180, allow_nan=False, allow_infinity=False),
-    st.sampled_from([48.0, -0.0, 0.0, 1e-07, 87.5, -12.25, 100.0]),
+    st.floats(-180, 180, allow_nan=False, allow_infinity=False).filter(
+        lambda v: "e" not in orjson.dumps(v).decode()
+    ),
+    st.sampled_from([48.0, -0.0, 0.0, 87.5, -12.25, 100.0]),
 )
 
 

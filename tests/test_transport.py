@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import traceback
+from collections.abc import Generator
 from typing import Any
 
 import aiohttp
@@ -276,19 +277,21 @@ async def test_deep_json_is_a_decode_error_wrapped_by_its_window() -> None:
     assert isinstance(info.value, LodWindowError) and info.value.start == 0
 
 
-@pytest.mark.parametrize("size", [10, 2 << 20], ids=["inline", "worker-thread"])
-async def test_decode_boundary_names_unexpected_errors_without_their_text(size: int) -> None:
+@pytest.mark.parametrize("steps", [0, 3], ids=["first-step", "later-step"])
+async def test_decode_boundary_names_unexpected_errors_without_their_text(steps: int) -> None:
     """A decoder bug (any exception) leaves the transport as a LodDecodeError naming its
     type only: no text, no chain, no traceback below the boundary (they may hold the body)."""
     from lodresults import LodDecodeError
     from lodresults._request.transport import Answer
 
-    def parse(body: bytes) -> object:
+    def parse(body: bytes) -> Generator[None, None, object]:
+        for _ in range(steps):
+            yield
         raise KeyError(f"{KEY} {body[:5]!r}")
 
     t = Transport(check_base_url(BASE), ApiKey(KEY), timeout=1, max_response_bytes=10)
     with pytest.raises(LodDecodeError, match=r"could not be decoded \(KeyError\)") as info:
-        await t.decode("Results", Answer(200, b"x" * size), parse)
+        await t.decode("Results", Answer(200, b"x" * 10), parse)
     e = info.value
     assert e.__cause__ is None and e.__context__ is None
     assert KEY not in repr(vars(e)) + str(e)
@@ -307,29 +310,24 @@ async def test_anything_else_aiohttp_raises_is_a_named_lod_error() -> None:
 
 
 async def test_one_body_is_decoded_at_a_time() -> None:
-    """Decodes of one client never overlap, on worker threads or beside the event loop: the
-    peak memory of a long range is then one body's decode, not several (benchmarks/memory.py).
-    Each decode waits (bounded) for another one to start; none may."""
-    import threading
+    """Decodes of one client never overlap, even though each gives the event loop turns
+    between its steps: the peak memory of a long range is then one body's decode, not
+    several (benchmarks/memory.py)."""
+    from lodresults._request.transport import Answer
 
-    from lodresults._request.transport import _THREAD_DECODE_BYTES, Answer
-
-    cond = threading.Condition()
     active = peak = 0
 
-    def parse(body: bytes) -> int:
+    def parse(body: bytes) -> Generator[None, None, int]:
         nonlocal active, peak
-        with cond:
-            active += 1
-            peak = max(peak, active)
-            cond.notify_all()
-            cond.wait_for(lambda: active > 1, timeout=0.2)
-            active -= 1
+        active += 1
+        peak = max(peak, active)
+        for _ in range(len(body)):
+            yield  # the other decodes get loop turns here: none may start
+        active -= 1
         return len(body)
 
     t = Transport(check_base_url(BASE), ApiKey(KEY), timeout=1, max_response_bytes=10)
-    big, small = b"x" * (_THREAD_DECODE_BYTES + 1), b"{}"
-    bodies = [big, big, small, big, small]
+    bodies = [b"x" * 5, b"x" * 5, b"{}", b"x" * 5, b"{}"]
     got = await asyncio.gather(*(t.decode("Results", Answer(200, b), parse) for b in bodies))
     assert got == [len(b) for b in bodies]
     assert peak == 1
@@ -339,20 +337,20 @@ async def test_a_body_waiting_for_the_decoder_is_not_announced_ready() -> None:
     """``ready`` (which hands the client's slot to the next window) is called only once
     the decoder is free for this body: while decoding is the bottleneck, no more is
     fetched. Then the loop turns once before the decode, so what it started goes first."""
-    import threading
+    from lodresults._request.transport import Answer
 
-    from lodresults._request.transport import _THREAD_DECODE_BYTES, Answer
-
-    gate = threading.Event()
+    gate = asyncio.Event()
     order: list[str] = []
 
-    def slow(body: bytes) -> int:
-        gate.wait(5)
+    def slow(body: bytes) -> Generator[None, None, int]:
+        while not gate.is_set():
+            yield
         return len(body)
 
-    def fast(body: bytes) -> int:
+    def fast(body: bytes) -> Generator[None, None, int]:
         order.append("decoded")
         return len(body)
+        yield
 
     async def next_window() -> None:
         order.append("next window ran")
@@ -364,14 +362,12 @@ async def test_a_body_waiting_for_the_decoder_is_not_announced_ready() -> None:
         started.append(asyncio.ensure_future(next_window()))
 
     t = Transport(check_base_url(BASE), ApiKey(KEY), timeout=1, max_response_bytes=10)
-    first = asyncio.ensure_future(
-        t.decode("Results", Answer(200, b"x" * (_THREAD_DECODE_BYTES + 1)), slow)
-    )
+    first = asyncio.ensure_future(t.decode("Results", Answer(200, b"x" * 9), slow))
     second = asyncio.ensure_future(t.decode("Results", Answer(200, b"{}"), fast, ready))
     for _ in range(20):
         await asyncio.sleep(0)
     assert order == []  # the first body is still decoding: the second waits, unannounced
     gate.set()
-    assert await first == _THREAD_DECODE_BYTES + 1 and await second == 2
+    assert await first == 9 and await second == 2
     assert order == ["ready", "next window ran", "decoded"]
     await asyncio.gather(*started)

@@ -2,8 +2,9 @@
 The SQLite schema of a backfill database, and how a LabResult becomes a row and back.
 
 Columns are the snake_case fields of ``FIELDS``, one SQL type per kind. Decimals are
-stored as TEXT, the Decimal's exact spelling (``48.0`` stays ``48.0``, ``-0.0`` stays
-``-0.0``; a NUMERIC column would respell both); times as epoch seconds; booleans as
+stored as TEXT, the Decimal's exact spelling (``decimal_text``: ``48.0`` stays ``48.0``,
+``-0.0`` stays ``-0.0``, ``1E+30`` and 40 digits too; a NUMERIC column would respell the
+first two and round the others); times as epoch seconds; booleans as
 0/1; enums as their code.
 
 The schema version is the ``meta`` row ``schema_version``: a new database is created at
@@ -24,7 +25,7 @@ from lodresults._destinations.base import Applied
 from lodresults._exceptions import StoreError
 from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import FieldSpec, Kind
-from lodresults._records.values import UTC, decimal_of
+from lodresults._records.values import UTC, decimal_of, decimal_text
 
 __all__ = [
     "COLUMNS",
@@ -68,7 +69,7 @@ _TO_SQL: Final[dict[Kind, Callable[[Any], Any]]] = {
     "timestamp": lambda d: int(d.timestamp()),
     "bool": int,
     "enum": int,
-    "decimal": str,
+    "decimal": decimal_text,
 }
 
 #: A column value -> the field's value (None stays None). Absent: read as it is.
@@ -258,7 +259,7 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int | None:
 
 
 def _decimal_text(v: str | float | int | None) -> str | None:
-    return None if v is None else str(decimal_of(v))
+    return None if v is None else decimal_text(decimal_of(v))
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> None:

@@ -1,23 +1,37 @@
 """
-The fast path: a ``Results``/``LatestResults`` body straight from bytes to LabResults.
+The fast path: a ``Results``/``LatestResults`` body straight from bytes to LabResults,
+in bounded steps.
 
-Decoding a large body through cattrs' generated functions costs about five times the
-JSON parse itself. Here msgspec decodes the bytes into a struct of the plain documented
-types and bounds, and a generated loop builds the records with the conversions of
-``_values``; both are made from ``FIELDS``, like the converter. Whatever msgspec does not
-take (a ``Status: 0`` answer, a tolerated spelling such as a numeric UserId, a field that
-does not fit) goes through the careful path (``_wire``), which gives the same records or
+A body is decoded in two passes, both by msgspec. The first finds the envelope and the
+extent of each record (``Results`` as a list of ``msgspec.Raw`` slices of the body: about a
+twentieth of the whole cost, one C call). The second decodes ``SLICE`` records at a time
+into a struct of the plain documented types and bounds, decimals straight to ``Decimal``
+(exact, PITFALLS 20), and a generated loop builds the records with the conversions of
+``_values``. ``RecordDecoder.steps`` is a generator that yields between slices, so that
+the transport can give the event loop a turn: no step holds it for more than the first
+pass or one slice (a few milliseconds), whatever the size of the body.
+
+Whatever msgspec does not take (a ``Status: 0`` answer, a tolerated spelling such as a
+numeric UserId, a field that does not fit, a ``-0`` whose sign msgspec drops) goes
+through the careful path (``_wire``), a slice at a time, which gives the same records or
 the precise error. The test suite proves the two paths equal on generated bodies, valid
 and damaged, envelopes included.
+
+Fields the API added since this lodresults was written are tolerated (the vendor adds
+fields and advises against strict mapping) and reported once per decoder through
+``on_unknown``: msgspec refuses them in a strict struct, the name is read from its error,
+and the struct is built again with that field taken as ``msgspec.Raw`` and ignored.
 
 Knows no HTTP, no windows.
 """
 
 from __future__ import annotations
 
+import functools
 import linecache
-import math
-from collections.abc import Callable
+import re
+import types
+from collections.abc import Callable, Generator, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Union
@@ -26,73 +40,141 @@ import attrs
 import msgspec
 
 from lodresults._records.models import FIELDS, LabResult
-from lodresults._records.schema import INT64_MAX, INT64_MIN, FieldSpec
-from lodresults._records.values import UTC, decimal_of
-from lodresults._records.wire import decode_json, structure_results, succeeded
+from lodresults._records.schema import FieldSpec, Kind
+from lodresults._records.values import UTC
+from lodresults._records.wire import (
+    decode_json,
+    structure_record,
+    structure_result,
+    structure_results,
+    succeeded,
+)
 
-__all__ = ["FastDecoder", "decode_results"]
+__all__ = ["SLICE", "RecordDecoder", "Steps", "decode_results", "run_steps"]
 
-_INT64: Final = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+#: A decode in steps: a generator that yields between steps and returns the records.
+Steps = Generator[None, None, Any]
+
+#: Records decoded per step: about 2-4 ms of work on this project's machines, so that a
+#: step is short next to the ~50 ms a loop may be held, and the per-slice overhead small.
+SLICE: Final = 2048
+
+
+def run_steps(steps: Generator[None, None, Any]) -> Any:
+    """Run a decode in steps to its end, at once (no event loop involved)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def _wire_type(f: FieldSpec) -> Any:
     """The plain documented type of one field, with its bounds, for msgspec."""
     if f.bounds is not None:  # int, enum, timestamp: an integer in range
         return Annotated[int, msgspec.Meta(ge=f.bounds[0], le=f.bounds[1])]
-    if f.kind == "decimal":
-        return Union[_INT64, float]  # noqa: UP007
-    return {"text": str, "bool": bool}[f.kind]
+    return {"text": str, "bool": bool, "decimal": Decimal}[f.kind]
 
 
-#: How the generated loop computes a field's value from its wire value ``{}`` (never
-#: null there), with the names ``_make_builder`` binds.
-_CONVERSIONS: Final = {
-    "int": "{}",
-    "text": "{}",
-    "bool": "{}",
-    "timestamp": "fromts({}, UTC)",
-    "decimal": "number({})",
-    "enum": "enum_{name}({})",
+def _wire_struct(fields: tuple[FieldSpec, ...], extras: frozenset[str]) -> type:
+    """
+    The struct of one wire record: ``fields`` under their wire names, ``extras`` (field
+    names met and reported before) taken raw and ignored, any other name refused.
+    """
+    spec: list[Any] = [
+        (f.wire, _wire_type(f)) if not f.nullable else (f.wire, Union[_wire_type(f), None], None)  # noqa: UP007
+        for f in fields
+    ]
+    # Attribute names of our own: a field the API adds may be named anything.
+    rename = {f"_extra{i}": name for i, name in enumerate(sorted(extras))}
+    spec += [(attr, msgspec.Raw, msgspec.field(default=None)) for attr in rename]
+    return msgspec.defstruct(
+        "_WireRecord",
+        spec,
+        kw_only=True,
+        gc=False,
+        forbid_unknown_fields=True,
+        rename={**{f.wire: f.wire for f in fields}, **rename},
+    )
+
+
+_Envelope: Final = msgspec.defstruct(
+    "_WireEnvelope",
+    [
+        ("Results", Union[list[msgspec.Raw], None, msgspec.UnsetType], msgspec.UNSET),  # noqa: UP007
+        ("Status", Union[int, None], None),  # noqa: UP007
+        ("Error", Union[str, None], None),  # noqa: UP007
+    ],
+    gc=False,
+)
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+
+
+@functools.lru_cache(maxsize=32)
+def _slice_decoder(
+    fields: tuple[FieldSpec, ...], extras: frozenset[str]
+) -> msgspec.json.Decoder[list[Any]]:
+    return msgspec.json.Decoder(types.GenericAlias(list, (_wire_struct(fields, extras),)))
+
+
+#: New field names learnt from msgspec's errors per slice, and in all: past these, a slice
+#: with unknown fields is decoded the careful way (the names are still reported, once).
+_NEW_NAMES_PER_SLICE: Final = 4
+_EXTRAS_MAX: Final = 64
+#: Names remembered as reported, per decoder.
+_REPORTED_MAX: Final = 4096
+#: msgspec's words for a field it refuses as unknown (``forbid_unknown_fields``).
+_UNKNOWN: Final = re.compile(r"^Object contains unknown field `(.*)` - at `\$\[\d+\]`$", re.S)
+#: ``-0`` not followed by more of a number: if it is a JSON number, msgspec decodes it as
+#: ``Decimal("0")`` while the careful path keeps the sign. (A literal first: re scans fast.)
+_MINUS_ZERO: Final = re.compile(rb"-0(?![0-9.eE])")
+
+
+def _negative_zero(chunk: bytes) -> bool:
+    """Whether ``chunk`` may hold the JSON number ``-0`` (a ``-0`` in a string may match)."""
+    if b"-0" not in chunk:  # a plain substring search: far quicker than the pattern
+        return False
+    for m in _MINUS_ZERO.finditer(chunk):
+        before = chunk[max(0, m.start() - 16) : m.start()].rstrip()
+        if before.endswith((b":", b"[", b",")):
+            return True
+    return False
+
+
+# --- building the records -----------------------------------------------------------------
+
+
+def _enum_get(base: Any) -> Callable[[int], Any]:
+    return base._value2member_map_.get  # type: ignore[no-any-return]
+
+
+def _nonfinite() -> Any:
+    # A decimal given as the string "NaN" or "Infinity": msgspec takes it, the careful
+    # path refuses it with the field's name.
+    raise ValueError("not a finite number")
+
+
+#: How the generated loop computes a field's value from its wire value ``x`` (never null
+#: there), with the names ``_builder`` binds; ``x`` alone is stored as it is.
+_CONVERSIONS: Final[dict[Kind, str]] = {
+    "int": "x",
+    "text": "x",
+    "bool": "x",
+    "timestamp": "fromts(x, UTC)",
+    "decimal": "(x if x.is_finite() else nonfinite())",
+    "enum": "(e if (e := get_{name}(x)) is not None else enum_{name}(x))",
 }
 
 
-#: Decimals converted and kept per decoder: a few hundred kB at most (scores and city
-#: coordinates repeat).
-_DECIMALS_KEPT: Final = 4096
-
-
-def _decimal_cache() -> Callable[[int | float], Decimal]:
-    """
-    ``decimal_of`` with memory: Decimals are immutable, and scores and coordinates repeat
-    a lot, so each value is converted once per decoder. ints and floats are cached apart,
-    since 5 == 5.0 but Decimal(5) is spelled "5" and Decimal("5.0") "5.0". A closure, not
-    an object with ``__call__``: it is called for every decimal of every record.
-    """
-    ints: dict[int, Decimal] = {}
-    floats: dict[float, Decimal] = {}
-
-    def number(v: int | float) -> Decimal:
-        cache: dict[Any, Decimal] = ints if type(v) is int else floats
-        d = cache.get(v)
-        if d is None:
-            if v == 0 or (type(v) is float and not math.isfinite(v)):
-                return decimal_of(v)  # -0.0 vs 0.0 are equal keys; inf raises ValueError
-            if len(cache) >= _DECIMALS_KEPT:
-                cache.clear()
-            d = cache[v] = decimal_of(v)
-        return d
-
-    return number
-
-
-def _enum_of(base: Any) -> Callable[[int], Any]:
-    members = base._value2member_map_
-
-    def of(v: int) -> Any:
-        m = members.get(v)
-        return m if m is not None else base(v)
-
-    return of
+def _value(f: FieldSpec) -> str:
+    """The statements that set field ``f`` of ``o`` from the wire struct ``w``."""
+    wire = f"w.{f.wire}"
+    one = _CONVERSIONS[f.kind].replace("{name}", f.name)
+    if one == "x":
+        return f"o.{f.name} = {wire}"
+    if f.nullable:
+        return f"o.{f.name} = None if (x := {wire}) is None else {one}"
+    return f"x = {wire}; o.{f.name} = {one}"
 
 
 def _source(cls: type, fields: tuple[FieldSpec, ...], names: list[str]) -> str:
@@ -103,32 +185,26 @@ def _source(cls: type, fields: tuple[FieldSpec, ...], names: list[str]) -> str:
         "    out = []",
         "    append = out.append",
         "    for w in records:",
-        f"        o = new({cls.__name__})",
+        "        o = new(Building)",
     ]
-    for f in fields:
-        value = _CONVERSIONS[f.kind].replace("{name}", f.name)
-        if value == "{}":
-            expr = f"w.{f.wire}"
-        elif f.nullable:
-            expr = f"None if (x := w.{f.wire}) is None else {value.format('x')}"
-        else:
-            expr = value.format(f"w.{f.wire}")
-        lines.append(f"        set_{f.name}(o, {expr})")
-    lines += ["        append(o)", "    return out", "  return build", ""]
+    lines += [f"        {_value(f)}" for f in fields]
+    lines += [f"        o.__class__ = {cls.__name__}", "        append(o)", "    return out"]
+    lines += ["  return build", ""]
     return "\n".join(lines)
 
 
-def _make_builder(
-    cls: type, fields: tuple[FieldSpec, ...], number: Callable[[int | float], Decimal]
-) -> Callable[[list[Any]], list[Any]]:
+@functools.cache
+def _builder(cls: type, fields: tuple[FieldSpec, ...]) -> Callable[[list[Any]], list[Any]]:
     """
-    Generate the loop that turns wire structs into records, as attrs generates __init__
-    (and, like attrs, register its source with ``linecache`` so tracebacks show it).
+    Generate the loop that turns wire structs into records (and, as attrs does for the
+    methods it generates, register its source with ``linecache`` for tracebacks).
 
-    It fills each instance's slots through their descriptors instead of calling the
-    frozen class's ``__init__`` (which goes through ``object.__setattr__`` by name for each
-    field): the records are the same, built about a third faster, and that is the largest
-    single cost of decoding. Valid only while the class has no validators, converters or
+    Each record is made as an instance of ``Building``, a subclass of ``cls`` that adds
+    nothing but an ordinary ``__setattr__``, its slots filled by plain attribute stores
+    (which the interpreter specialises), and then given its class ``cls``: the same
+    object the frozen ``__init__`` would make. Measured per record (benchmarks/README.md):
+    the frozen ``__init__`` about 2-4 us, slot descriptors called one by one 1.7 us, this
+    0.5-0.7 us. Valid only while the class has no validators, converters or
     ``__attrs_post_init__``, which is checked here.
     """
     if not (
@@ -137,95 +213,177 @@ def _make_builder(
         and "__slots__" in vars(cls)
     ):
         raise TypeError(f"{cls.__name__}: the fast path needs a plain slotted attrs class")
+    building = type(
+        f"_Building{cls.__name__}",
+        (cls,),
+        {
+            "__slots__": (),
+            # Both: they share one type slot, which is the generic one only when neither
+            # is overridden (and only then are the stores specialised).
+            "__setattr__": object.__setattr__,
+            "__delattr__": object.__delattr__,
+            "__module__": __name__,
+        },
+    )
     filename = f"<lodresults generated build {cls.__module__}.{cls.__qualname__}>"
     bound: dict[str, Any] = {
         "new": object.__new__,
+        "Building": building,
         cls.__name__: cls,
         "fromts": datetime.fromtimestamp,
         "UTC": UTC,
-        "number": number,
+        "nonfinite": _nonfinite,
     }
     for f in fields:
-        bound[f"set_{f.name}"] = vars(cls)[f.name].__set__
         if f.kind == "enum":
-            bound[f"enum_{f.name}"] = _enum_of(f.base)
+            bound[f"get_{f.name}"] = _enum_get(f.base)
+            bound[f"enum_{f.name}"] = f.base
     source = _source(cls, fields, list(bound))
     namespace: dict[str, Any] = {}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102
-    # The same registration attrs makes for the methods it generates.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     build: Callable[[list[Any]], list[Any]] = namespace["make"](**bound)
     return build
 
 
-#: Records built per step. Each step's wire structs are dropped once built, so a body's
-#: structs and its records are never all alive together: this lowers peak memory when
-#: several windows are decoded at once (benchmarks/memory.py), at no measurable speed cost.
-_BUILD_CHUNK: Final = 1024
+# --- the decoder ----------------------------------------------------------------------------
 
 
-class FastDecoder:
-    """``decode`` turns a body into records of ``cls`` (fields ``fields``), fast."""
+class RecordDecoder:
+    """
+    Decodes bodies into records of ``cls`` (fields ``fields``), fast and in steps.
 
-    def __init__(self, cls: type, fields: tuple[FieldSpec, ...]) -> None:
-        record = msgspec.defstruct(
-            "_WireRecord",
-            [
-                (f.wire, _wire_type(f))
-                if not f.nullable
-                else (f.wire, Union[_wire_type(f), None], None)  # noqa: UP007
-                for f in fields
-            ],
-            kw_only=True,
-            gc=False,
-        )
-        envelope = msgspec.defstruct(
-            "_WireEnvelope",
-            [
-                ("Results", Union[list[record], None, msgspec.UnsetType], msgspec.UNSET),  # type: ignore[valid-type]  # noqa: UP007
-                ("Status", Union[int, None], None),  # noqa: UP007
-                ("Error", Union[str, None], None),  # noqa: UP007
-            ],
-            gc=False,
-        )
-        self._decoder = msgspec.json.Decoder(envelope)
-        self._build = _make_builder(cls, fields, _decimal_cache())
+    Record field names the API sends that ``fields`` do not declare are tolerated and
+    ignored, and reported once per decoder (a client has one): the decode that meets one
+    first calls its ``on_unknown(name)``.
+    """
 
-    def decode(self, body: bytes) -> list[Any] | None:
-        """The records, or None where the careful path must decide."""
-        try:
-            env: Any = self._decoder.decode(body)
-            if succeeded(env.Status, env.Error):
-                if env.Results is None:
-                    return []
-                if env.Results is not msgspec.UNSET:
-                    return self._build_releasing(env.Results)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
-            # RecursionError: msgspec gives up on unknown fields nested ~1,000 deep; the
-            # careful path names the problem as a LodDecodeError.
-            pass
-        return None
+    def __init__(self, cls: type = LabResult, fields: tuple[FieldSpec, ...] = FIELDS) -> None:
+        self._fields = fields
+        self._known = frozenset(f.wire for f in fields)
+        self._reported: set[str] = set()
+        # The new names the fast path's struct takes (and ignores): at most _EXTRAS_MAX.
+        self._extras: frozenset[str] = frozenset()
+        self._build = _builder(cls, fields)
 
-    def _build_releasing(self, structs: list[Any]) -> list[Any]:
-        """``self._build(structs)``, emptying ``structs`` chunk by chunk as it goes."""
+    def _note(self, names: Iterable[str], on_unknown: Callable[[str], None] | None) -> None:
+        """Report each name not declared and not reported before."""
+        new = set(names) - self._known - self._reported
+        if not new:
+            return
+        if len(self._reported) < _REPORTED_MAX:  # a hostile server cannot grow it for good
+            self._reported |= new
+        room = _EXTRAS_MAX - len(self._extras)
+        if room > 0:
+            self._extras |= set(sorted(new)[:room])
+        for name in sorted(new):
+            if on_unknown is not None:
+                on_unknown(name)
+
+    def steps(
+        self,
+        body: bytes,
+        command: str = "Results",
+        on_unknown: Callable[[str], None] | None = None,
+    ) -> Steps:
+        """
+        Decode a ``Results``/``LatestResults`` body, yielding between slices; returns the
+        records (``run_steps`` runs it at once).
+
+        Raises ``LodApiError`` for ``Status: 0``, ``LodJSONError``/``LodDecodeError`` for a
+        body that is not JSON, ``LodSchemaError`` naming ``Results[i].Field`` otherwise.
+        """
+        raws = self._records_of(body)
+        if raws is None:  # the careful path decides, for the whole body
+            doc = decode_json(body, command=command)
+            records = structure_results(doc, command=command)
+            self._note((k for r in doc["Results"] or () for k in r), on_unknown)
+            return records
         out: list[Any] = []
-        while structs:
-            out += self._build(structs[:_BUILD_CHUNK])
-            del structs[:_BUILD_CHUNK]
+        for start in range(0, len(raws), SLICE):
+            yield
+            part = raws[start : start + SLICE]
+            out += self._slice(part, start, command, on_unknown)
         return out
 
+    def _records_of(self, body: bytes) -> list[msgspec.Raw] | None:
+        """The records of a successful envelope, or None where the careful path decides."""
+        try:
+            env: Any = _ENVELOPE.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            # RecursionError: msgspec gives up on values nested ~1,000 deep; the careful
+            # path names the problem as a LodDecodeError.
+            return None
+        if not succeeded(env.Status, env.Error) or env.Results is msgspec.UNSET:
+            return None
+        return [] if env.Results is None else env.Results
 
-_FAST: Final = FastDecoder(LabResult, FIELDS)
+    def _slice(
+        self,
+        part: list[msgspec.Raw],
+        start: int,
+        command: str,
+        on_unknown: Callable[[str], None] | None,
+    ) -> list[Any]:
+        """The records of ``part`` (``Results[start:]``), fast or else carefully."""
+        chunk = b"[" + b",".join(part) + b"]"  # a Raw is a buffer of the body
+        if _negative_zero(chunk):
+            return self._careful(chunk, start, command, on_unknown)
+        # msgspec names one unknown field per attempt: a few new names are learnt here,
+        # more (a hostile body) go the careful way, which reads every name at once.
+        for _ in range(_NEW_NAMES_PER_SLICE):
+            extras = self._extras
+            try:
+                return self._build(_slice_decoder(self._fields, extras).decode(chunk))
+            except msgspec.ValidationError as exc:
+                unknown = _UNKNOWN.match(str(exc))
+                if unknown is None:
+                    break
+                self._note([unknown.group(1)], on_unknown)
+                if self._extras == extras:  # not a new name after all: let the careful path say
+                    break
+            except (msgspec.DecodeError, ValueError, RecursionError):
+                break
+        return self._careful(chunk, start, command, on_unknown)
+
+    def _careful(
+        self,
+        chunk: bytes,
+        start: int,
+        command: str,
+        on_unknown: Callable[[str], None] | None,
+    ) -> list[Any]:
+        records = decode_json(chunk, command=command)
+        out = []
+        for i, rec in enumerate(records, start):
+            if isinstance(rec, dict):
+                self._note(rec, on_unknown)
+            out.append(structure_record(rec, where=f"Results[{i}]", command=command))
+        return out
+
+    def result_steps(
+        self,
+        body: bytes,
+        lab_instance_id: int,
+        on_unknown: Callable[[str], None] | None = None,
+    ) -> Steps:
+        """Decode a ``Result`` body (one record, the careful path) as one step."""
+        doc = decode_json(body, command="Result")
+        record = structure_result(doc, lab_instance_id)
+        self._note((k for k in doc if k not in ("Status", "Error", "LabInstanceId")), on_unknown)
+        return record
+        yield  # a generator, like ``steps``
+
+
+_DEFAULT: Final = RecordDecoder()
 
 
 def decode_results(body: bytes, *, command: str = "Results") -> list[LabResult]:
     """
-    Decode a ``Results``/``LatestResults`` body straight from bytes to LabResults.
+    Decode a ``Results``/``LatestResults`` body straight from bytes to LabResults, at once.
 
     Raises ``LodApiError`` for ``Status: 0``, ``LodJSONError``/``LodDecodeError`` for a
     body that is not JSON, ``LodSchemaError`` naming ``Results[i].Field`` otherwise.
     """
-    records = _FAST.decode(body)
-    if records is not None:
-        return records
-    return structure_results(decode_json(body, command=command), command=command)
+    records: list[LabResult] = run_steps(_DEFAULT.steps(body, command))
+    return records

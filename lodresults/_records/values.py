@@ -3,7 +3,10 @@ How one JSON value becomes a field's value: one rule per kind, with the field's 
 
 Both decode paths apply these rules (the converter through its hooks, the fast path by
 letting msgspec check the same bounds and building with the same conversions), and the
-store reads decimals back with ``decimal_of``. Pure: no JSON parsing, no I/O.
+store reads decimals back with ``decimal_of``. Numbers are exact: JSON numbers reach
+these rules as ``Decimal`` (the careful path parses them with ``json_float``/``json_int``,
+msgspec decodes them straight to ``Decimal``), never through a float, and every destination
+spells a decimal with ``decimal_text``. Pure: no JSON parsing, no I/O.
 """
 
 from __future__ import annotations
@@ -16,16 +19,63 @@ from typing import Any, Final
 
 from lodresults._records.schema import INT64_MAX, INT64_MIN, FieldSpec, Kind
 
-__all__ = ["UTC", "decimal_of", "describe", "field_hook", "number_of"]
+__all__ = [
+    "UTC",
+    "Unrepresentable",
+    "decimal_of",
+    "decimal_text",
+    "describe",
+    "field_hook",
+    "json_float",
+    "json_int",
+    "number_of",
+]
 
 UTC: Final = timezone.utc
 
 Hook = Callable[[Any, Any], Any]
 
 
+#: The digits an int64 can have: an integral number with more is out of range, whatever
+#: its exponent (checked before ``int()``, which would build a 10**999999 integer).
+_INT64_DIGITS: Final = 19
+#: A decimal whose point is at most this many places left of its first digit is spelled
+#: without an exponent (``0.0000001``, as .NET writes a ``decimal``, which has at most 28
+#: places); beyond that, or with a positive exponent (``1E+2``), in scientific notation.
+_PLAIN_PLACES: Final = 28
+
+
+class Unrepresentable(str):
+    """A JSON number too large for ``Decimal`` (exponent beyond 10**18): refused by field."""
+
+
+def json_float(text: str) -> Decimal:
+    """``parse_float`` for the careful path: a JSON number with a point or exponent."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        # Raised by the field's rule, where the error can name the field.
+        return Unrepresentable(text)  # type: ignore[return-value]
+
+
+def json_int(text: str) -> int | Decimal:
+    """
+    ``parse_int`` for the careful path: an int, except ``-0`` (``Decimal("-0")``, whose
+    sign an int cannot keep) and integers longer than ``int()`` takes (a ``Decimal``).
+    """
+    if text == "-0":
+        return Decimal(text)
+    try:
+        return int(text)
+    except ValueError:  # beyond sys.get_int_max_str_digits()
+        return json_float(text)
+
+
 def describe(v: Any) -> str:
     """The JSON kind of ``v`` as an error message names it (``null``, ``str``...)."""
-    return "null" if v is None else type(v).__name__
+    if v is None:
+        return "null"
+    return "number" if isinstance(v, (Decimal, float, Unrepresentable)) else type(v).__name__
 
 
 def _short(n: int) -> str:
@@ -36,7 +86,12 @@ def _short(n: int) -> str:
 def _int(v: Any) -> int:
     if type(v) is int:
         n = v
-    # Tolerated: an integral float (some serializers write 5.0). Never bools or strings.
+    # Tolerated: an integral number written with a point or exponent (some serializers
+    # write 5.0). Never bools or strings.
+    elif type(v) is Decimal and v.is_finite() and v == v.to_integral_value():
+        if v.adjusted() > _INT64_DIGITS:
+            raise ValueError(f"integer {v} out of the int64 range")
+        n = int(v)
     elif type(v) is float and v.is_integer():
         n = int(v)
     else:
@@ -74,9 +129,16 @@ def _bool(v: Any) -> bool:
 
 
 def _decimal(v: Any) -> Decimal:
-    # Decimal(repr(v)): a JSON 87.5 parsed as float 87.5 becomes Decimal("87.5"), exactly.
+    if type(v) is Decimal:  # a JSON number, parsed exactly
+        if not v.is_finite():
+            raise ValueError("expected a finite number")
+        return v
     if type(v) is int:
-        return Decimal(_int(v))
+        return Decimal(v)
+    if type(v) is Unrepresentable:
+        raise ValueError(f"number {v[:40]} is beyond what a decimal can hold")
+    # A float only from an older store (NUMERIC columns): Decimal(repr(v)) is its shortest
+    # spelling, the one it was written from.
     if type(v) is float:
         if not math.isfinite(v):
             raise ValueError("expected a finite number")
@@ -125,15 +187,29 @@ def field_hook(spec: FieldSpec) -> Hook:
     return required
 
 
+def decimal_text(d: Decimal) -> str:
+    """
+    The one spelling of a decimal in every export (JSON, CSV, SQLite TEXT): the same
+    digits and exponent as the number sent (``48.50`` stays ``48.50``, ``-0.0`` stays
+    ``-0.0``), so ``Decimal(decimal_text(d))`` gives back ``d`` exactly, digit for digit.
+    Plain (``0.0000001``) when the point is within 28 places, else scientific (``1E+2``,
+    ``5E-324``): the letter case, a ``+`` and where the point sits in an exponent form
+    sent by the server are not kept (``1.5e1`` is the same decimal as ``15``).
+    """
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent <= 0 and d.adjusted() >= -_PLAIN_PLACES:
+        return format(d, "f")
+    return str(d)
+
+
 def number_of(d: Decimal) -> int | float:
     """
-    A Decimal as the JSON number it came from: an int for integral values written
-    without a point, a float otherwise (the Decimal came from an int or a double, so this
-    gives back the very value the server sent).
+    A Decimal as a plain JSON-ready number: an int when written without a point or
+    exponent, else a float (which keeps 17 significant digits: ``decimal_text`` is exact).
     """
     return int(d) if d.as_tuple().exponent == 0 else float(d)
 
 
 def decimal_of(v: int | float | str) -> Decimal:
-    """The inverse of ``number_of``: an exact Decimal (raises ValueError/TypeError)."""
+    """An exact Decimal of a stored decimal (TEXT, or a number from an older store)."""
     return _decimal(v)

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 import cattrs
-import orjson
+import msgspec
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from lodresults._exceptions import (
@@ -38,7 +38,14 @@ from lodresults._exceptions import (
 )
 from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import FieldSpec
-from lodresults._records.values import describe, field_hook, number_of
+from lodresults._records.values import (
+    decimal_text,
+    describe,
+    field_hook,
+    json_float,
+    json_int,
+    number_of,
+)
 
 __all__ = [
     "WIRE_NAMES",
@@ -46,7 +53,9 @@ __all__ = [
     "decode_json",
     "dump_record",
     "dumps_records",
+    "encode_json",
     "make_converter",
+    "record_doc",
     "results_envelope",
     "structure_record",
     "structure_result",
@@ -87,9 +96,8 @@ def make_converter(cls: type, fields: tuple[FieldSpec, ...]) -> cattrs.Converter
     conv.register_structure_hook(cls, structure_with_defaults)
 
     conv.register_unstructure_hook(datetime, lambda d: int(d.timestamp()))
-    # JSON has one number type. The Decimal came from the shortest repr of a float (or an
-    # int), so float(d) gives back the very value the server sent.
-    conv.register_unstructure_hook(Decimal, number_of)
+    # Decimals stay Decimal (exact); ``encode_json`` writes them as JSON numbers.
+    conv.register_unstructure_hook(Decimal, lambda d: d)
     renames: dict[str, Any] = {f.name: override(rename=f.wire) for f in fields}
     for f in fields:
         if f.kind == "enum":
@@ -105,13 +113,39 @@ def make_converter(cls: type, fields: tuple[FieldSpec, ...]) -> cattrs.Converter
 converter: Final = make_converter(LabResult, FIELDS)
 
 
+# msgspec, the one JSON library of the package: it encodes what it decodes, and a
+# ``Raw`` value is written as it is (the exact spelling of a decimal).
+_ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
+
+
+def _exact_numbers(doc: Any) -> Any:
+    """``doc`` with every Decimal replaced by its exact JSON spelling (``decimal_text``)."""
+    if type(doc) is Decimal:
+        return msgspec.Raw(decimal_text(doc).encode())
+    if type(doc) is dict:
+        return {k: _exact_numbers(v) for k, v in doc.items()}
+    if type(doc) is list:
+        return [_exact_numbers(v) for v in doc]
+    return doc
+
+
+def encode_json(doc: Any, *, indent: int = 0) -> bytes:
+    """
+    ``doc`` (JSON-ready values and ``Decimal``) as JSON bytes; decimals are JSON numbers
+    spelled with ``decimal_text``. ``indent``: spaces per level (0: compact).
+    """
+    raw = _ENCODER.encode(_exact_numbers(doc))
+    return msgspec.json.format(raw, indent=indent) if indent else raw
+
+
 # --- errors -----------------------------------------------------------------------------
 
 
 def _excerpt(obj: Any) -> str:
     try:
-        text = orjson.dumps(obj, default=str).decode()
-    except TypeError:  # nested deeper than orjson goes, or a lone surrogate
+        text = _ENCODER.encode(_exact_numbers(obj)).decode()
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+        # nested too deeply, a lone surrogate, a value JSON has no spelling for
         try:
             text = repr(obj)
         except RecursionError:
@@ -155,11 +189,14 @@ def decode_json(body: bytes, *, command: str | None = None) -> Any:
     """
     Parse a body, raising ``LodJSONError`` with a short excerpt when it is not JSON.
 
-    The stdlib parser, not orjson: this is the careful path (the hot path is msgspec in
-    ``decode_results``), and orjson silently turns integers beyond 64 bits into floats.
+    Numbers other than plain integers come out as exact ``Decimal`` values (never a float,
+    which keeps 17 digits), as msgspec decodes them on the fast path. The stdlib parser:
+    this is the careful path, where every tolerated spelling must reach the field rules.
     """
     try:
-        return json.loads(body, parse_constant=_no_constants)
+        return json.loads(
+            body, parse_constant=_no_constants, parse_float=json_float, parse_int=json_int
+        )
     except ValueError as exc:
         reason = str(exc).split(":")[0]
         deep = False
@@ -274,24 +311,52 @@ def structure_result(doc: Any, lab_instance_id: int) -> LabResult:
     return structure_record(record, where="Result", command="Result")
 
 
-def unstructure_record(record: LabResult) -> dict[str, Any]:
+def record_doc(record: LabResult) -> dict[str, Any]:
     """
-    A LabResult as the API's JSON object (PascalCase keys, epoch seconds, plain numbers).
+    A LabResult as the API's JSON object, exactly: PascalCase keys, epoch seconds, the
+    completion status as its code, decimals as ``Decimal`` (``encode_json`` writes them).
     """
     out: dict[str, Any] = converter.unstructure(record)
     return out
 
 
+_DECIMAL_WIRES: Final = tuple(f.wire for f in FIELDS if f.kind == "decimal")
+
+
+def unstructure_record(record: LabResult) -> dict[str, Any]:
+    """
+    A LabResult as the API's JSON object in plain Python values (PascalCase keys, epoch
+    seconds, the status as its code, decimals as int or float, which any JSON library
+    writes). A float keeps 17 significant digits: ``dump_record`` writes every decimal
+    exactly, as the API sent it.
+    """
+    doc = record_doc(record)
+    for wire in _DECIMAL_WIRES:
+        d = doc[wire]
+        if d is not None:
+            doc[wire] = number_of(d)
+    return doc
+
+
 def dump_record(record: LabResult) -> bytes:
-    """One record as compact JSON bytes, in the API's shape."""
-    return orjson.dumps(unstructure_record(record))
+    """One record as compact JSON bytes, in the API's shape, decimals spelled as sent."""
+    doc = record_doc(record)
+    for wire in _DECIMAL_WIRES:
+        d = doc[wire]
+        if d is not None:
+            doc[wire] = msgspec.Raw(decimal_text(d).encode())
+    return _ENCODER.encode(doc)
 
 
-def results_envelope(records: Iterable[LabResult]) -> dict[str, Any]:
-    """A ``Results`` envelope (``Status: 1``) holding ``records``, JSON-ready."""
-    return {"Results": [unstructure_record(r) for r in records], "Status": 1, "Error": None}
+def results_envelope(records: Iterable[LabResult], *, exact: bool = False) -> dict[str, Any]:
+    """
+    A ``Results`` envelope (``Status: 1``) holding ``records``: as ``unstructure_record``
+    gives them, or with ``exact`` as ``record_doc`` does (for ``encode_json``).
+    """
+    doc = record_doc if exact else unstructure_record
+    return {"Results": [doc(r) for r in records], "Status": 1, "Error": None}
 
 
 def dumps_records(records: Iterable[LabResult]) -> bytes:
-    """A ``Results`` envelope (``Status: 1``) holding ``records``, as JSON bytes."""
-    return orjson.dumps(results_envelope(records))
+    """A ``Results`` envelope (``Status: 1``) holding ``records``, as exact JSON bytes."""
+    return encode_json(results_envelope(records, exact=True))

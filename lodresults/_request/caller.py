@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Protocol, TypeVar, cast
 
 from lodresults._clock import ServerClock, race, sleep_unless
@@ -93,7 +93,7 @@ class Caller:
         command: str,
         params: dict[str, str],
         label: str,
-        parse: Callable[[bytes], T],
+        parse: Callable[[bytes], Generator[None, None, T]],
         on_event: EventHook | None = None,
         deadline: float | None = None,
         lease: Lease | None = None,
@@ -127,7 +127,7 @@ class Caller:
         command: str,
         params: dict[str, str],
         label: str,
-        parse: Callable[[bytes], T],
+        parse: Callable[[bytes], Generator[None, None, T]],
         on_event: EventHook | None,
         failures: list[str],
         lease: Lease | None,

@@ -22,7 +22,7 @@ Knows no records, no retries, no windows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
 import aiohttp
@@ -52,8 +52,6 @@ _ERROR_BODY_BYTES: Final = 1 << 16
 #: Scrubbed before the excerpt is cut: longer than any spelling of a key (≤ 150 chars).
 _SCRUB_CHARS: Final = 4096
 _TEXT: Final = 300
-#: Bodies larger than this are decoded on a worker thread (about 2,000 records).
-_THREAD_DECODE_BYTES: Final = 1 << 20
 #: A body read past this many bytes holds one of ``_LARGE_BODIES`` permits until it is
 #: decoded: the bodies held at once are then at most that many, however many requests
 #: are in flight (``max_concurrency`` x ``max_response_bytes`` otherwise).
@@ -112,6 +110,13 @@ class _Failed(Generic[T]):
     """An error built where an exception was being handled, to be raised outside it."""
 
     error: LodError
+
+
+@attrs.frozen
+class _Done(Generic[T]):
+    """The value a decode in steps returned."""
+
+    value: T
 
 
 class Transport:
@@ -205,12 +210,16 @@ class Transport:
         self,
         command: str,
         answer: Answer,
-        parse: Callable[[bytes], T],
+        parse: Callable[[bytes], Generator[None, None, T]],
         ready: Callable[[], None] | None = None,
     ) -> T:
         """
-        ``parse(answer.body)``, on a worker thread for large bodies; a ``LodError`` it
-        raises comes out scrubbed, with no chain and a traceback starting here.
+        ``parse(answer.body)``, a decode in steps (a generator that yields between steps
+        and returns the value), run on the event loop with a turn for the loop's other
+        tasks after each step: a large body never holds the loop for long (a step is a
+        slice of records; a worker thread would not help, as the decoders hold the GIL).
+        A ``LodError`` it raises comes out scrubbed, with no chain and a traceback
+        starting here.
 
         ``ready`` is called when this body is next (the client's decoder is free), and the
         event loop then runs one turn before the decode starts, so what ``ready`` started
@@ -221,19 +230,22 @@ class Transport:
             async with self._decoding:
                 if ready is not None:
                     ready()
-                    await asyncio.sleep(0)
-                if len(answer.body) > _THREAD_DECODE_BYTES:
-                    # Decoding 100,000 records takes most of a second: on a worker thread
-                    # the event loop keeps serving the application's other tasks meanwhile.
-                    outcome = await asyncio.to_thread(_attempt, parse, answer.body, command)
-                else:
-                    outcome = _attempt(parse, answer.body, command)
+                # A turn before the first step too: the read that completed this body (aiohttp
+                # joins its chunks) ran in this same turn of the loop.
+                await asyncio.sleep(0)
+                steps = parse(answer.body)
+                try:
+                    # A turn for the loop's other tasks, not a wait:
+                    while (outcome := _step(steps, command)) is None:  # noqa: ASYNC110
+                        await asyncio.sleep(0)
+                finally:
+                    steps.close()
         finally:
             if answer.permit is not None:
                 answer.permit.release()
         if isinstance(outcome, _Failed):
             raise self._clean(outcome.error)
-        return outcome
+        return outcome.value
 
     async def _exchange(self, command: str, params: Mapping[str, str]) -> _Reply | _Failed[Any]:
         """The HTTP exchange. Never raises a LodError: returns it, to be raised outside."""
@@ -430,10 +442,15 @@ def proxy_for(
     return url, {"Proxy-Authorization": aiohttp.encode_basic_auth(*login)}
 
 
-def _attempt(parse: Callable[[bytes], T], body: bytes, command: str) -> T | _Failed[Any]:
-    """``parse(body)``, or the error it raised, returned (not raised) to the boundary."""
+def _step(steps: Generator[None, None, T], command: str) -> _Done[T] | _Failed[Any] | None:
+    """
+    One step of a decode: None if more follow, else its value or the error it raised,
+    returned (not raised) to the boundary.
+    """
     try:
-        return parse(body)
+        next(steps)
+    except StopIteration as done:
+        return _Done(done.value)
     except LodError as exc:
         return _Failed(exc)
     except Exception as exc:
@@ -445,3 +462,4 @@ def _attempt(parse: Callable[[bytes], T], body: bytes, command: str) -> T | _Fai
                 command=command,
             )
         )
+    return None

@@ -16,7 +16,7 @@ import click
 from lodresults import __version__
 from lodresults._client import MAX_LATEST_MINUTES, LodClient
 from lodresults._records.schema import INT64_MAX
-from lodresults._records.wire import results_envelope, unstructure_record
+from lodresults._records.wire import record_doc, results_envelope
 from lodresults._webhooks.inbox import parse_networks
 from lodresults._windows.plan import iso
 from lodresults._windows.settle import DEFAULT_SETTLE
@@ -221,7 +221,7 @@ def get(lab_instance_id: int, **options: Any) -> None:
     """Print one lab instance result as JSON."""
 
     async def fetch(client: LodClient) -> Any:
-        return unstructure_record(await client.result(lab_instance_id))
+        return record_doc(await client.result(lab_instance_id))
 
     _print_json(options, fetch)
 
@@ -235,7 +235,7 @@ def latest(minutes: int, **options: Any) -> None:
     """Print the results that changed in the last MINUTES as JSON."""
 
     async def fetch(client: LodClient) -> Any:
-        return results_envelope(await client.latest_results(minutes))
+        return results_envelope(await client.latest_results(minutes), exact=True)
 
     _print_json(options, fetch)
 

@@ -19,6 +19,7 @@ from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._destinations.sqlite_schema import COLUMNS
 from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import Kind
+from lodresults._records.values import decimal_text
 from lodresults._records.wire import dump_record
 from lodresults._windows.plan import iso_datetime
 
@@ -76,7 +77,7 @@ CSV_SPELLING: Final[dict[Kind, Callable[[Any], str]]] = {
     "text": str,
     "bool": lambda v: "true" if v else "false",
     "timestamp": iso_datetime,
-    "decimal": str,
+    "decimal": decimal_text,
     "enum": lambda v: str(int(v)),
 }
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import attrs
-import orjson
 
 from lodresults._client import LodClient
 from lodresults._destinations.sqlite import SQLiteStore
@@ -23,6 +22,7 @@ from lodresults._exceptions import (
     StoreError,
 )
 from lodresults._records.models import CompletionStatus
+from lodresults._records.wire import encode_json
 from lodresults._text import printable
 from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli._progress import Progress
@@ -221,6 +221,6 @@ async def serve_simulator(
 
 
 def json_dump(doc: Any, out: IO[str] = sys.stdout) -> None:
-    """Pretty JSON to ``out``, with the control characters JSON leaves raw escaped."""
-    out.write(printable(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode(), json=True))
+    """Pretty JSON to ``out``: decimals as the API sent them, control characters escaped."""
+    out.write(printable(encode_json(doc, indent=2).decode(), json=True))
     out.write("\n")

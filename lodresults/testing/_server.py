@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+# The simulator's bodies (its dataset holds plain floats); the client itself uses msgspec.
 import orjson
 from aiohttp import web
 

@@ -1,0 +1,172 @@
+"""The decoder: records as the constructor makes them, the loop never held, new fields told."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import pickle
+from collections.abc import Callable
+
+import attrs
+import orjson
+import pytest
+
+from lodresults import LabResult, LodClient, UnknownField
+from lodresults._records.decode import SLICE, RecordDecoder, decode_results, run_steps
+from lodresults._records.wire import structure_record
+from lodresults._request.key import ApiKey, check_base_url
+from lodresults._request.transport import Answer, Transport
+from lodresults.testing import Simulator
+from tests.test_store import lab
+
+
+def body(n: int, **changes: object) -> bytes:
+    """A Results body of ``n`` labs (ids 1..n)."""
+    one = orjson.dumps(lab(1, ExamScore=87.5, Latitude=-33.8688, **changes))
+    recs = [
+        one.replace(b'"LabInstanceId":1,', b'"LabInstanceId":%d,' % i, 1) for i in range(1, n + 1)
+    ]
+    return b'{"Results":[' + b",".join(recs) + b'],"Status":1,"Error":null}'
+
+
+def test_built_records_are_the_constructors_records() -> None:
+    """The fast path's records are LabResults in every way the constructor's are: type,
+    equality, hash, repr, frozen, pickling, evolve."""
+    fast = decode_results(body(3))
+    one = lab(1, ExamScore=87.5, Latitude=-33.8688)
+    careful = [structure_record({**one, "LabInstanceId": i}) for i in (1, 2, 3)]
+    assert fast == careful
+    for a, b in zip(fast, careful, strict=True):
+        assert type(a) is LabResult
+        assert hash(a) == hash(b) and repr(a) == repr(b)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            a.city = "x"  # type: ignore[misc]
+        assert pickle.loads(pickle.dumps(a)) == b
+        assert attrs.evolve(a, city="x") == attrs.evolve(b, city="x")
+
+
+async def test_a_100k_record_body_gives_the_loop_a_turn_every_slice() -> None:
+    """The stall probe: while a 100,000-record body decodes through the transport, another
+    task on the loop gets a turn after every slice of at most SLICE records (counted, not
+    timed: a slice is a few milliseconds of work on any machine of ours)."""
+    n = 100_000
+    data = body(n)
+    decoder = RecordDecoder()
+    built: list[int] = []  # records decoded so far, seen by the probe at each of its turns
+    real = decoder._build
+
+    def counting(structs: list[object]) -> list[object]:
+        built.append(len(structs))
+        return real(structs)  # type: ignore[no-any-return]
+
+    decoder._build = counting  # type: ignore[method-assign]
+    seen: list[int] = []
+    done = False
+
+    async def probe() -> None:
+        while not done:
+            seen.append(sum(built))
+            await asyncio.sleep(0)
+
+    t = Transport(check_base_url("http://127.0.0.1:1"), ApiKey("k" * 20), timeout=1,
+                  max_response_bytes=len(data))  # fmt: skip
+    task = asyncio.ensure_future(probe())
+    await asyncio.sleep(0)
+    records = await t.decode("Results", Answer(200, data), decoder.steps)
+    done = True
+    await task
+    assert len(records) == n and records[-1].lab_instance_id == n
+    assert max(built) <= SLICE
+    # Between two turns of the probe, no more than one slice was decoded.
+    assert max(b - a for a, b in itertools.pairwise(seen)) <= SLICE
+    assert len(set(seen)) >= math.ceil(n / SLICE)
+
+
+def test_steps_yield_between_slices() -> None:
+    """A decode in steps yields once per slice, and run_steps gives the same records."""
+    decoder = RecordDecoder()
+    steps = decoder.steps(body(2 * SLICE + 1))
+    turns = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            records = stop.value
+            break
+        turns += 1
+    assert turns == 3 and len(records) == 2 * SLICE + 1
+    assert run_steps(decoder.steps(body(5))) == records[:5]
+
+
+def _collect(events: list[UnknownField]) -> Callable[[object], None]:
+    def hook(e: object) -> None:
+        if isinstance(e, UnknownField):
+            events.append(e)
+
+    return hook
+
+
+async def test_each_new_field_is_reported_once_per_client(caplog: pytest.LogCaptureFixture) -> None:
+    """Fields the API added are tolerated, and each name is reported once per client (an
+    UnknownField event and an INFO log line with control characters escaped), on the fast
+    path, the careful path (a tolerated spelling) and the Result command."""
+    odd = "Seat\x1b[31mCount\u202e"
+    recs = [
+        {**lab(1), "NewThing": {"a": [1, 2]}, odd: 3},
+        {**lab(2), "NewThing": None, "Other": "x"},
+        {**lab(3), "UserId": 555, "Careful": True},  # a numeric UserId: the careful path
+    ]
+    a, b = 1_700_000_000, 1_700_000_000 + 86400
+    events: list[UnknownField] = []
+    caplog.set_level(logging.INFO, logger="lodresults")
+    async with Simulator(records=recs, span=(a - 86400, b + 86400), api_key="k" * 20) as sim:
+        for _ in range(2):  # a second client reports again, once
+            hook = _collect(events)
+            async with LodClient(
+                sim.api_key, base_url=sim.base_url, rate_limit=None, on_event=hook
+            ) as c:
+                for _ in range(2):
+                    got = await c.results(a, b)
+                    assert [r.lab_instance_id for r in got] == [1, 2, 3]
+                await c.result(1)
+    names = sorted(["NewThing", odd, "Other", "Careful"])
+    assert sorted(e.name for e in events) == sorted(names * 2)
+    assert {e.command for e in events} == {"Results"}
+    lines = [r.getMessage() for r in caplog.records if "does not know" in r.getMessage()]
+    assert len(lines) == 8
+    assert any("Seat\\x1b[31mCount\\u202e" in line for line in lines)
+    assert not any("\x1b" in line or "\u202e" in line for line in lines)
+
+
+async def test_the_result_command_reports_new_fields() -> None:
+    """The Result command (careful path only) reports its new fields too."""
+    a = 1_700_000_000
+    events: list[UnknownField] = []
+    recs = [{**lab(7), "Brand": "new"}]
+    hook = _collect(events)
+    sim = Simulator(records=recs, span=(a - 86400, a + 86400), api_key="k" * 20)
+    async with sim:
+        client = LodClient(sim.api_key, base_url=sim.base_url, rate_limit=None, on_event=hook)
+        async with client:
+            assert (await client.result(7)).lab_instance_id == 7
+    assert events == [UnknownField("Result", "Brand")]
+
+
+def test_many_new_fields_are_each_reported_once_and_decoded() -> None:
+    """A body where every record brings a field of its own (a hostile server): every record
+    decodes, each name is reported once, and the fast path learns at most a few per slice
+    (the rest of such a slice goes the careful way) instead of one attempt per name."""
+    n = SLICE + 100
+    recs = [{**lab(i), f"New{i}": i} for i in range(1, n + 1)]
+    data = orjson.dumps({"Results": recs, "Status": 1})
+    decoder = RecordDecoder()
+    names: list[str] = []
+    records = run_steps(decoder.steps(data, "Results", names.append))
+    assert [r.lab_instance_id for r in records] == list(range(1, n + 1))
+    assert sorted(names) == sorted(f"New{i}" for i in range(1, n + 1))
+    assert len(decoder._extras) <= 64
+    again: list[str] = []
+    run_steps(decoder.steps(data, "Results", again.append))
+    assert again == []
