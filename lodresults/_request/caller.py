@@ -19,7 +19,7 @@ from lodresults._clock import ServerClock, race, sleep_unless
 from lodresults._events import Event, EventHook, RequestRetried, Throttled
 from lodresults._exceptions import LodClientClosed, LodDeadlineError, LodError, LodRateLimitError
 from lodresults._request.ratelimit import AdaptiveRateLimiter, Ticket
-from lodresults._request.retry import PACED_WAIT_FLOOR, RetryPolicy, is_retryable
+from lodresults._request.retry import RetryPolicy, is_retryable
 from lodresults._request.telemetry import RequestTrace, begin_request
 from lodresults._request.transport import Transport
 
@@ -137,7 +137,7 @@ class Caller:
         # count against max_retries. Without a deadline (``paced``) the time waited on
         # Retry-After is bounded by the policy's max_paced_wait instead.
         attempt = failed = 0
-        waited = 0.0
+        paced_since: float | None = None  # monotonic time of the first paced 429
         while True:
             attempt += 1
             started = time.perf_counter()
@@ -176,16 +176,20 @@ class Caller:
                     trace.finish(error, self._limiter.rate)
                 # Retry-After: 0 (or a date already past) asks for nothing but a retry
                 # at once: refused that way forever, the call would never end. Only a
-                # positive wait is pacing, and each counts at least PACED_WAIT_FLOOR.
+                # positive wait is pacing.
                 pacing = retry_after is not None and retry_after > 0
                 if not pacing:
                     failed += 1
                 if not is_retryable(error) or failed > self._policy.max_retries:
                     raise
                 delay = self._policy.delay(max(failed, 1), retry_after)
-                waited += max(delay, PACED_WAIT_FLOOR) if pacing else 0.0
-                if paced and waited > self._policy.max_paced_wait:
-                    raise
+                if pacing and paced:
+                    # The bound is time since the first paced 429 (pacing by the limiter
+                    # in between included), not the Retry-After waits added up.
+                    if paced_since is None:
+                        paced_since = self._clock.now()
+                    if self._clock.now() - paced_since + delay > self._policy.max_paced_wait:
+                        raise
                 if lease is not None:
                     # Claim a slot back for the retry now, not after the backoff: the next
                     # one handed on waits for this window instead of starting a new one,

@@ -27,7 +27,7 @@ from lodresults._exceptions import (
     LodTimeoutError,
 )
 
-__all__ = ["MAX_PACED_WAIT", "PACED_WAIT_FLOOR", "RetryPolicy", "is_retryable", "parse_retry_after"]
+__all__ = ["MAX_PACED_WAIT", "RetryPolicy", "is_retryable", "parse_retry_after"]
 
 #: A Retry-After longer than this is not trusted (a hostile or buggy value could be a day).
 MAX_RETRY_AFTER: Final = 60.0
@@ -36,9 +36,6 @@ MAX_RETRY_AFTER: Final = 60.0
 #: deadline (10 minutes). Such a 429 is the server pacing us, not a failure: it does not
 #: count against ``max_retries``; this bounds a storm that never ends.
 MAX_PACED_WAIT: Final = 600.0
-#: The least a paced wait counts towards ``MAX_PACED_WAIT`` (a Retry-After date may lie
-#: a fraction of a second ahead): the bound is then reached within 600 refusals.
-PACED_WAIT_FLOOR: Final = 1.0
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
