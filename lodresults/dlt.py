@@ -15,9 +15,10 @@ dlt; ``import lodresults`` does not.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 import attrs
@@ -142,6 +143,11 @@ async def lab_results(
             run again (cron) fetches only the unsettled tail and the new time.
         client_options: Passed to ``LodClient`` (``max_concurrency``, ``rate_limit``, ...).
 
+    When an orchestrator sets an interval (``dlt.current.interval()``: Airflow's
+    ``data_interval_start``/``end``, or ``DLT_INTERVAL_START``/``END``), the resource
+    loads that interval (cut to ``[since, until]``) whole, settled or not: a task run
+    again for its interval fetches it again, and the merge keeps one row per lab.
+
     Records stream window by window (one Arrow table per window, at most 7 days: its new
     labs, then the changed copies of labs met in earlier windows), so memory stays bounded
     whatever the range. Pass ``clock=`` (a ``LodClient`` option) to run on a test clock.
@@ -154,8 +160,26 @@ async def lab_results(
     plan = _plan(since, until, key, base_url, settle, client_options)
     state = dlt.current.resource_state()
     settled: list[list[int]] = state.setdefault(_STATE_KEY, [])
-    async for table in _extract(plan, settled):
+    interval = dlt.current.interval()
+    if interval is not None:
+        cut = _within(plan, interval.start, interval.end)
+        if cut is None:
+            return
+        plan = cut
+    async for table in _extract(plan, settled, skip_settled=interval is None):
         yield table
+
+
+def _within(plan: _Plan, start: datetime, end: datetime) -> _Plan | None:
+    """
+    ``plan`` cut to an orchestrator's interval ``[start, end)`` (Airflow's data interval,
+    ``DLT_INTERVAL_START``/``END``, a Dagster partition); None if they do not meet.
+    """
+    since = max(plan.since, math.ceil(start.timestamp()))
+    until = math.ceil(end.timestamp()) - 1  # the end belongs to the next interval
+    if plan.until is not None:
+        until = min(until, plan.until)
+    return None if until < since else attrs.evolve(plan, since=since, until=until)
 
 
 def _plan(
@@ -173,13 +197,16 @@ def _plan(
     return _Plan(s, u, key, base_url or DEFAULT_BASE_URL, settle_seconds(settle), client_options)
 
 
-async def _extract(plan: _Plan, settled: list[list[int]]) -> AsyncIterator[pa.Table]:
+async def _extract(
+    plan: _Plan, settled: list[list[int]], *, skip_settled: bool
+) -> AsyncIterator[pa.Table]:
     order = _ReceiveOrder()
-    skip = [(a, b) for a, b in settled]
+    skip = [(a, b) for a, b in settled] if skip_settled else []
     async with LodClient(
         plan.key.reveal(), base_url=plan.base_url, **plan.client_options
     ) as client:
-        until = plan.until if plan.until is not None else int(client.clock())
+        now = int(client.clock())
+        until = now if plan.until is None else min(plan.until, now)
         if until < plan.since:
             raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {until})")
         batches = client.iter_windows(plan.since, until, skip=skip)
