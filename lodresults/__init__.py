@@ -7,6 +7,7 @@ Everything public is listed in ``__all__``; other modules are private.
 from __future__ import annotations
 
 from lodresults._client import DEFAULT_BASE_URL, LodClient
+from lodresults._destinations.base import Applied, Destination, OpenLab
 from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._engine.backfill import BackfillResult, backfill
 from lodresults._events import (
@@ -52,8 +53,10 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_WINDOW_SECONDS",
+    "Applied",
     "BackfillResult",
     "CompletionStatus",
+    "Destination",
     "Event",
     "EventHook",
     "LabResult",
@@ -77,6 +80,7 @@ __all__ = [
     "LodTransportError",
     "LodWindowError",
     "LodWindowTooLongError",
+    "OpenLab",
     "RequestRetried",
     "SQLiteStore",
     "StoreError",

@@ -417,7 +417,7 @@ def test_records_round_trip_through_the_store(tmp_path: Path) -> None:
     async def go() -> list[LabResult]:
         store = await SQLiteStore.open(tmp_path / "s.db")
         try:
-            await store.write_window(0, 10, recs)
+            await store.apply(recs, checkpoint=(0, 10))
             return await store.run_sync(lambda s: list(s.iter_records_sync()))
         finally:
             await store.close()

@@ -153,7 +153,7 @@ async def checkpoints(db: Path) -> list[tuple[int, int]]:
     """The checkpointed stretches, merged."""
     store = await SQLiteStore.open(db)
     try:
-        done = sorted(await store.completed_windows(0, 2**40))
+        done = sorted(await store.checkpoints(0, 2**40))
     finally:
         await store.close()
     merged: list[tuple[int, int]] = []

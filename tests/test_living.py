@@ -129,7 +129,7 @@ async def test_until_in_the_future_checkpoints_nothing_after_now_minus_settle(
         result, sent = await run_backfill(sim, clock, db, T0 - 10 * DAY, T0 + 365 * DAY)
         store = await SQLiteStore.open(db)
         try:
-            done = await store.completed_windows(0, 2**40)
+            done = await store.checkpoints(0, 2**40)
         finally:
             await store.close()
     assert sent == 2 and not result.complete

@@ -77,7 +77,7 @@ async def backfill(
     """
     start, end = validate_range(since, until)
     settle_s = settle_seconds(settle)
-    done = [] if refresh else await store.completed_windows(start, end)
+    done = [] if refresh else await store.checkpoints(start, end)
     fetch_end = min(end, int(client.clock()))
     windows = records = updates = 0
     if fetch_end >= start and gaps(start, fetch_end, done):
@@ -94,7 +94,7 @@ async def backfill(
                 windows += 1
                 records += len(batch.records)
                 updates += len(batch.updates)
-    left = gaps(start, end, await store.completed_windows(start, end))
+    left = gaps(start, end, await store.checkpoints(start, end))
     # Once the whole range has settled no window of it is fetched again, so a lab stored
     # as running, or ended after ``until`` but not yet settled (an exam still to be
     # graded), would keep that state for good: ask for it.
@@ -118,13 +118,14 @@ async def _refresh_running(
     ended after ``end`` but was last fetched before its end had settled (its grade may
     still land, and no window of the range returns it).
     """
-    ids = await store.running_ids(start, end, settle=settle)
+    ids = [lab.lab_instance_id for lab in await store.open_labs(start, end, settle=settle)]
     count = 0
     for i in range(0, len(ids), _REFRESH_CHUNK):
         chunk = ids[i : i + _REFRESH_CHUNK]
         sent = client.clock()
         got = await asyncio.gather(*(_current(client, lab_id) for lab_id in chunk))
-        count += await store.apply([r for r in got if r is not None], fetched_at=sent)
+        applied = await store.apply([r for r in got if r is not None], fetched_at=sent)
+        count += applied.total
     return count
 
 

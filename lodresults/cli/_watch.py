@@ -101,7 +101,7 @@ async def _watch_tick(
     if since_saved is None:
         # The tail the watch keeps settling: from the end of the settled checkpoints, or
         # from ``settle`` before the first poll.
-        settled = [b for _, b in await store.completed_windows(0, int(tick))]
+        settled = [b for _, b in await store.checkpoints(0, int(tick))]
         since = int(min(last, tick - settle, max(settled, default=tick)))
         await store.set_meta(_SINCE, str(since))
     else:
@@ -111,8 +111,8 @@ async def _watch_tick(
     parts = []
     if gap <= MAX_WINDOW_SECONDS:
         minutes = max(1, min(MAX_LATEST_MINUTES, math.ceil(gap / 60)))
-        count = await store.apply(await client.latest_results(minutes), fetched_at=tick)
-        parts.append(f"upserted {count} records")
+        applied = await store.apply(await client.latest_results(minutes), fetched_at=tick)
+        parts.append(f"upserted {applied.total} records")
     if gap > MAX_WINDOW_SECONDS or reconciled is None or tick - reconciled >= reconcile:
         # Beyond LatestResults' reach, or time to settle the tail: windowed Results.
         result = await backfill(client, store, since, int(tick), settle=settle)
