@@ -65,7 +65,8 @@ class Tenant:
         return self._key.reveal()
 
     def __repr__(self) -> str:
-        return f"Tenant(api_key='***', base_url={self.base_url!r})"
+        # getattr: a half-made Tenant (its check failed) is shown by tracebacks too.
+        return f"Tenant(api_key='***', base_url={getattr(self, 'base_url', None)!r})"
 
     __str__ = __repr__
 

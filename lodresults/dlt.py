@@ -205,8 +205,7 @@ async def _extract(
     async with LodClient(
         plan.key.reveal(), base_url=plan.base_url, **plan.client_options
     ) as client:
-        now = int(client.clock())
-        until = now if plan.until is None else min(plan.until, now)
+        until = plan.until if plan.until is not None else int(client.clock())
         if until < plan.since:
             raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {until})")
         batches = client.iter_windows(plan.since, until, skip=skip)

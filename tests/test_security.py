@@ -446,3 +446,20 @@ def test_a_text_still_holding_a_piece_after_the_rounds_is_masked_whole(
     assert Redactor("0" * 13 + "dd").text(text) == "#48;******"  # two rounds, two masks
     monkeypatch.setattr(redact, "_ROUNDS", 1)
     assert Redactor("0" * 13 + "dd").text(text) == "***"
+
+
+def test_tenant_and_dagster_definitions_hide_the_key() -> None:
+    """A Tenant's repr, its pickling error, and a Dagster definitions error show no key."""
+    from lodresults import Tenant
+
+    t = Tenant(KEY, "http://127.0.0.1:1/api/v3")
+    assert KEY not in repr(t) + str(t) + repr(vars(t) if hasattr(t, "__dict__") else ())
+    with pytest.raises(TypeError) as info:
+        pickle.dumps(t)
+    assert KEY not in _everything_about(info.value)
+    dagster = pytest.importorskip("lodresults.dagster")
+    with pytest.raises(LodInvalidArgument, match="share one api_key") as err:
+        dagster.lab_results_definitions(
+            {"a": t, "b": Tenant(KEY)}, start="2024-01-01", destination="duckdb"
+        )
+    assert KEY not in _everything_about(err.value)

@@ -13,8 +13,8 @@ Errors name the file and the tenant, never a key.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,23 +36,37 @@ class TenantsFileError(ValueError):
     """The tenants file cannot be used; the message names the file and the tenant."""
 
 
-def load_tenants(
-    path: Path, *, default_base_url: str, environ: Mapping[str, str]
-) -> dict[str, Tenant]:
+def load_tenants(path: Path, *, default_base_url: str) -> dict[str, Tenant]:
     """The tenants of the file at ``path``, in the file's order."""
+    return parse_tenants(_read(path), path, default_base_url=default_base_url)
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise TenantsFileError(f"{path}: cannot read it: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise TenantsFileError(f"{path}: is not UTF-8 text") from None
-    return parse_tenants(text, path, default_base_url=default_base_url, environ=environ)
 
 
-def parse_tenants(
-    text: str, path: Path, *, default_base_url: str, environ: Mapping[str, str]
-) -> dict[str, Tenant]:
-    """The tenants in ``text`` (read from ``path``: key files are relative to its folder)."""
+def parse_tenants(text: str, path: Path, *, default_base_url: str) -> dict[str, Tenant]:
+    """
+    The tenants in ``text`` (read from ``path``: key files are relative to its folder),
+    their keys read from ``os.environ`` or their key files.
+
+    An error is raised afresh from here, with the text dropped: a key wrongly written into
+    the file must not reach a traceback shown with its frames' locals.
+    """
+    try:
+        return _parse(text, path, default_base_url)
+    except TenantsFileError as exc:
+        message = str(exc)
+    del text
+    raise TenantsFileError(message)
+
+
+def _parse(text: str, path: Path, default_base_url: str) -> dict[str, Tenant]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -73,13 +87,11 @@ def parse_tenants(
             raise TenantsFileError(f"{where}: {problem}")
         if not isinstance(table, dict):
             raise TenantsFileError(f"{where}: expected a table [tenants.{name}]")
-        tenants[name] = _tenant(table, where, path.parent, default_base_url, environ)
+        tenants[name] = _tenant(table, where, path.parent, default_base_url)
     return tenants
 
 
-def _tenant(
-    table: dict[str, Any], where: str, folder: Path, default_base_url: str, env: Mapping[str, str]
-) -> Tenant:
+def _tenant(table: dict[str, Any], where: str, folder: Path, default_base_url: str) -> Tenant:
     unknown = sorted(set(table) - _KEYS)
     if unknown:
         hint = (
@@ -96,19 +108,19 @@ def _tenant(
         raise TenantsFileError(f"{where}: give exactly one of api_key_env, api_key_file")
     base_url = table.get("base_url", default_base_url)
     try:
-        return Tenant(_key(table, where, folder, env), base_url=base_url)
+        return Tenant(_key(table, where, folder), base_url=base_url)
     except LodInvalidArgument as exc:
         raise TenantsFileError(f"{where}: {exc}") from None
 
 
-def _key(table: dict[str, Any], where: str, folder: Path, env: Mapping[str, str]) -> str:
+def _key(table: dict[str, Any], where: str, folder: Path) -> str:
     # Each failure is raised outside its ``except`` block: the caught error's traceback
     # holds frames whose locals hold the (malformed) key, and ``from None`` would keep it
     # as ``__context__``.
     if "api_key_env" in table:
         var = table["api_key_env"]
         try:
-            return check_key(env.get(var, ""))
+            return check_key(os.environ.get(var, ""))
         except ValueError as exc:
             problem = f"environment variable {var} {exc}"
     else:
