@@ -10,9 +10,12 @@ from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._destinations.base import Applied, Destination, OpenLab
 from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._engine.backfill import BackfillResult, backfill
+from lodresults._engine.watch import watch
 from lodresults._events import (
     Event,
     EventHook,
+    PhaseCompleted,
+    PhaseProgress,
     RequestRetried,
     Throttled,
     WindowCompleted,
@@ -81,6 +84,8 @@ __all__ = [
     "LodWindowError",
     "LodWindowTooLongError",
     "OpenLab",
+    "PhaseCompleted",
+    "PhaseProgress",
     "RequestRetried",
     "SQLiteStore",
     "StoreError",
@@ -96,4 +101,5 @@ __all__ = [
     "backfill",
     "dump_record",
     "unstructure_record",
+    "watch",
 ]

@@ -15,9 +15,9 @@ dlt; ``import lodresults`` does not.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
@@ -28,12 +28,14 @@ from dlt.common.schema.typing import TColumnSchema
 
 from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._destinations.arrow import DECIMAL_PRECISION, DECIMAL_SCALE, to_arrow
+from lodresults._destinations.base import Applied, OpenLab
+from lodresults._engine.backfill import backfill
 from lodresults._exceptions import LodInvalidArgument
 from lodresults._records.models import FIELDS, LabResult
-from lodresults._records.schema import Kind
+from lodresults._records.schema import MAX_EPOCH, Kind
 from lodresults._request.key import ApiKey
 from lodresults._windows.plan import TimeLike, to_epoch, union, validate_range
-from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds, settled_end
+from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds
 
 __all__ = ["FETCHED_AT", "lab_results"]
 
@@ -100,10 +102,89 @@ class _ReceiveOrder:
         return now
 
 
-def _table(records: list[LabResult], fetched_us: int) -> pa.Table:
-    table = to_arrow(records)
+def _table(records: Sequence[LabResult], fetched_us: int) -> pa.Table:
+    table = to_arrow(list(records))
     stamp = pa.array([fetched_us] * len(records), pa.timestamp("us", tz="UTC"))
     return table.append_column(pa.field(FETCHED_AT, stamp.type, nullable=False), stamp)
+
+
+class _DltState:
+    """
+    The dlt resource's state as a ``Destination``: the rows go to the warehouse as Arrow
+    tables (handed to the resource through ``tables``), the state keeps the settled
+    stretches, the labs that may still change (``open``: id -> start, end, fetched_at)
+    and the last run. The warehouse's merge keeps the newest fetch of each lab (the
+    tables' ``fetched_at``). What the warehouse holds is not known here: every copy
+    counts as new.
+    """
+
+    def __init__(self, state: dict[str, Any], settle: int) -> None:
+        self._settled: list[list[int]] = state.setdefault(_STATE_KEY, [])
+        self._open: dict[str, list[int | None]] = state.setdefault("open", {})
+        self._state = state
+        self._settle = settle
+        self._order = _ReceiveOrder()
+        self.tables: asyncio.Queue[pa.Table] = asyncio.Queue(maxsize=1)
+
+    async def checkpoints(self, start: int, end: int) -> list[tuple[int, int]]:
+        return [(a, b) for a, b in self._settled if b >= start and a <= end]
+
+    async def apply(
+        self,
+        records: Sequence[LabResult],
+        *,
+        fetched_at: float,
+        checkpoint: tuple[int, int] | None = None,
+    ) -> Applied:
+        if records:
+            await self.tables.put(_table(records, self._order(fetched_at)))
+        for r in records:
+            start = int(r.start.timestamp())
+            end = None if r.end is None else int(r.end.timestamp())
+            if end is None or fetched_at < end + self._settle:
+                self._open[str(r.lab_instance_id)] = [start, end, int(fetched_at)]
+            else:
+                self._open.pop(str(r.lab_instance_id), None)
+        if checkpoint is not None:
+            self._settled[:] = _merge(self._settled, *checkpoint)
+        return Applied(new=len(records))
+
+    async def open_labs(self, start: int, end: int, *, settle: int) -> list[OpenLab]:
+        return [
+            OpenLab(int(i), s, e)
+            for i, (s, e, f) in self._open.items()
+            if s is not None
+            and f is not None
+            and start <= s <= end
+            and (e is None or (e > end and f < e + settle))
+        ]
+
+    async def stored(self, ids: Collection[int]) -> set[int]:
+        return {i for i in ids if str(i) in self._open}
+
+    async def last_run(self) -> float | None:
+        value = self._state.get("last_run")
+        return None if value is None else float(value)
+
+    async def set_last_run(self, at: float) -> None:
+        self._state["last_run"] = at
+
+    async def distrust_after(self, now: float) -> int:
+        n = 0
+        limit = int(now) - self._settle
+        for stretch in self._settled:
+            if stretch[1] > limit:
+                stretch[1] = max(stretch[0], limit)
+                n += 1
+        self._settled[:] = [s for s in self._settled if s[1] > s[0] or s[1] <= limit]
+        for lab in self._open.values():
+            if lab[2] is not None and lab[2] > now:
+                lab[2] = 0
+                n += 1
+        if (await self.last_run() or 0) > now:
+            del self._state["last_run"]
+            n += 1
+        return n
 
 
 @dlt.resource(
@@ -158,15 +239,14 @@ async def lab_results(
         # No frame of a traceback that passes through here shows the key.
         del api_key
     plan = _plan(since, until, key, base_url, settle, client_options)
-    state = dlt.current.resource_state()
-    settled: list[list[int]] = state.setdefault(_STATE_KEY, [])
     interval = dlt.current.interval()
     if interval is not None:
         cut = _within(plan, interval.start, interval.end)
         if cut is None:
             return
         plan = cut
-    async for table in _extract(plan, settled, skip_settled=interval is None):
+    state = dlt.current.resource_state()
+    async for table in _extract(plan, state, refresh=interval is not None):
         yield table
 
 
@@ -197,25 +277,30 @@ def _plan(
     return _Plan(s, u, key, base_url or DEFAULT_BASE_URL, settle_seconds(settle), client_options)
 
 
-async def _extract(
-    plan: _Plan, settled: list[list[int]], *, skip_settled: bool
-) -> AsyncIterator[pa.Table]:
-    order = _ReceiveOrder()
-    skip = [(a, b) for a, b in settled] if skip_settled else []
+async def _extract(plan: _Plan, state: dict[str, Any], *, refresh: bool) -> AsyncIterator[pa.Table]:
+    destination = _DltState(state, plan.settle)
     async with LodClient(
         plan.key.reveal(), base_url=plan.base_url, **plan.client_options
     ) as client:
-        until = plan.until if plan.until is not None else int(client.clock())
-        if until < plan.since:
-            raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {until})")
-        batches = client.iter_windows(plan.since, until, skip=skip)
-        async with aclosing(batches):
-            async for batch in batches:
-                # records first, then updates: the newest copy comes last.
-                changed = batch.records + batch.updates
-                if changed:
-                    yield _table(changed, order(batch.fetched_at))
-                w = batch.window
-                end = settled_end(w.start, w.end, batch.fetched_at, plan.settle)
-                if end is not None:
-                    settled[:] = _merge(settled, w.start, end)
+        if plan.until is None and plan.since > client.clock.time():
+            now = int(client.clock.time())
+            raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {now})")
+        until = plan.until if plan.until is not None else MAX_EPOCH
+        run = asyncio.ensure_future(
+            backfill(client, destination, plan.since, until, settle=plan.settle, refresh=refresh)
+        )
+        try:
+            while True:
+                table = asyncio.ensure_future(destination.tables.get())
+                await asyncio.wait({table, run}, return_when=asyncio.FIRST_COMPLETED)
+                if table.done():
+                    yield table.result()
+                    continue
+                table.cancel()
+                run.result()  # raises the run's failure
+                while not destination.tables.empty():
+                    yield destination.tables.get_nowait()
+                return
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)

@@ -60,13 +60,15 @@ class Applied:
 class OpenLab:
     """
     A stored lab that may still change although no window of its range returns it again:
-    ``start`` (epoch seconds) says which window would.
+    running (``end`` None), or ended but fetched before its end had settled. A window
+    holding its ``end`` (or, while it runs, its ``start``) returns it.
 
     .. versionadded:: 0.2.0
     """
 
     lab_instance_id: int
     start: int
+    end: int | None = None
 
 
 @runtime_checkable

@@ -268,12 +268,12 @@ class SQLiteStore:
 
     def _open_labs(self, start: int, end: int, settle: int) -> list[OpenLab]:
         rows = self._conn.execute(
-            'SELECT lab_instance_id, "start" FROM lab_results WHERE "start" BETWEEN ? AND ? '
+            'SELECT lab_instance_id, "start", "end" FROM lab_results WHERE "start" BETWEEN ? AND ? '
             'AND ("end" IS NULL OR ("end" > ? AND fetched_at < "end" + ?)) '
             "ORDER BY lab_instance_id",
             (start, end, end, settle),
         ).fetchall()
-        return [OpenLab(int(i), int(s)) for i, s in rows]
+        return [OpenLab(int(i), int(s), None if e is None else int(e)) for i, s, e in rows]
 
     async def stored(self, ids: Collection[int]) -> set[int]:
         """Those of ``ids`` the table holds."""
