@@ -20,7 +20,7 @@ from lodresults._windows.plan import iso
 from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli._summary import phase_lines
 
-__all__ = ["watch"]
+__all__ = ["watch", "watch_store"]
 
 ClientFactory = Callable[..., LodClient]
 
@@ -46,32 +46,51 @@ async def watch(
     """
     store = await SQLiteStore.open(db)
     try:
-        async with make_client(clock=clock) as client:
-            since = await store.get_meta_number(_SINCE)
-            if since is None:
-                now = client.clock.time()
-                ends = [b for _, b in await store.checkpoints(0, int(now))]
-                since = min(now - settle, max(ends, default=now))
-                await store.set_meta(_SINCE, str(int(since)))
-            stop = asyncio.Event()
-            runs = 0
-
-            def report(outcome: BackfillResult | LodError) -> None:
-                nonlocal runs
-                runs += 1
-                stamp = iso(int(client.clock.time()))[11:]  # the time of day, e.g. 08:00:00Z
-                if isinstance(outcome, LodError):
-                    lines = [f"run failed, will retry: {outcome}"]
-                else:
-                    lines = phase_lines(outcome) or ["nothing to do"]
-                for line in lines:
-                    print(f"watch {stamp} {line}", file=out, flush=True)
-                if iterations is not None and runs >= iterations:
-                    stop.set()
-
-            await watch_destination(
-                client, store, int(since), interval=interval, settle=settle,
-                reconcile=reconcile, stop=stop, on_run=report,
-            )  # fmt: skip
+        await watch_store(
+            make_client, store, interval=interval, out=out, settle=settle,
+            reconcile=reconcile, clock=clock, iterations=iterations,
+        )  # fmt: skip
     finally:
         await store.close()
+
+
+async def watch_store(
+    make_client: ClientFactory,
+    store: SQLiteStore,
+    *,
+    interval: float,
+    out: IO[str],
+    settle: int = DEFAULT_SETTLE,
+    reconcile: float = DEFAULT_RECONCILE,
+    clock: Callable[[], float] = time.time,
+    iterations: int | None = None,
+    label: str = "watch",
+) -> None:
+    """``watch`` on an open store (one tenant's view of it), its lines led by ``label``."""
+    async with make_client(clock=clock) as client:
+        since = await store.get_meta_number(store.meta_key(_SINCE))
+        if since is None:
+            now = client.clock.time()
+            ends = [b for _, b in await store.checkpoints(0, int(now))]
+            since = min(now - settle, max(ends, default=now))
+            await store.set_meta(store.meta_key(_SINCE), str(int(since)))
+        stop = asyncio.Event()
+        runs = 0
+
+        def report(outcome: BackfillResult | LodError) -> None:
+            nonlocal runs
+            runs += 1
+            stamp = iso(int(client.clock.time()))[11:]  # the time of day, e.g. 08:00:00Z
+            if isinstance(outcome, LodError):
+                lines = [f"run failed, will retry: {outcome}"]
+            else:
+                lines = phase_lines(outcome) or ["nothing to do"]
+            for line in lines:
+                print(f"{label} {stamp} {line}", file=out, flush=True)
+            if iterations is not None and runs >= iterations:
+                stop.set()
+
+        await watch_destination(
+            client, store, int(since), interval=interval, settle=settle,
+            reconcile=reconcile, stop=stop, on_run=report,
+        )  # fmt: skip
