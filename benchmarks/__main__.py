@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import adaptation, suite
+from benchmarks import adaptation, suite, tenants
 from benchmarks._harness import machine
 
 SECTIONS = {
@@ -24,6 +24,7 @@ SECTIONS = {
     "ratelimit": ("Rate limiting: pacing and adaptive convergence", suite.ratelimit),
     "adaptation": ("Rate adaptation: storms, sporadic 429s, a token bucket", adaptation.run),
     "backfill": ("Backfill into SQLite through the CLI", suite.backfill),
+    "tenants": ("Tenants: one rate limiter per key", tenants.run),
 }
 
 HEADER = """# Benchmarks

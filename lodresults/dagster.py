@@ -31,22 +31,19 @@ from typing import Any, Final
 
 import dagster as dg
 import dlt
-import pyarrow as pa
 from dlt.common.configuration.container import Container
 from dlt.extract.incremental.context import TimeIntervalContext
 
 from lodresults._exceptions import LodInvalidArgument
 from lodresults._tenant import Tenant, tenant_name_problem
 from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds
+from lodresults.dlt import TENANT, for_tenant
 from lodresults.dlt import lab_results as lab_results_source
 
-__all__ = ["ASSET", "RUN_CONCURRENCY", "TENANT", "TENANT_TAG", "lab_results_definitions"]
+__all__ = ["ASSET", "RUN_CONCURRENCY", "TENANT_TAG", "lab_results_definitions"]
 
 #: The asset's key.
 ASSET: Final = dg.AssetKey("lab_results")
-
-#: The column, and the partition dimension, that names the tenant.
-TENANT: Final = "tenant"
 
 #: The run tag Dagster puts on every run of a ``(tenant, week)`` partition.
 TENANT_TAG: Final = f"dagster/partition/{TENANT}"
@@ -173,13 +170,11 @@ def _load(
     options: dict[str, Any],
 ) -> int:
     """Run the dlt source for ``[start, end)`` of one tenant; the rows loaded."""
-    resource = lab_results_source(
-        start, api_key=tenant.reveal_key(), base_url=tenant.base_url, settle=settle, **options
-    )
-    resource.add_map(_with_tenant(name))
-    resource.apply_hints(
-        primary_key=(TENANT, "lab_instance_id"),
-        columns={TENANT: {"name": TENANT, "data_type": "text", "nullable": False}},
+    resource = for_tenant(
+        lab_results_source(
+            start, api_key=tenant.reveal_key(), base_url=tenant.base_url, settle=settle, **options
+        ),
+        name,
     )
     # The partition is the orchestrator's interval: the source loads it whole, whatever
     # its dlt state says (a partition materialized again is fetched again).
@@ -187,14 +182,6 @@ def _load(
         pipeline.run(resource)
     counts = pipeline.last_trace.last_normalize_info.row_counts
     return int(counts.get("lab_results", 0))
-
-
-def _with_tenant(name: str) -> Callable[[pa.Table], pa.Table]:
-    def add(table: pa.Table) -> pa.Table:
-        column = pa.array([name] * table.num_rows, pa.string())
-        return table.append_column(pa.field(TENANT, pa.string(), nullable=False), column)
-
-    return add
 
 
 def _settled_partitions(instance: dg.DagsterInstance) -> set[str]:

@@ -37,11 +37,14 @@ from lodresults._request.key import ApiKey
 from lodresults._windows.plan import TimeLike, to_epoch, union, validate_range
 from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds
 
-__all__ = ["FETCHED_AT", "lab_results"]
+__all__ = ["FETCHED_AT", "TENANT", "for_tenant", "lab_results"]
 
 #: The column that records when each row's copy was received. Within one load the merge
 #: keeps, for each ``lab_instance_id``, the copy with the latest ``fetched_at``.
 FETCHED_AT: Final = "fetched_at"
+
+#: The column that names the tenant (the API key) of each row, when ``for_tenant`` adds it.
+TENANT: Final = "tenant"
 
 _STATE_KEY: Final = "settled"
 
@@ -304,3 +307,25 @@ async def _extract(plan: _Plan, state: dict[str, Any], *, refresh: bool) -> Asyn
         finally:
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
+
+
+def for_tenant(resource: Any, name: str) -> Any:
+    """
+    ``resource`` (a ``lab_results(...)`` resource) with a ``tenant`` column holding
+    ``name`` and the primary key ``(tenant, lab_instance_id)``: several keys' labs in one
+    table, each key's loaded by its own pipeline (one pipeline name per tenant), and one
+    lab id in two tenants two rows.
+    """
+    if not isinstance(name, str) or not name:
+        raise LodInvalidArgument("a tenant name must be a non-empty string")
+
+    def add(table: pa.Table) -> pa.Table:
+        column = pa.array([name] * table.num_rows, pa.string())
+        return table.append_column(pa.field(TENANT, pa.string(), nullable=False), column)
+
+    resource.add_map(add)
+    resource.apply_hints(
+        primary_key=(TENANT, "lab_instance_id"),
+        columns={TENANT: {"name": TENANT, "data_type": "text", "nullable": False}},
+    )
+    return resource

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -294,3 +295,36 @@ def test_bad_arguments_fail_at_definition() -> None:
         lab_results_definitions({"a b": t}, start=START, destination=d)
     with pytest.raises(LodInvalidArgument, match="start"):
         lab_results_definitions({"a": t}, start="June", destination=d)
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "dagster.md"
+
+
+def test_the_docs_example_runs(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/dagster.md's definitions, run as a script against two simulators."""
+    block = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    assert block is not None
+    week = _epoch("2025-01-05")
+    sims = {
+        name: Simulator(seed=seed, api_key=KEYS[name], span=(week - 3 * DAY, week + 9 * DAY),
+                        labs_per_day=20)
+        for seed, name in enumerate(KEYS, start=31)
+    }  # fmt: skip
+    for sim in sims.values():
+        asyncio.run_coroutine_threadsafe(sim.start(), world.loop).result()
+    try:
+        for name, sim in sims.items():
+            monkeypatch.setenv(f"{name.upper()}_LOD_KEY", KEYS[name])
+            monkeypatch.setenv(f"{name.upper()}_LOD_URL", sim.base_url)
+        monkeypatch.chdir(tmp_path)
+        exec(compile(block.group(1), str(DOCS), "exec"), {"__name__": "__main__"})
+    finally:
+        for sim in sims.values():
+            asyncio.run_coroutine_threadsafe(sim.close(), world.loop).result()
+    with closing(duckdb.connect(str(tmp_path / "lod.duckdb"), read_only=True)) as con:
+        got = con.execute("SELECT tenant, lab_instance_id FROM lodresults.lab_results").fetchall()
+    for name, sim in sims.items():
+        ids = [i for t, i in got if t == name]
+        assert sorted(ids) == sorted(sim.ids_between(week, week + 7 * DAY - 1)) != []
