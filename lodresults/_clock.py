@@ -6,7 +6,7 @@ A client has one ``ServerClock``: ``time()`` is epoch seconds as the server sees
 (from the ``Date`` header of its answers, the earlier of it and ours), which stamps
 ``fetched_at`` and so decides what has settled; ``now()`` and ``sleep()`` are the
 monotonic time every wait (the rate limiter's pacing, backoff between attempts, the
-per-call deadline) runs on. ``SystemClock`` is the event loop's monotonic time.
+per-call deadline) runs on: the event loop's, or a ``ManualClock``'s virtual time.
 ``ManualClock`` is virtual time for tests: epoch-like seconds that move when told
 (``advance``/``set``) or, as sleepers wait, straight to the earliest wake-up once every
 task is asleep, so timing logic runs in microseconds and the same way on every run.
@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-__all__ = ["Clock", "ManualClock", "ServerClock", "SystemClock", "race", "sleep_unless"]
+__all__ = ["Clock", "ManualClock", "ServerClock", "race", "sleep_unless"]
 
 logger = logging.getLogger("lodresults")
 
@@ -38,18 +38,6 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Return after ``seconds`` of this clock's time."""
-
-
-class SystemClock:
-    """The running event loop's monotonic clock and ``asyncio.sleep``."""
-
-    def now(self) -> float:
-        """``loop.time()`` of the running loop."""
-        return asyncio.get_running_loop().time()
-
-    async def sleep(self, seconds: float) -> None:
-        """``asyncio.sleep``."""
-        await asyncio.sleep(seconds)
 
 
 class ManualClock:
@@ -145,7 +133,7 @@ class ServerClock:
 
     def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self._wall = wall
-        self._timer: Clock = wall if isinstance(wall, ManualClock) else SystemClock()
+        self._manual = wall if isinstance(wall, ManualClock) else None
         # The server's time minus ours when ours is ahead (never positive).
         self._offset = 0.0
         self._observed = False
@@ -167,12 +155,12 @@ class ServerClock:
         return -self._offset
 
     def now(self) -> float:
-        """Monotonic seconds (only differences matter)."""
-        return self._timer.now()
+        """Monotonic seconds (only differences matter): the running event loop's time."""
+        return self._manual.now() if self._manual else asyncio.get_running_loop().time()
 
     async def sleep(self, seconds: float) -> None:
         """Return after ``seconds`` of monotonic time."""
-        await self._timer.sleep(seconds)
+        await (self._manual.sleep(seconds) if self._manual else asyncio.sleep(seconds))
 
     def stamp(self) -> tuple[float, float]:
         """Note the moment a request is sent, for ``sent_at`` once its answer is in."""
@@ -194,15 +182,19 @@ class ServerClock:
             server = email.utils.parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
             return
-        # Date is whole seconds, cut down: the server's now is before server + 1.
-        offset = min(0.0, server + 1 - self._wall())
+        # The earlier of the two: never past the server's now. Date is whole seconds,
+        # so it reads up to a second behind: a later answer that reads less behind moves
+        # the offset forward only by a whole second or more, so that time() does not
+        # jitter back and forth within a second from one answer to the next.
+        offset = min(0.0, server - self._wall())
         if offset < -60 and abs(offset - self._offset) > 60:
             logger.warning(
                 "lodresults: this machine's clock is %.0f s ahead of the server's; "
                 "using the server's time",
                 -offset,
             )
-        self._offset = offset
+        if not self._observed or offset < self._offset or offset >= self._offset + 1:
+            self._offset = offset
         self._observed = True
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
@@ -27,26 +27,20 @@ import pyarrow as pa
 from dlt.common.schema.typing import TColumnSchema
 
 from lodresults._client import DEFAULT_BASE_URL, LodClient
-from lodresults._destinations.arrow import DECIMAL_PRECISION, DECIMAL_SCALE, to_arrow
-from lodresults._destinations.base import Applied, OpenLab
+from lodresults._destinations.arrow import DECIMAL_PRECISION, DECIMAL_SCALE
+from lodresults._destinations.dlt_state import FETCHED_AT, DltState
 from lodresults._engine.backfill import backfill
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._records.models import FIELDS, LabResult
+from lodresults._records.models import FIELDS
 from lodresults._records.schema import MAX_EPOCH, Kind
 from lodresults._request.key import ApiKey
-from lodresults._windows.plan import TimeLike, to_epoch, union, validate_range
+from lodresults._windows.plan import TimeLike, to_epoch, validate_range
 from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds
 
 __all__ = ["FETCHED_AT", "TENANT", "for_tenant", "lab_results"]
 
-#: The column that records when each row's copy was received. Within one load the merge
-#: keeps, for each ``lab_instance_id``, the copy with the latest ``fetched_at``.
-FETCHED_AT: Final = "fetched_at"
-
 #: The column that names the tenant (the API key) of each row, when ``for_tenant`` adds it.
 TENANT: Final = "tenant"
-
-_STATE_KEY: Final = "settled"
 
 #: The dlt column type of each kind of field (the same types as the Arrow columns).
 _DLT_TYPES: Final[dict[Kind, dict[str, Any]]] = {
@@ -81,113 +75,6 @@ class _Plan:
     base_url: str
     settle: int
     client_options: dict[str, Any]
-
-
-def _merge(intervals: list[list[int]], start: int, end: int) -> list[list[int]]:
-    """``intervals`` with ``[start, end]`` added, merged where they touch (sorted)."""
-    joined = union([*((a, b) for a, b in intervals), (start, end)])
-    return [[a, b] for a, b in joined]  # lists: dlt keeps its state as JSON
-
-
-class _ReceiveOrder:
-    """
-    ``fetched_at`` for each yielded table: the batch's own time, nudged a microsecond past
-    the previous one when needed, so that yield order (the order of newest copies) and
-    ``fetched_at`` order agree, and the merge keeps the copy yielded last.
-    """
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def __call__(self, fetched_at: float) -> int:
-        now = max(int(fetched_at * 1_000_000), self._last + 1)
-        self._last = now
-        return now
-
-
-def _table(records: Sequence[LabResult], fetched_us: int) -> pa.Table:
-    table = to_arrow(list(records))
-    stamp = pa.array([fetched_us] * len(records), pa.timestamp("us", tz="UTC"))
-    return table.append_column(pa.field(FETCHED_AT, stamp.type, nullable=False), stamp)
-
-
-class _DltState:
-    """
-    The dlt resource's state as a ``Destination``: the rows go to the warehouse as Arrow
-    tables (handed to the resource through ``tables``), the state keeps the settled
-    stretches, the labs that may still change (``open``: id -> start, end, fetched_at)
-    and the last run. The warehouse's merge keeps the newest fetch of each lab (the
-    tables' ``fetched_at``). What the warehouse holds is not known here: every copy
-    counts as new.
-    """
-
-    def __init__(self, state: dict[str, Any], settle: int) -> None:
-        self._settled: list[list[int]] = state.setdefault(_STATE_KEY, [])
-        self._open: dict[str, list[int | None]] = state.setdefault("open", {})
-        self._state = state
-        self._settle = settle
-        self._order = _ReceiveOrder()
-        self.tables: asyncio.Queue[pa.Table] = asyncio.Queue(maxsize=1)
-
-    async def checkpoints(self, start: int, end: int) -> list[tuple[int, int]]:
-        return [(a, b) for a, b in self._settled if b >= start and a <= end]
-
-    async def apply(
-        self,
-        records: Sequence[LabResult],
-        *,
-        fetched_at: float,
-        checkpoint: tuple[int, int] | None = None,
-    ) -> Applied:
-        if records:
-            await self.tables.put(_table(records, self._order(fetched_at)))
-        for r in records:
-            start = int(r.start.timestamp())
-            end = None if r.end is None else int(r.end.timestamp())
-            if end is None or fetched_at < end + self._settle:
-                self._open[str(r.lab_instance_id)] = [start, end, int(fetched_at)]
-            else:
-                self._open.pop(str(r.lab_instance_id), None)
-        if checkpoint is not None:
-            self._settled[:] = _merge(self._settled, *checkpoint)
-        return Applied(new=len(records))
-
-    async def open_labs(self, start: int, end: int, *, settle: int) -> list[OpenLab]:
-        return [
-            OpenLab(int(i), s, e)
-            for i, (s, e, f) in self._open.items()
-            if s is not None
-            and f is not None
-            and start <= s <= end
-            and (e is None or (e > end and f < e + settle))
-        ]
-
-    async def stored(self, ids: Collection[int]) -> set[int]:
-        return {i for i in ids if str(i) in self._open}
-
-    async def last_run(self) -> float | None:
-        value = self._state.get("last_run")
-        return None if value is None else float(value)
-
-    async def set_last_run(self, at: float) -> None:
-        self._state["last_run"] = at
-
-    async def distrust_after(self, now: float) -> int:
-        n = 0
-        limit = int(now) - self._settle
-        for stretch in self._settled:
-            if stretch[1] > limit:
-                stretch[1] = max(stretch[0], limit)
-                n += 1
-        self._settled[:] = [s for s in self._settled if s[1] > s[0] or s[1] <= limit]
-        for lab in self._open.values():
-            if lab[2] is not None and lab[2] > now:
-                lab[2] = 0
-                n += 1
-        if (await self.last_run() or 0) > now:
-            del self._state["last_run"]
-            n += 1
-        return n
 
 
 @dlt.resource(
@@ -232,9 +119,15 @@ async def lab_results(
     loads that interval (cut to ``[since, until]``) whole, settled or not: a task run
     again for its interval fetches it again, and the merge keeps one row per lab.
 
-    Records stream window by window (one Arrow table per window, at most 7 days: its new
-    labs, then the changed copies of labs met in earlier windows), so memory stays bounded
-    whatever the range. Pass ``clock=`` (a ``LodClient`` option) to run on a test clock.
+    Each run is one run of the engine (``lodresults.backfill``) on the resource's dlt
+    state (``settled`` stretches, the labs that may still change, the last run): the
+    first loads its windows; a later one reads the change feed (one ``LatestResults``),
+    the unsettled tail, and the labs that started in the range and run (or wait for a
+    grade) past ``until``, so the warehouse ends with the server's present state of
+    every lab of the range. Records stream window by window (one Arrow table per window
+    or phase: its new labs, then the changed copies of labs met earlier), so memory stays
+    bounded whatever the range. Pass ``clock=`` (a ``LodClient`` option) to run on a test
+    clock.
     """
     try:
         key = ApiKey(api_key)
@@ -281,7 +174,7 @@ def _plan(
 
 
 async def _extract(plan: _Plan, state: dict[str, Any], *, refresh: bool) -> AsyncIterator[pa.Table]:
-    destination = _DltState(state, plan.settle)
+    destination = DltState(state, plan.settle)
     async with LodClient(
         plan.key.reveal(), base_url=plan.base_url, **plan.client_options
     ) as client:

@@ -322,7 +322,13 @@ class SQLiteStore:
             "ORDER BY lab_instance_id",
             (self.tenant, start, end, end, settle),
         ).fetchall()
-        return [OpenLab(int(i), int(s), None if e is None else int(e)) for i, s, e in rows]
+        where = "lab_results"
+        return [
+            OpenLab(
+                self._int(where, i), self._int(where, s), None if e is None else self._int(where, e)
+            )
+            for i, s, e in rows
+        ]
 
     async def stored(self, ids: Collection[int]) -> set[int]:
         """Those of ``ids`` the table holds."""
@@ -373,18 +379,6 @@ class SQLiteStore:
         ).rowcount
         c.execute("COMMIT")
         return n
-
-    async def newest_change(self) -> int | None:
-        """The latest start, end or last activity in the table (epoch), or None if empty."""
-        return await self._run(self._newest_change)
-
-    def _newest_change(self) -> int | None:
-        row = self._conn.execute(
-            'SELECT MAX(MAX("start", COALESCE("end", 0), COALESCE(last_activity, 0))) '  # noqa: S608
-            f"FROM lab_results WHERE {self._tenant_of} = ?",
-            (self.tenant,),
-        ).fetchone()
-        return None if row is None or row[0] is None else self._int("lab_results", row[0])
 
     async def status_counts(self) -> dict[int, int]:
         """Rows per completion status code."""

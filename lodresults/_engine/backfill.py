@@ -22,14 +22,14 @@ server's present, and what a clock ahead stored is repaired (``distrust_after``)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Final
 
 import attrs
 
 from lodresults._client import LodClient
-from lodresults._destinations.base import Applied, Destination
+from lodresults._destinations.base import Applied, Destination, OpenLab
 from lodresults._engine.feed import feed_minutes, read_feed
 from lodresults._engine.refresh import fetch_again, plan_refresh
 from lodresults._events import EventHook, PhaseCompleted, PhaseProgress
@@ -46,6 +46,8 @@ logger = logging.getLogger("lodresults")
 #: Stored times up to this many seconds past the server's present are a clock's jitter,
 #: not a clock ahead.
 _SLACK: Final = 60
+#: The same, judged by our own clock before the server's is known.
+_LOCAL_SLACK: Final = 3600
 
 
 @attrs.frozen
@@ -87,7 +89,7 @@ class BackfillResult:
 
 @attrs.define
 class _Run:
-    """The state of one run: what it fetched, when, and what it sent."""
+    """One run: what it fetched (ids, and when), and what each phase did."""
 
     client: LodClient
     destination: Destination
@@ -96,19 +98,26 @@ class _Run:
     on_event: EventHook | None
     fetched: set[int] = attrs.Factory(set)
     stamps: list[float] = attrs.Factory(list)
-    requests: int = 0
+    windows: int = 0
+    records: int = 0
+    updates: int = 0
+    applied: Applied = attrs.Factory(Applied)
+    feed: Applied | None = None
     feed_requests: int = 0
+    refreshed: int = 0
+    refresh: Applied = attrs.Factory(Applied)
     refresh_requests: int = 0
 
-    def emit(self, phase: str, requests: int, applied: Applied) -> None:
-        event = PhaseCompleted(phase, requests, applied.new, applied.changed, applied.unchanged)
+    def done(self, phase: str, requests: int, a: Applied) -> None:
+        event = PhaseCompleted(phase, requests, a.new, a.changed, a.unchanged)
         self.client.emit(event, self.on_event)
 
-    def progress(self, phase: str, total: int) -> Callable[[int], None]:
-        def report(done: int) -> None:
-            self.client.emit(PhaseProgress(phase, done, total), self.on_event)
-
-        return report
+    async def read_feed(self, minutes: int) -> None:
+        copies, at = await read_feed(self.client, minutes)
+        self.feed_requests += 1
+        applied = await self.apply_outside(copies, at)
+        self.feed = applied + (self.feed or Applied())
+        self.done("feed", 1, applied)
 
     async def apply_outside(self, copies: Sequence[LabResult], fetched_at: float) -> Applied:
         """Apply copies from outside the range's windows: those of the range or stored."""
@@ -122,6 +131,58 @@ class _Run:
         s, e = self.start, self.end
         return s <= int(r.start.timestamp()) <= e or (
             r.end is not None and s <= int(r.end.timestamp()) <= e
+        )
+
+    async def fetch_windows(self, done: list[tuple[int, int]], upto: int, settle: int) -> None:
+        """The windows of the gaps of ``[start, upto]``; each checkpointed once settled."""
+        batches = self.client.iter_windows(self.start, upto, skip=done, on_event=self.on_event)
+        async with aclosing(batches):
+            async for batch in batches:
+                w = batch.window
+                settled = settled_end(w.start, w.end, batch.fetched_at, settle)
+                copies = [*batch.records, *batch.updates]
+                self.applied += await self.destination.apply(
+                    copies,
+                    fetched_at=batch.fetched_at,
+                    checkpoint=None if settled is None else (w.start, settled),
+                )
+                self.fetched.update(r.lab_instance_id for r in copies)
+                self.stamps.append(batch.fetched_at)
+                self.windows += 1
+                self.records += len(batch.records)
+                self.updates += len(batch.updates)
+        self.done("windows", self.windows, self.applied)
+
+    async def fetch_again(self, labs: list[OpenLab]) -> None:
+        """``labs`` again, by the cheaper of their windows and one Result each."""
+        plan = plan_refresh(labs, latest=int(self.client.clock.time()) + SKEW_TOLERANCE)
+
+        def report(done: int) -> None:
+            self.client.emit(PhaseProgress("refresh", done, len(labs)), self.on_event)
+
+        async with aclosing(fetch_again(self.client, plan, report)) as chunks:
+            async for copies, at in chunks:
+                self.refresh += await self.apply_outside(copies, at)
+        self.refreshed, self.refresh_requests = len(labs), plan.requests
+        self.done("refresh", plan.requests, self.refresh)
+
+    def result(self, done: list[tuple[int, int]], left: list[tuple[int, int]]) -> BackfillResult:
+        # [start, settled_until] is checkpointed whole: up to the first gap.
+        settled_until = self.end if not left else left[0][0] if left[0][0] > self.start else None
+        return BackfillResult(
+            windows=self.windows,
+            records=self.records,
+            updates=self.updates,
+            skipped=len(done),
+            settled_until=settled_until,
+            complete=not left,
+            refreshed=self.refreshed,
+            fetched=self.applied,
+            feed=self.feed,
+            refresh=self.refresh,
+            requests=self.windows + self.feed_requests + self.refresh_requests,
+            feed_requests=self.feed_requests,
+            refresh_requests=self.refresh_requests,
         )
 
 
@@ -173,100 +234,54 @@ async def backfill(
     # 1. The change feed, when labs are stored as running or the range has not settled
     #    (new labs may still come). A feed asked for is the run's first answer, so the
     #    server's clock is known before what a clock ahead may have stored is trusted.
+    if not clock.observed:
+        # Before any answer, our clock: times an hour past it were stored by a clock
+        # ahead (a small lead waits for the server's own time, below).
+        await _distrust(destination, clock.time(), _LOCAL_SLACK)
     last = await destination.last_run()
     running = bool(await destination.open_labs(0, MAX_EPOCH, settle=0))
     done = [] if refresh else await destination.checkpoints(start, end)
     minutes = None
-    feed: Applied | None = None
     if last is not None and (running or gaps(start, end, done) or last > clock.time() + _SLACK):
         minutes = feed_minutes(clock.time(), last)
         if minutes is None and not clock.observed:
-            # Beyond reach by our clock, which may run ahead: one minute of the feed
-            # tells the server's time.
-            feed = await _read_feed(run, 1)
+            # Beyond reach by our clock, which may run ahead: a minute of the feed tells
+            # the server's time.
+            await run.read_feed(1)
             minutes = feed_minutes(clock.time(), last)
     if minutes is not None:
-        feed = await _read_feed(run, minutes) + (feed or Applied())
+        await run.read_feed(minutes)
     # Nothing running: nothing the feed could tell of the stored labs.
     covered = minutes is not None or not running
     if clock.observed and await _distrust(destination, clock.time()):
         covered = covered and (last is None or last <= clock.time() + _SLACK)
         done = [] if refresh else await destination.checkpoints(start, end)
-    if feed_only and feed is not None and covered:
-        return _result(run, start, end, done, feed=feed, left=None)
+    if feed_only and covered and minutes is not None:
+        return run.result(done, gaps(start, end, done))
 
-    # 2. The windows of the gaps.
-    fetched = Applied()
-    windows = records = updates = 0
-    # Up to the present, and the day a skewed server (or one whose clock runs ahead of
-    # ours) may already show: the last window reaches that far in any case.
-    fetch_end = min(end, int(clock.time()) + SKEW_TOLERANCE)
-    if fetch_end >= start and gaps(start, fetch_end, done):
-        batches = client.iter_windows(start, fetch_end, skip=done, on_event=on_event)
-        async with aclosing(batches):
-            async for batch in batches:
-                w = batch.window
-                settled = settled_end(w.start, w.end, batch.fetched_at, settle_s)
-                copies = [*batch.records, *batch.updates]
-                fetched += await destination.apply(
-                    copies,
-                    fetched_at=batch.fetched_at,
-                    checkpoint=None if settled is None else (w.start, settled),
-                )
-                run.fetched.update(r.lab_instance_id for r in copies)
-                run.stamps.append(batch.fetched_at)
-                windows += 1
-                records += len(batch.records)
-                updates += len(batch.updates)
-        run.requests += windows
-        run.emit("windows", windows, fetched)
-        if await _distrust(destination, clock.time()):
-            covered = False
+    # 2. The windows of the gaps: up to the present, and the day a skewed server (or one
+    #    whose clock runs ahead of ours) may already show.
+    upto = min(end, int(clock.time()) + SKEW_TOLERANCE)
+    if upto >= start and gaps(start, upto, done):
+        await run.fetch_windows(done, upto, settle_s)
+        covered = covered and not await _distrust(destination, clock.time())
 
     # 3. The labs no window returns again, but those this run fetched.
-    open_labs = await destination.open_labs(start, end, settle=settle_s)
     todo = [
         lab
-        for lab in open_labs
+        for lab in await destination.open_labs(start, end, settle=settle_s)
         if lab.lab_instance_id not in run.fetched and (not covered or lab.end is not None)
     ]
-    refreshed = Applied()
     if todo:
-        plan = plan_refresh(todo, latest=int(clock.time()) + SKEW_TOLERANCE)
-        report = run.progress("refresh", plan.requests)
-        async with aclosing(fetch_again(client, plan, report)) as chunks:
-            async for copies, at in chunks:
-                refreshed += await run.apply_outside(copies, at)
-        run.requests += plan.requests
-        run.refresh_requests = plan.requests
-        run.emit("refresh", plan.requests, refreshed)
+        await run.fetch_again(todo)
     if run.stamps:
         await destination.set_last_run(min(run.stamps))
-    left = gaps(start, end, await destination.checkpoints(start, end))
-    return _result(
-        run,
-        start,
-        end,
-        done,
-        feed=feed,
-        left=left,
-        windows=(windows, records, updates, fetched),
-        refreshed=(len(todo), refreshed),
-    )
+    return run.result(done, gaps(start, end, await destination.checkpoints(start, end)))
 
 
-async def _read_feed(run: _Run, minutes: int) -> Applied:
-    copies, at = await read_feed(run.client, minutes)
-    run.requests += 1
-    run.feed_requests += 1
-    applied = await run.apply_outside(copies, at)
-    run.emit("feed", 1, applied)
-    return applied
-
-
-async def _distrust(destination: Destination, now: float) -> bool:
+async def _distrust(destination: Destination, now: float, slack: int = _SLACK) -> bool:
     """Repair what a clock ahead of the server's stored; True if anything was."""
-    repaired = await destination.distrust_after(now + _SLACK)
+    repaired = await destination.distrust_after(now + slack)
     if repaired:
         logger.warning(
             "lodresults: %d times stored in the destination lie in the future of the "
@@ -275,34 +290,3 @@ async def _distrust(destination: Destination, now: float) -> bool:
             repaired,
         )
     return bool(repaired)
-
-
-def _result(
-    run: _Run,
-    start: int,
-    end: int,
-    done: list[tuple[int, int]],
-    *,
-    feed: Applied | None,
-    left: list[tuple[int, int]] | None,
-    windows: tuple[int, int, int, Applied] = (0, 0, 0, Applied()),
-    refreshed: tuple[int, Applied] = (0, Applied()),
-) -> BackfillResult:
-    if left is None:
-        left = gaps(start, end, done)
-    settled_until = end if not left else None if left[0][0] == start else left[0][0]
-    return BackfillResult(
-        windows=windows[0],
-        records=windows[1],
-        updates=windows[2],
-        skipped=len(done),
-        settled_until=settled_until,
-        complete=not left,
-        refreshed=refreshed[0],
-        fetched=windows[3],
-        feed=feed,
-        refresh=refreshed[1],
-        requests=run.requests,
-        feed_requests=run.feed_requests,
-        refresh_requests=run.refresh_requests,
-    )

@@ -71,16 +71,13 @@ async def fetch_again(
 ) -> AsyncGenerator[tuple[list[LabResult], float], None]:
     """
     Fetch what ``plan`` says; yields ``(copies, fetched_at)`` to apply, in order.
-    ``progress`` is called with the requests answered so far.
+    ``progress`` is called with the labs answered so far (windows report themselves).
     """
     if plan.windows:
         lo, hi = plan.windows[0][0], plan.windows[-1][1]
         batches = client.iter_windows(lo, hi, skip=gaps(lo, hi, plan.windows))
         async with aclosing(batches):
-            done = 0
-            async for batch in batches:
-                done += 1
-                progress(done)
+            async for batch in batches:  # window events report the progress
                 yield [*batch.records, *batch.updates], batch.fetched_at
         return
     answered = 0
@@ -101,19 +98,28 @@ async def _each(
 ) -> list[LabResult | None]:
     """``Result`` for each id, concurrently; the first failure cancels the rest."""
 
+    tasks: list[asyncio.Future[LabResult | None]] = []
+
     async def one(lab_id: int) -> LabResult | None:
         try:
             copy: LabResult | None = await client.result(lab_id)
         except LodApiError:
             copy = None  # the server no longer knows it (Status 0): keep the stored copy
+        except BaseException:
+            # Cancel the others now, before this task ends: a sibling woken by the slot
+            # this one just gave back must not send (a 401 stops every request at once).
+            for t in tasks:
+                if t is not asyncio.current_task():
+                    t.cancel()
+            raise
         answered()
         return copy
 
-    tasks = [asyncio.ensure_future(one(i)) for i in ids]
+    tasks.extend(asyncio.ensure_future(one(i)) for i in ids)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for t in tasks:
-            error = t.exception() if t in done else None
+            error = t.exception() if t in done and not t.cancelled() else None
             if error is not None:
                 raise error
         return [t.result() for t in tasks]
