@@ -149,11 +149,6 @@ class ServerClock:
         """True once an answer's ``Date`` told the server's time."""
         return self._observed
 
-    @property
-    def offset(self) -> float:
-        """Seconds ``time()`` is behind our clock (0 unless ours runs ahead)."""
-        return -self._offset
-
     def now(self) -> float:
         """Monotonic seconds (only differences matter): the running event loop's time."""
         return self._manual.now() if self._manual else asyncio.get_running_loop().time()
@@ -198,7 +193,7 @@ class ServerClock:
         self._observed = True
 
     def __repr__(self) -> str:
-        return f"ServerClock(offset={self.offset:g})"
+        return f"ServerClock(offset={self._offset:g})"
 
 
 async def race(*awaitables: Awaitable[Any]) -> list[asyncio.Future[Any]]:

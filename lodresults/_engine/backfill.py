@@ -1,22 +1,7 @@
 """
-The engine: one run that keeps a destination equal to the server for a date range.
-
-A run has three phases, each reported (``PhaseCompleted``) and summed up in the result:
-
-1. **feed** -- when the last successful run lies within LatestResults' reach (7 days),
-   one ``LatestResults`` call brings every lab that started or ended since (plus an
-   overlap); the copies of labs of the range, or already stored, are applied.
-2. **windows** -- the gaps left by the destination's checkpoints are fetched window by
-   window; each window's new records and then its updates are applied together with the
-   checkpoint of the part that has settled (ended ``settle`` before it was fetched).
-3. **refresh** -- stored labs that no window of the range returns again (running, or
-   ended after ``until`` and not yet settled) and that this run has not fetched: when the
-   feed covered the time since the last run, only those whose grade may still land;
-   otherwise all of them, by re-fetching the windows that hold them or with one
-   ``Result`` per lab, whichever is fewer requests.
-
-Every time is the server's (``LodClient.clock``): nothing is checkpointed past the
-server's present, and what a clock ahead stored is repaired (``distrust_after``).
+The engine: one run that keeps a destination equal to the server for a date range, in
+three phases -- the change feed, the windows of the gaps, the refresh of labs no window
+returns again (see ``backfill``). Every time is the server's (``LodClient.clock``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from lodresults._destinations.base import Applied
 from lodresults._engine.backfill import BackfillResult
 
 __all__ = ["phase_lines"]
@@ -20,16 +19,12 @@ def phase_lines(result: BackfillResult) -> list[str]:
     lines = []
     if result.feed is not None:
         sent = _plural(result.feed_requests, "request")
-        lines.append(f"feed, {sent}: {_counts(result.feed)}")
+        lines.append(f"feed, {sent}: {result.feed}")
     if result.windows:
-        lines.append(f"windows, {_plural(result.windows, 'request')}: {_counts(result.fetched)}")
+        lines.append(f"windows, {_plural(result.windows, 'request')}: {result.fetched}")
     if result.refreshed:
         sent = _plural(result.refresh_requests, "request")
         lines.append(
-            f"refresh, {sent} for {_plural(result.refreshed, 'lab')}: {_counts(result.refresh)}"
+            f"refresh, {sent} for {_plural(result.refreshed, 'lab')}: {result.refresh}"
         )
     return lines
-
-
-def _counts(a: Applied) -> str:
-    return f"{a.new:,} new, {a.changed:,} changed, {a.unchanged:,} unchanged"
