@@ -138,9 +138,16 @@ def lab_results_definitions(
             dataset_name=dataset_name,
             pipelines_dir=pipelines_dir,  # type: ignore[arg-type]  # None: dlt's default
         )
-        rows = _load(pipeline, name, tenants[name], window.start, window.end, settle_s, options)
-        settled = fetched >= window.end.timestamp() + settle_s
-        return dg.MaterializeResult(metadata={"rows": rows, "settled": settled})
+        rows, running = _load(
+            pipeline, name, tenants[name], window.start, window.end, settle_s, options
+        )
+        # Settled: the week ended ``settle`` before this fetch, and none of its labs may
+        # still change (running past the week, or a grade still to land): until then the
+        # schedule asks for the week again, and its run fetches those labs again.
+        settled = fetched >= window.end.timestamp() + settle_s and not running
+        return dg.MaterializeResult(
+            metadata={"rows": rows, "settled": settled, "open_labs": running}
+        )
 
     job = dg.define_asset_job("lab_results_job", selection=[ASSET])
 
@@ -168,8 +175,11 @@ def _load(
     end: datetime,
     settle: int,
     options: dict[str, Any],
-) -> int:
-    """Run the dlt source for ``[start, end)`` of one tenant; the rows loaded."""
+) -> tuple[int, int]:
+    """
+    Run the dlt source for ``[start, end)`` of one tenant: the rows loaded, and the labs
+    that started in the interval and may still change (the source's state says which).
+    """
     resource = for_tenant(
         lab_results_source(
             start, api_key=tenant.reveal_key(), base_url=tenant.base_url, settle=settle, **options
@@ -181,7 +191,11 @@ def _load(
     with Container().injectable_context(TimeIntervalContext(interval=(start, end))):
         pipeline.run(resource)
     counts = pipeline.last_trace.last_normalize_info.row_counts
-    return int(counts.get("lab_results", 0))
+    source = pipeline.state["sources"][pipeline.default_schema_name]
+    state = source["resources"]["lab_results"]
+    a, b = start.timestamp(), end.timestamp()
+    running = sum(1 for s, _, _ in state.get("open", {}).values() if s is not None and a <= s < b)
+    return int(counts.get("lab_results", 0)), running
 
 
 def _settled_partitions(instance: dg.DagsterInstance) -> set[str]:

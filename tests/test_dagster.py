@@ -38,6 +38,7 @@ from dlt.common.pipeline import PipelineContext  # noqa: E402
 
 from lodresults._records.models import FIELDS  # noqa: E402
 from lodresults.dagster import (  # noqa: E402
+    ASSET,
     RUN_CONCURRENCY,
     TENANT_TAG,
     lab_results_definitions,
@@ -127,6 +128,20 @@ class World:
             out[tenant][d["lab_instance_id"]] = _state(d)
         return out
 
+    def still_open(self, tenant: str, week: str) -> bool:
+        """
+        Whether a lab that started in ``week`` may still change now, by the server's
+        records: running, or ended less than the settle time (3 days) ago.
+        """
+        a = _epoch(week)
+        now = self.clock()
+        for d in self.sims[tenant].present(a, a + 7 * DAY - 1).values():
+            r = structure_record(dict(d))
+            start = r.start.timestamp()
+            if a <= start < a + 7 * DAY and (r.end is None or now < r.end.timestamp() + 3 * DAY):
+                return True
+        return False
+
     def truth(self, tenant: str) -> dict[int, Any]:
         """The server's present: labs that started or ended since START, as lab states."""
         a = int(datetime(START.year, START.month, START.day, tzinfo=timezone.utc).timestamp())
@@ -198,6 +213,19 @@ def test_each_tenant_gets_exactly_its_labs(world: World) -> None:
             assert result.success
             tags = world.instance.get_run_by_id(result.run_id).tags
             assert tags[TENANT_TAG] == tenant  # what the run concurrency limit keys on
+    # A week is settled once it ended 3 days before its run and none of its labs may
+    # still change (the server's records say which): the current week is not; the first
+    # one is unless a lab of it runs on.
+    meta = {
+        r.asset_materialization.partition: r.asset_materialization.metadata
+        for r in world.instance.fetch_materializations(ASSET, limit=10).records
+    }
+    for tenant in KEYS:
+        current = meta[str(dg.MultiPartitionKey({"tenant": tenant, "week": WEEKS[1]}))]
+        assert current["open_labs"].value > 0 and current["settled"].value is False
+        first = meta[str(dg.MultiPartitionKey({"tenant": tenant, "week": WEEKS[0]}))]
+        assert first["settled"].value is not world.still_open(tenant, WEEKS[0])
+        assert (first["open_labs"].value > 0) is world.still_open(tenant, WEEKS[0])
     table = world.table()
     for tenant in KEYS:
         assert len(table[tenant]) > 200
@@ -245,10 +273,10 @@ def test_a_revoked_key_fails_only_its_tenants_runs(world: World) -> None:
 
 def test_the_schedule_requests_only_what_is_not_settled(world: World) -> None:
     """
-    At T0 the first week has settled: the nightly run asks for the current week of each
-    tenant (globex's failed run changes nothing). A week on, it asks for that week (now
-    ended) and the new one; once they ran, only the new current week is left, and the
-    table equals each server's present.
+    At T0 the nightly run asks for the current week of each tenant (globex's failed run
+    changes nothing) and for a first week whose labs run on. A week on, it asks for the
+    week that ended and the new one; once they ran, only the new current week is left
+    (and a week whose labs still run), and the table equals each server's present.
     """
     schedule = world.defs.resolve_schedule_def("lab_results_nightly")
 
@@ -265,13 +293,21 @@ def test_the_schedule_requests_only_what_is_not_settled(world: World) -> None:
             out.append((k.keys_by_dimension["tenant"], k.keys_by_dimension["week"]))
         return sorted(out)
 
-    assert requested() == [(t, WEEKS[1]) for t in KEYS]
+    def running_on(weeks: list[str]) -> list[tuple[str, str]]:
+        return [(t, w) for t in KEYS for w in weeks if world.still_open(t, w)]
+
+    assert requested() == sorted([(t, WEEKS[1]) for t in KEYS] + running_on(WEEKS[:1]))
+    unsettled_before = running_on(WEEKS[:1])
     world.clock.advance(7 * DAY)  # labs start, end and are graded meanwhile
-    unsettled = sorted((t, w) for t in KEYS for w in (WEEKS[1], "2025-06-22"))
+    unsettled = sorted(
+        {(t, w) for t in KEYS for w in (WEEKS[1], "2025-06-22")} | set(unsettled_before)
+    )
     assert requested() == unsettled
     for tenant, week in unsettled:
         assert world.materialize(tenant, week).success
-    assert requested() == [(t, "2025-06-22") for t in KEYS]
+    assert requested() == sorted(
+        [(t, "2025-06-22") for t in KEYS] + running_on(WEEKS), key=lambda p: (p[0], p[1])
+    )
     table = world.table()
     for tenant in KEYS:
         assert table[tenant] == world.truth(tenant)
