@@ -28,9 +28,10 @@ def run(sizes: Sizes) -> str:
     with ExitStack() as stack:
         servers = [
             stack.enter_context(
-                simulator(seed=seed, latency_ms=20, days=days + 10, labs_per_day=40,
-                          rate_limit=RATE)
-            )  # fmt: skip
+                simulator(
+                    seed=seed, latency_ms=20, days=days + 10, labs_per_day=40, rate_limit=RATE
+                )
+            )
             for seed in (1, 2)
         ]
         now = int(time.time())
