@@ -69,6 +69,7 @@ async def watch_store(
     """``watch`` on an open store (one tenant's view of it), its lines led by ``label``."""
     async with make_client(clock=clock) as client:
         since = await store.get_meta_number(store.meta_key(_SINCE))
+        await store.last_run()  # a damaged value refuses the file before any write
         if since is None:
             now = client.clock.time()
             ends = [b for _, b in await store.checkpoints(0, int(now))]
