@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from lodresults import Tenant
 from lodresults._destinations.sqlite_schema import table_sql
-from lodresults.cli._fleet import watch_tenants
+from lodresults.cli._fleet import backfill_tenants, watch_tenants
 from lodresults.testing import Simulator
 from tests.conftest import FIXED_SPAN
 from tests.test_cli import _env, backfill_args, run
@@ -197,3 +197,23 @@ async def test_tenants_file_errors_are_usage_errors(
     r = await run([*backfill_args(tmp_path / "x.db", A, B), "--tenants", str(bad)], env())
     assert r.code == 2 and f"{bad}: tenant 'acme': environment variable NOPE" in r.err
     assert not (tmp_path / "x.db").exists()
+
+
+async def test_an_outage_of_one_tenant_leaves_the_other_whole(
+    sims: dict[str, Simulator], tmp_path: Path
+) -> None:
+    """globex's server down (connection refused, retried): acme's range is loaded whole."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/api/v3"  # closed again below
+    tenants = {"acme": Tenant(KEYS["acme"], sims["acme"].base_url), "globex": Tenant("k", dead)}
+    options = {"rate_limit": None, "max_retries": 2, "retry_initial_wait": 0.001,
+               "retry_max_wait": 0.01}  # fmt: skip
+    outcomes = await backfill_tenants(
+        tenants, options, since=A, until=B, db=tmp_path / "o.db", stream=io.StringIO()
+    )
+    assert [(o.name, o.error is None) for o in outcomes] == [("acme", True), ("globex", False)]
+    assert "LodConnectionError" in (outcomes[1].error or "")
+    assert ids_by_tenant(tmp_path / "o.db") == {"acme": sims["acme"].ids_between(A, B)}
