@@ -27,7 +27,7 @@ import pytest
 from lodresults import LodInvalidArgument, Tenant
 from lodresults._records.wire import structure_record
 from lodresults.testing import ManualClock, Simulator
-from tests.test_dlt import repr_ident, state
+from tests.test_dlt import encodings, files_holding, repr_ident, state
 
 dg = pytest.importorskip("dagster")
 dlt = pytest.importorskip("dlt")
@@ -311,6 +311,9 @@ def test_the_schedule_requests_only_what_is_not_settled(world: World) -> None:
     table = world.table()
     for tenant in KEYS:
         assert table[tenant] == world.truth(tenant)
+    # After all these runs, no file of Dagster's or dlt's (state, traces, logs, the
+    # database) holds a key in any spelling.
+    assert files_holding(world.root, [e for k in KEYS.values() for e in encodings(k)]) == []
 
 
 def test_run_concurrency_config_is_dagsters_own(world: World) -> None:
