@@ -38,8 +38,8 @@ def backfill(options: dict[str, Any], *, since: int, until: int, settle: int, ar
             continue
         s = o.summary
         click.echo(
-            f"backfill {o.name}: {s.records:,} records, {s.updates:,} updates, "
-            f"{s.windows} windows ({s.skipped_windows} done before); {s.rows_in_db:,} rows",
+            f"backfill {o.name}: {s.records:,} labs, {s.updates:,} updates, "
+            f"{s.windows} windows ({s.skipped_windows} done); {s.rows_in_db:,} rows",
             err=True,
         )
         if not s.complete:
