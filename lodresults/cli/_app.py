@@ -74,6 +74,8 @@ def backfill(
     rate_limit: float,
     timeout: float,
     max_retries: int,
+    proxy: str | None,
+    trust_env: bool,
     tenants_file: Path | None,
 ) -> None:
     """Fetch every result in a date range into SQLite; resumable and idempotent."""
@@ -87,8 +89,9 @@ def backfill(
         _fleet_cli.backfill(options, since=start, until=end, settle=settle_s, argv=_argv())
         return
     make = client_factory(
-        api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries
-    )
+        api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries,
+        proxy, trust_env,
+    )  # fmt: skip
     resume = f"Progress is saved; run the same command again to resume:\n  {_argv()}"
 
     async def job() -> _jobs.BackfillSummary:

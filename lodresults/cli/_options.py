@@ -17,7 +17,7 @@ from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._tenant import Tenant
 from lodresults._windows.settle import parse_duration
 from lodresults.cli._dates import parse_when
-from lodresults.cli._keyfile import check_key, decode_key
+from lodresults.cli._keyfile import check_key, decode_key, read_key_file
 from lodresults.cli._tenants import TenantsFileError, load_tenants
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
 def api_key(key_file: Path | None) -> str:
     if key_file is not None:
         try:
-            return decode_key(key_file.read_bytes())
+            return decode_key(read_key_file(key_file))
         except OSError as exc:
             raise click.UsageError(f"cannot read --api-key-file: {exc.strerror}") from None
         except ValueError as exc:
@@ -74,6 +74,8 @@ def client_factory(
     rate_limit: float | None,
     timeout: float,
     max_retries: int,
+    proxy: str | None = None,
+    trust_env: bool = False,
 ) -> Callable[..., LodClient]:
     def make(**kw: Any) -> LodClient:
         return LodClient(
@@ -83,6 +85,8 @@ def client_factory(
             rate_limit=rate_limit,
             timeout=timeout,
             max_retries=max_retries,
+            proxy=proxy,
+            trust_env=trust_env,
             **kw,
         )
 
@@ -123,6 +127,14 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--max-retries", type=click.IntRange(0, 100), default=5, show_default=True,
             help="Retries of a transient failure.",
         ),
+        click.option(
+            "--proxy", envvar="LOD_PROXY", metavar="URL",
+            help="HTTP(S) proxy for every request (env LOD_PROXY).",
+        ),
+        click.option(
+            "--trust-env", is_flag=True, envvar="LOD_TRUST_ENV",
+            help="Use the proxy HTTPS_PROXY / NO_PROXY name.",
+        ),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -137,6 +149,8 @@ def make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
         options["rate_limit"],
         options["timeout"],
         options["max_retries"],
+        options["proxy"],
+        options["trust_env"],
     )
 
 
@@ -174,4 +188,6 @@ def client_options(options: dict[str, Any]) -> dict[str, Any]:
         "rate_limit": options["rate_limit"],
         "timeout": options["timeout"],
         "max_retries": options["max_retries"],
+        "proxy": options["proxy"],
+        "trust_env": options["trust_env"],
     }

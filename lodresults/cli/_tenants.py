@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from lodresults._exceptions import LodInvalidArgument
 from lodresults._tenant import Tenant, tenant_name_problem
-from lodresults.cli._keyfile import check_key, decode_key
+from lodresults.cli._keyfile import check_key, decode_key, read_key_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -126,7 +126,7 @@ def _key(table: dict[str, Any], where: str, folder: Path) -> str:
     else:
         file = folder / table["api_key_file"]
         try:
-            return decode_key(file.read_bytes())
+            return decode_key(read_key_file(file))
         except OSError as exc:
             problem = f"cannot read key file {file}: {exc.strerror}"
         except ValueError as exc:
