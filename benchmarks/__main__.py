@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import adaptation, lag, suite
+from benchmarks import adaptation, lag, suite, tenants
 from benchmarks._harness import machine
 
 SECTIONS = {
@@ -25,6 +25,7 @@ SECTIONS = {
     "adaptation": ("Rate adaptation: storms, sporadic 429s, a token bucket", adaptation.run),
     "backfill": ("Backfill into SQLite through the CLI", suite.backfill),
     "lag": ("Freshness: a lab's change to the store, webhook vs pull", lag.run),
+    "tenants": ("Tenants: one rate limiter per key", tenants.run),
 }
 
 HEADER = """# Benchmarks

@@ -191,10 +191,10 @@ def _grow(db: Path, target: int) -> None:
         while (n := _count_sqlite(db)) < target:
             top = con.execute("SELECT MAX(lab_instance_id) FROM lab_results").fetchone()[0]
             cols = [r[1] for r in con.execute("PRAGMA table_info(lab_results)")]
-            rest = ", ".join(f'"{c}"' for c in cols[1:])
+            rest = ", ".join(f'"{c}"' for c in cols if c != "lab_instance_id")
             con.execute(
-                f'INSERT INTO lab_results ("{cols[0]}", {rest}) '  # the table's own column names
-                f'SELECT "{cols[0]}" + ?, {rest} FROM lab_results LIMIT ?',
+                f"INSERT INTO lab_results (lab_instance_id, {rest}) "  # the table's own columns
+                f"SELECT lab_instance_id + ?, {rest} FROM lab_results LIMIT ?",
                 (top, target - n),
             )
             con.commit()

@@ -49,6 +49,7 @@ from lodresults._exceptions import (
 )
 from lodresults._records.models import CompletionStatus, LabResult
 from lodresults._records.wire import dump_record, unstructure_record
+from lodresults._tenant import Tenant
 from lodresults._windows.batches import WindowBatch
 from lodresults._windows.plan import MAX_WINDOW_SECONDS, Window
 
@@ -90,6 +91,7 @@ __all__ = [
     "RequestRetried",
     "SQLiteStore",
     "StoreError",
+    "Tenant",
     "Throttled",
     "UnknownField",
     "WebhookMisses",

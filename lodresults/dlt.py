@@ -16,8 +16,9 @@ dlt; ``import lodresults`` does not.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 import attrs
@@ -36,7 +37,10 @@ from lodresults._request.key import ApiKey
 from lodresults._windows.plan import TimeLike, to_epoch, validate_range
 from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds
 
-__all__ = ["FETCHED_AT", "lab_results"]
+__all__ = ["FETCHED_AT", "TENANT", "for_tenant", "lab_results"]
+
+#: The column that names the tenant (the API key) of each row, when ``for_tenant`` adds it.
+TENANT: Final = "tenant"
 
 #: The dlt column type of each kind of field (the same types as the Arrow columns).
 _DLT_TYPES: Final[dict[Kind, dict[str, Any]]] = {
@@ -110,6 +114,11 @@ async def lab_results(
             run again (cron) fetches only the unsettled tail and the new time.
         client_options: Passed to ``LodClient`` (``max_concurrency``, ``rate_limit``, ...).
 
+    When an orchestrator sets an interval (``dlt.current.interval()``: Airflow's
+    ``data_interval_start``/``end``, or ``DLT_INTERVAL_START``/``END``), the resource
+    loads that interval (cut to ``[since, until]``) whole, settled or not: a task run
+    again for its interval fetches it again, and the merge keeps one row per lab.
+
     Each run is one run of the engine (``lodresults.backfill``) on the resource's dlt
     state (``settled`` stretches, the labs that may still change, the last run): the
     first loads its windows; a later one reads the change feed (one ``LatestResults``),
@@ -126,8 +135,27 @@ async def lab_results(
         # No frame of a traceback that passes through here shows the key.
         del api_key
     plan = _plan(since, until, key, base_url, settle, client_options)
-    async for table in _extract(plan, dlt.current.resource_state()):
+    interval = dlt.current.interval()
+    if interval is not None:
+        cut = _within(plan, interval.start, interval.end)
+        if cut is None:
+            return
+        plan = cut
+    state = dlt.current.resource_state()
+    async for table in _extract(plan, state, refresh=interval is not None):
         yield table
+
+
+def _within(plan: _Plan, start: datetime, end: datetime) -> _Plan | None:
+    """
+    ``plan`` cut to an orchestrator's interval ``[start, end)`` (Airflow's data interval,
+    ``DLT_INTERVAL_START``/``END``, a Dagster partition); None if they do not meet.
+    """
+    since = max(plan.since, math.ceil(start.timestamp()))
+    until = math.ceil(end.timestamp()) - 1  # the end belongs to the next interval
+    if plan.until is not None:
+        until = min(until, plan.until)
+    return None if until < since else attrs.evolve(plan, since=since, until=until)
 
 
 def _plan(
@@ -145,7 +173,7 @@ def _plan(
     return _Plan(s, u, key, base_url or DEFAULT_BASE_URL, settle_seconds(settle), client_options)
 
 
-async def _extract(plan: _Plan, state: dict[str, Any]) -> AsyncIterator[pa.Table]:
+async def _extract(plan: _Plan, state: dict[str, Any], *, refresh: bool) -> AsyncIterator[pa.Table]:
     destination = DltState(state, plan.settle)
     async with LodClient(
         plan.key.reveal(), base_url=plan.base_url, **plan.client_options
@@ -155,7 +183,7 @@ async def _extract(plan: _Plan, state: dict[str, Any]) -> AsyncIterator[pa.Table
             raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {now})")
         until = plan.until if plan.until is not None else MAX_EPOCH
         run = asyncio.ensure_future(
-            backfill(client, destination, plan.since, until, settle=plan.settle)
+            backfill(client, destination, plan.since, until, settle=plan.settle, refresh=refresh)
         )
         try:
             while True:
@@ -172,3 +200,25 @@ async def _extract(plan: _Plan, state: dict[str, Any]) -> AsyncIterator[pa.Table
         finally:
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
+
+
+def for_tenant(resource: Any, name: str) -> Any:
+    """
+    ``resource`` (a ``lab_results(...)`` resource) with a ``tenant`` column holding
+    ``name`` and the primary key ``(tenant, lab_instance_id)``: several keys' labs in one
+    table, each key's loaded by its own pipeline (one pipeline name per tenant), and one
+    lab id in two tenants two rows.
+    """
+    if not isinstance(name, str) or not name:
+        raise LodInvalidArgument("a tenant name must be a non-empty string")
+
+    def add(table: pa.Table) -> pa.Table:
+        column = pa.array([name] * table.num_rows, pa.string())
+        return table.append_column(pa.field(TENANT, pa.string(), nullable=False), column)
+
+    resource.add_map(add)
+    resource.apply_hints(
+        primary_key=(TENANT, "lab_instance_id"),
+        columns={TENANT: {"name": TENANT, "data_type": "text", "nullable": False}},
+    )
+    return resource

@@ -199,7 +199,8 @@ async def test_a_clock_ten_days_ahead_loses_nothing(
             c.execute("DELETE FROM meta WHERE key = 'engine.last_run'")
             stamp = T0 + 22 * DAY
             c.execute(
-                "INSERT INTO backfill_windows VALUES (?, ?, 0, ?)",
+                'INSERT INTO backfill_windows ("start", "end", records, completed_at) '
+                "VALUES (?, ?, 0, ?)",
                 (since, stamp - DEFAULT_SETTLE, stamp),
             )
             c.execute("UPDATE lab_results SET fetched_at = ?", (stamp,))

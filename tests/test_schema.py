@@ -42,7 +42,7 @@ async def test_every_layer_covers_exactly_the_fields(tmp_path: Path) -> None:
     await store.close()
     with closing(sqlite3.connect(tmp_path / "s.db")) as c:
         cols = [r[1] for r in c.execute("PRAGMA table_info(lab_results)")]
-    assert cols == [*NAMES, "fetched_at"]
+    assert cols == ["tenant", *NAMES, "fetched_at"]
     arrow = pytest.importorskip("lodresults._destinations.arrow")
     assert arrow.ARROW_SCHEMA.names == [*NAMES, arrow.UNFIT_DECIMALS]
 

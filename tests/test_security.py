@@ -520,6 +520,23 @@ async def test_webhook_refusals_never_echo_what_was_sent(
     assert secret not in text and secret[:-1] not in text and KEY not in text
 
 
+def test_tenant_and_dagster_definitions_hide_the_key() -> None:
+    """A Tenant's repr, its pickling error, and a Dagster definitions error show no key."""
+    from lodresults import Tenant
+
+    t = Tenant(KEY, "http://127.0.0.1:1/api/v3")
+    assert KEY not in repr(t) + str(t) + repr(vars(t) if hasattr(t, "__dict__") else ())
+    with pytest.raises(TypeError) as info:
+        pickle.dumps(t)
+    assert KEY not in _everything_about(info.value)
+    dagster = pytest.importorskip("lodresults.dagster")
+    with pytest.raises(LodInvalidArgument, match="share one api_key") as err:
+        dagster.lab_results_definitions(
+            {"a": t, "b": Tenant(KEY)}, start="2024-01-01", destination="duckdb"
+        )
+    assert KEY not in _everything_about(err.value)
+
+
 async def test_the_engines_failures_never_show_the_key(tmp_path: Path) -> None:
     """
     A 401 in the change feed and in the refresh (one Result per lab, the siblings

@@ -226,7 +226,7 @@ async def test_a_version_1_database_is_migrated_when_opened_for_writing(tmp_path
     make_v1(db)
     store = await SQLiteStore.open(db)
     try:
-        assert await store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+        assert await store.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
         assert await store.checkpoints(0, 100) == [(0, 10)]
     finally:
         await store.close()
@@ -234,6 +234,7 @@ async def test_a_version_1_database_is_migrated_when_opened_for_writing(tmp_path
         ("exam_score", "latitude", "longitude"), "TEXT"
     )
     assert _types(db) == {
+        "tenant": "TEXT",
         **{f.name: column_sql(f).split()[1] for f in FIELDS},
         "fetched_at": "INTEGER",
     }
@@ -262,7 +263,7 @@ async def test_a_version_1_database_is_read_as_it_is_for_export(tmp_path: Path) 
 @pytest.mark.parametrize("readonly", [True, False])
 @pytest.mark.parametrize(
     ("version", "needle"),
-    [("3", "newer than this lodresults"), ("two", "not a version number"), ("0", "not a version")],
+    [("4", "newer than this lodresults"), ("two", "not a version number"), ("0", "not a version")],
 )
 async def test_an_unknown_schema_version_is_refused(
     tmp_path: Path, readonly: bool, version: str, needle: str
@@ -289,7 +290,10 @@ async def test_corrupt_meta_and_checkpoint_values_are_store_errors(tmp_path: Pat
     with closing(sqlite3.connect(db)) as c:
         c.execute("INSERT INTO meta VALUES ('watch.last_success', 'yesterday')")
         c.execute("INSERT INTO meta VALUES ('other', 'nan')")
-        c.execute("INSERT INTO backfill_windows VALUES (0, 'b', 0, 0)")
+        c.execute(
+            'INSERT INTO backfill_windows ("start", "end", records, completed_at) '
+            "VALUES (0, 'b', 0, 0)"
+        )
         c.execute("UPDATE lab_results SET \"start\" = 'soon'")
         c.commit()
     store = await SQLiteStore.open(db)

@@ -37,6 +37,7 @@ from typing import Any, Final, TypeVar
 from lodresults._destinations.base import Applied, OpenLab
 from lodresults._destinations.sqlite_open import connect, connect_readonly, describe
 from lodresults._destinations.sqlite_schema import (
+    DEFAULT_TENANT,
     UPSERT,
     columns_in,
     compare,
@@ -69,17 +70,31 @@ class SQLiteStore:
     and ``close()`` it (idempotent), or use ``async with SQLiteStore.open(path) as store:``
     (``async with await SQLiteStore.open(path)`` works too).
 
-    Every operation runs in its own transaction on the database thread; any exception in
-    one (including ``KeyboardInterrupt`` and ``CancelledError``) rolls it back, so the
-    connection stays usable.
+    The database holds the rows and checkpoints of one or more tenants (one API key
+    each); a store reads and writes one of them, ``tenant`` (``"default"`` unless opened
+    through ``for_tenant``). Every operation runs in its own transaction on the database
+    thread; any exception in one (including ``KeyboardInterrupt`` and ``CancelledError``)
+    rolls it back, so the connection stays usable.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, pool: concurrent.futures.Executor):
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        pool: concurrent.futures.Executor,
+        *,
+        tenant: str = DEFAULT_TENANT,
+    ):
         self.path = path
+        self.tenant = tenant
         self._conn = conn
         self._pool = pool
+        self._owner = True
         # Read on the database thread at open (``_opened``): the file's own columns.
         self._select = ""
+        # What names a row's tenant: the column, or (a read-only file older than tenants)
+        # the default tenant's name, which every row of such a file belongs to.
+        self._tenant_of = "tenant"
         # Set by the database thread to the running job's cancel flag (see ``_run``).
         self._job_cancelled: threading.Event | None = None
         self._closed = False
@@ -115,11 +130,40 @@ class SQLiteStore:
             raise
         store = cls(p, conn, pool)
         try:
-            store._select = await store._run(lambda: select_all(columns_in(conn)))
+            have = await store._run(columns_in, conn)
+            store._select = select_all(have)
+            store._tenant_of = "tenant" if "tenant" in have else f"'{DEFAULT_TENANT}'"
         except BaseException:
             await store.close()
             raise
         return store
+
+    def for_tenant(self, tenant: str) -> SQLiteStore:
+        """
+        The same database (connection and thread) seen as ``tenant``'s: its rows, its
+        checkpoints, its last run. Closing the view leaves the database open.
+        """
+        view = SQLiteStore(self.path, self._conn, self._pool, tenant=tenant)
+        view._owner = False
+        view._select = self._select
+        view._tenant_of = self._tenant_of
+        return view
+
+    def meta_key(self, key: str) -> str:
+        """``key`` for this tenant (the default tenant's keys are those of old files)."""
+        return key if self.tenant == DEFAULT_TENANT else f"{key}@{self.tenant}"
+
+    async def tenants(self) -> list[str]:
+        """The tenants that have rows or checkpoints, sorted."""
+        return await self._run(self._tenants)
+
+    def _tenants(self) -> list[str]:
+        t = self._tenant_of
+        rows = self._conn.execute(
+            f"SELECT DISTINCT {t} FROM lab_results UNION SELECT DISTINCT {t} "  # noqa: S608
+            "FROM backfill_windows ORDER BY 1"
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -186,23 +230,26 @@ class SQLiteStore:
         it = iter(rows)
         while chunk := list(itertools.islice(it, _COMPARE_ROWS)):
             applied += compare(self._stored_rows(chunk), chunk)
-            c.executemany(UPSERT, chunk)
+            c.executemany(UPSERT, [(*row, self.tenant) for row in chunk])
         if checkpoint is not None:
             c.execute(
-                'INSERT OR REPLACE INTO backfill_windows ("start", "end", records, completed_at) '
-                "VALUES (?, ?, ?, ?)",
-                (*checkpoint, applied.total, stamp),
+                "INSERT OR REPLACE INTO backfill_windows "
+                '(tenant, "start", "end", records, completed_at) VALUES (?, ?, ?, ?, ?)',
+                (self.tenant, *checkpoint, applied.total, stamp),
             )
         c.execute("COMMIT")
         return applied
 
     def _stored_rows(self, rows: list[tuple[Any, ...]]) -> dict[Any, tuple[Any, ...]]:
         ids = list({r[0] for r in rows})
-        found = self._conn.execute(select_by_id(len(ids)), ids).fetchall()
+        found = self._conn.execute(select_by_id(len(ids)), [self.tenant, *ids]).fetchall()
         return {r[0]: tuple(r) for r in found}
 
     async def reset(self) -> None:
-        """Delete every row, checkpoint and piece of state but the schema version."""
+        """
+        Delete every row, checkpoint and piece of state but the schema version, of every
+        tenant.
+        """
         await self._run(self._reset)
 
     def _reset(self) -> None:
@@ -264,20 +311,21 @@ class SQLiteStore:
 
     def _checkpoints(self, start: int, end: int) -> list[tuple[int, int]]:
         rows = self._conn.execute(
-            'SELECT "start", "end" FROM backfill_windows WHERE "end" >= ? AND "start" <= ? '
-            'ORDER BY "start"',
-            (start, end),
+            f'SELECT "start", "end" FROM backfill_windows WHERE {self._tenant_of} = ? '  # noqa: S608
+            'AND "end" >= ? AND "start" <= ? ORDER BY "start"',
+            (self.tenant, start, end),
         ).fetchall()
         return [
             (self._int("backfill_windows", a), self._int("backfill_windows", b)) for a, b in rows
         ]
 
     async def count(self) -> int:
-        """Rows in ``lab_results``."""
+        """This tenant's rows in ``lab_results``."""
         return await self._run(self._count)
 
     def _count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM lab_results").fetchone()[0])
+        sql = f"SELECT COUNT(*) FROM lab_results WHERE {self._tenant_of} = ?"  # noqa: S608
+        return int(self._conn.execute(sql, (self.tenant,)).fetchone()[0])
 
     async def open_labs(self, start: int, end: int, *, settle: int) -> list[OpenLab]:
         """
@@ -289,10 +337,11 @@ class SQLiteStore:
 
     def _open_labs(self, start: int, end: int, settle: int) -> list[OpenLab]:
         rows = self._conn.execute(
-            'SELECT lab_instance_id, "start", "end" FROM lab_results WHERE "start" BETWEEN ? AND ? '
+            f'SELECT lab_instance_id, "start", "end" FROM lab_results WHERE {self._tenant_of} = ? '  # noqa: S608
+            'AND "start" BETWEEN ? AND ? '
             'AND ("end" IS NULL OR ("end" > ? AND fetched_at < "end" + ?)) '
             "ORDER BY lab_instance_id",
-            (start, end, end, settle),
+            (self.tenant, start, end, end, settle),
         ).fetchall()
         where = "lab_results"
         return [
@@ -311,17 +360,20 @@ class SQLiteStore:
         for i in range(0, len(ids), _COMPARE_ROWS):
             chunk = ids[i : i + _COMPARE_ROWS]
             marks = ", ".join("?" for _ in chunk)
-            sql = f"SELECT lab_instance_id FROM lab_results WHERE lab_instance_id IN ({marks})"  # noqa: S608
-            found.update(int(r[0]) for r in self._conn.execute(sql, chunk))
+            sql = (
+                f"SELECT lab_instance_id FROM lab_results WHERE {self._tenant_of} = ? "  # noqa: S608
+                f"AND lab_instance_id IN ({marks})"
+            )
+            found.update(int(r[0]) for r in self._conn.execute(sql, [self.tenant, *chunk]))
         return found
 
     async def last_run(self) -> float | None:
         """When the last successful run of the engine began (``set_last_run``), or None."""
-        return await self.get_meta_number(_LAST_RUN)
+        return await self.get_meta_number(self.meta_key(_LAST_RUN))
 
     async def set_last_run(self, at: float) -> None:
         """Record that every change up to ``at`` (epoch seconds, server clock) is applied."""
-        await self.set_meta(_LAST_RUN, repr(float(at)))
+        await self.set_meta(self.meta_key(_LAST_RUN), repr(float(at)))
 
     async def distrust_after(self, now: float) -> int:
         """
@@ -335,12 +387,16 @@ class SQLiteStore:
     def _distrust_after(self, now: int) -> int:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
-        n = c.execute("DELETE FROM backfill_windows WHERE completed_at > ?", (now,)).rowcount
-        n += c.execute(
-            "UPDATE lab_results SET fetched_at = 0 WHERE fetched_at > ?", (now,)
+        me = self.tenant
+        n = c.execute(
+            "DELETE FROM backfill_windows WHERE tenant = ? AND completed_at > ?", (me, now)
         ).rowcount
         n += c.execute(
-            "DELETE FROM meta WHERE key = ? AND CAST(value AS REAL) > ?", (_LAST_RUN, now)
+            "UPDATE lab_results SET fetched_at = 0 WHERE tenant = ? AND fetched_at > ?", (me, now)
+        ).rowcount
+        n += c.execute(
+            "DELETE FROM meta WHERE key = ? AND CAST(value AS REAL) > ?",
+            (self.meta_key(_LAST_RUN), now),
         ).rowcount
         c.execute("COMMIT")
         return n
@@ -351,7 +407,9 @@ class SQLiteStore:
 
     def _status_counts(self) -> dict[int, int]:
         rows = self._conn.execute(
-            "SELECT completion_status, COUNT(*) FROM lab_results GROUP BY 1 ORDER BY 1"
+            "SELECT completion_status, COUNT(*) FROM lab_results "  # noqa: S608
+            f"WHERE {self._tenant_of} = ? GROUP BY 1 ORDER BY 1",
+            (self.tenant,),
         ).fetchall()
         return {self._int("lab_results.completion_status", a): int(b) for a, b in rows}
 
@@ -362,7 +420,7 @@ class SQLiteStore:
         If the caller of ``run_sync`` is cancelled, raises ``CancelledError`` (on the
         database thread) before the next batch, so a long export stops within one batch.
         """
-        cur = self._conn.execute(self._select)
+        cur = self._conn.execute(self._select, (self.tenant,))
         try:
             while rows := cur.fetchmany(batch):
                 yield from self._records(rows)
@@ -381,7 +439,7 @@ class SQLiteStore:
         Each chunk (read and ``fn``) is one job, so a cancelled caller stops within one
         chunk rather than at the end of the table.
         """
-        cur = await self._run(self._conn.execute, self._select)
+        cur = await self._run(self._conn.execute, self._select, (self.tenant,))
         try:
             n = 0
             while count := await self._run(self._chunk_to, cur, size, fn):
@@ -421,8 +479,9 @@ class SQLiteStore:
         return await self._run(fn, self)
 
     async def close(self) -> None:
-        """Wait for pending writes, then close the connection. Idempotent."""
-        if self._closed:
+        """Wait for pending writes, then close the connection. Idempotent; a view
+        (``for_tenant``) closes nothing."""
+        if self._closed or not self._owner:
             return
         self._closed = True
         loop = asyncio.get_running_loop()

@@ -29,6 +29,7 @@ from lodresults._records.values import UTC, decimal_of, decimal_text
 
 __all__ = [
     "COLUMNS",
+    "DEFAULT_TENANT",
     "SCHEMA",
     "SCHEMA_VERSION",
     "UPSERT",
@@ -50,8 +51,12 @@ T = TypeVar("T")
 
 #: The version of the schema this lodresults writes (``meta.schema_version``).
 #: 1: decimals in NUMERIC columns. 2: decimals as TEXT (their exact spelling).
-SCHEMA_VERSION: Final = 2
+#: 3: a ``tenant`` column; rows keyed by (tenant, lab_instance_id), checkpoints per tenant.
+SCHEMA_VERSION: Final = 3
 COLUMNS: Final = tuple(f.name for f in FIELDS)
+
+#: The tenant of a single-key database's rows (and of every row written before version 3).
+DEFAULT_TENANT: Final = "default"
 
 #: The SQL type of each kind of field.
 _SQL_TYPES: Final[dict[Kind, str]] = {
@@ -85,11 +90,11 @@ def _quote(name: str) -> str:
     return f'"{name}"'
 
 
-def column_sql(f: FieldSpec) -> str:
+def column_sql(f: FieldSpec, *, inline_key: bool = True) -> str:
     """The column definition of one field (``"name" TYPE [NOT NULL] [CHECK ...]``)."""
     sql = f"{_quote(f.name)} {_SQL_TYPES[f.kind]}"
     if f.key:
-        return f"{sql} PRIMARY KEY"
+        return f"{sql} PRIMARY KEY" if inline_key else f"{sql} NOT NULL"
     if not f.nullable:
         sql += " NOT NULL"
     if f.kind == "bool":
@@ -103,21 +108,38 @@ def table_sql(name: str, fields: Sequence[FieldSpec] = FIELDS) -> str:
     return f"CREATE TABLE IF NOT EXISTS {name} (\n    {cols},\n    fetched_at INTEGER NOT NULL\n)"
 
 
-SCHEMA: Final = f"""
-{table_sql("lab_results")};
-CREATE INDEX IF NOT EXISTS ix_lab_results_start ON lab_results ("start");
-CREATE INDEX IF NOT EXISTS ix_lab_results_user_id ON lab_results (user_id);
-CREATE TABLE IF NOT EXISTS backfill_windows (
+_KEY: Final = next(f.name for f in FIELDS if f.key)
+
+
+def results_sql(name: str) -> str:
+    """``CREATE TABLE`` for ``lab_results``: a tenant column, keyed by (tenant, id)."""
+    cols = ",\n    ".join(column_sql(f, inline_key=False) for f in FIELDS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} (\n"
+        f"    tenant TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}',\n    {cols},\n"
+        f"    fetched_at INTEGER NOT NULL,\n    PRIMARY KEY (tenant, {_quote(_KEY)})\n)"
+    )
+
+
+def windows_sql(name: str) -> str:
+    """``CREATE TABLE`` for ``backfill_windows``: the settled stretches of each tenant."""
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
+    tenant TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}',
     "start" INTEGER NOT NULL,
     "end" INTEGER NOT NULL,
     records INTEGER NOT NULL,
     completed_at INTEGER NOT NULL,
-    PRIMARY KEY ("start", "end")
-);
+    PRIMARY KEY (tenant, "start", "end")
+)"""
+
+
+SCHEMA: Final = f"""
+{results_sql("lab_results")};
+CREATE INDEX IF NOT EXISTS ix_lab_results_start ON lab_results (tenant, "start");
+CREATE INDEX IF NOT EXISTS ix_lab_results_user_id ON lab_results (user_id);
+{windows_sql("backfill_windows")};
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-_KEY: Final = next(f.name for f in FIELDS if f.key)
 _COLS: Final = ", ".join(_quote(c) for c in COLUMNS)
 
 # Newest fetch wins, whoever writes: a copy replaces the row only if it was fetched at or
@@ -125,9 +147,9 @@ _COLS: Final = ", ".join(_quote(c) for c in COLUMNS)
 # (a cron backfill and a watch) thus never put an older state over a newer one.
 # The SQL below is built from the fixed column names above, never from input.
 UPSERT: Final = f"""
-INSERT INTO lab_results ({_COLS}, fetched_at)
-VALUES ({", ".join("?" for _ in COLUMNS)}, ?)
-ON CONFLICT ({_quote(_KEY)}) DO UPDATE SET
+INSERT INTO lab_results ({_COLS}, fetched_at, tenant)
+VALUES ({", ".join("?" for _ in COLUMNS)}, ?, ?)
+ON CONFLICT (tenant, {_quote(_KEY)}) DO UPDATE SET
     {", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in COLUMNS if c != _KEY)},
     fetched_at = excluded.fetched_at
 WHERE excluded.fetched_at >= lab_results.fetched_at
@@ -135,9 +157,15 @@ WHERE excluded.fetched_at >= lab_results.fetched_at
 
 
 def select_by_id(n: int) -> str:
-    """The stored rows (``COLUMNS`` then ``fetched_at``) of ``n`` ids given as parameters."""
+    """
+    The stored rows (``COLUMNS`` then ``fetched_at``) of one tenant (the first parameter)
+    and ``n`` ids (the next parameters).
+    """
     marks = ", ".join("?" for _ in range(n))
-    return f"SELECT {_COLS}, fetched_at FROM lab_results WHERE {_quote(_KEY)} IN ({marks})"  # noqa: S608
+    return (
+        f"SELECT {_COLS}, fetched_at FROM lab_results "  # noqa: S608 (fixed names)
+        f"WHERE tenant = ? AND {_quote(_KEY)} IN ({marks})"
+    )
 
 
 def compare(stored: dict[Any, tuple[Any, ...]], rows: Sequence[tuple[Any, ...]]) -> Applied:
@@ -185,9 +213,16 @@ def add_new_columns(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def select_all(have: set[str]) -> str:
-    """Every row in start order; a column the file lacks (an older file) reads as null."""
+    """
+    Every row of one tenant (the one parameter) in start order; a column the file lacks
+    (an older file) reads as null, and a file without tenants holds only the default one.
+    """
     cols = ", ".join(_quote(c) if c in have else f"NULL AS {_quote(c)}" for c in COLUMNS)
-    return f'SELECT {cols} FROM lab_results ORDER BY "start", {_quote(_KEY)}'  # noqa: S608
+    tenant = "tenant" if "tenant" in have else f"'{DEFAULT_TENANT}'"
+    return (
+        f"SELECT {cols} FROM lab_results WHERE {tenant} = ? "  # noqa: S608 (fixed names)
+        f'ORDER BY "start", {_quote(_KEY)}'
+    )
 
 
 def row_writer(fields: Sequence[FieldSpec]) -> Callable[[Any, int], tuple[Any, ...]]:
@@ -264,20 +299,32 @@ def _decimal_text(v: str | float | int | None) -> str | None:
 
 def migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring a lodresults database from ``version`` to SCHEMA_VERSION (inside a transaction)."""
-    if version == 1:
-        # Decimal columns NUMERIC -> TEXT. SQLite cannot change a column's type: copy the
-        # table. A NUMERIC column had already respelled 48.0 as 48; those values stay so.
-        conn.create_function("lod_decimal_text", 1, _decimal_text, deterministic=True)
-        conn.execute(table_sql("lab_results_v2"))
-        values = ", ".join(
-            f"lod_decimal_text({_quote(f.name)})" if f.kind == "decimal" else _quote(f.name)
-            for f in FIELDS
-        )
-        conn.execute(
-            f"INSERT INTO lab_results_v2 ({_COLS}, fetched_at) "  # noqa: S608 (fixed names)
-            f"SELECT {values}, fetched_at FROM lab_results"
-        )
-        conn.execute("DROP TABLE lab_results")
-        conn.execute("ALTER TABLE lab_results_v2 RENAME TO lab_results")
-        version = 2
-    assert version == SCHEMA_VERSION, version
+    # SQLite cannot change a column's type or a table's key: copy each table.
+    # 1 -> 2: decimal columns NUMERIC -> TEXT (a NUMERIC column had already respelled 48.0
+    # as 48; those values stay so). 2 -> 3: the rows and checkpoints become the default
+    # tenant's.
+    conn.create_function("lod_decimal_text", 1, _decimal_text, deterministic=True)
+    have = columns_in(conn)
+
+    def value(f: FieldSpec) -> str:
+        if f.name not in have:
+            return "NULL"  # a field added since (add_new_columns' rule holds)
+        if f.kind == "decimal" and version == 1:
+            return f"lod_decimal_text({_quote(f.name)})"
+        return _quote(f.name)
+
+    values = ", ".join(value(f) for f in FIELDS)
+    conn.execute(results_sql("lab_results_new"))
+    conn.execute(
+        f"INSERT INTO lab_results_new ({_COLS}, fetched_at) "  # noqa: S608 (fixed names)
+        f"SELECT {values}, fetched_at FROM lab_results"
+    )
+    conn.execute("DROP TABLE lab_results")
+    conn.execute("ALTER TABLE lab_results_new RENAME TO lab_results")
+    conn.execute(windows_sql("backfill_windows_new"))
+    conn.execute(
+        'INSERT INTO backfill_windows_new ("start", "end", records, completed_at) '
+        'SELECT "start", "end", records, completed_at FROM backfill_windows'
+    )
+    conn.execute("DROP TABLE backfill_windows")
+    conn.execute("ALTER TABLE backfill_windows_new RENAME TO backfill_windows")

@@ -20,13 +20,14 @@ from lodresults._records.wire import record_doc, results_envelope
 from lodresults._webhooks.inbox import parse_networks
 from lodresults._windows.plan import iso
 from lodresults._windows.settle import DEFAULT_SETTLE
-from lodresults.cli import _export, _jobs, _watch, _webhooks
+from lodresults.cli import _export, _fleet_cli, _jobs, _watch, _webhooks
 from lodresults.cli._options import (
     api_key,
     client_factory,
     connection_options,
     duration,
     make_from_options,
+    tenants_option,
     when,
 )
 from lodresults.cli._progress import Progress
@@ -61,6 +62,7 @@ def cli(debug: bool) -> None:
     "stored but fetched again by the next run.",
 )  # fmt: skip
 @connection_options
+@tenants_option
 def backfill(
     since: str,
     until: str,
@@ -75,6 +77,7 @@ def backfill(
     max_retries: int,
     proxy: str | None,
     trust_env: bool,
+    tenants_file: Path | None,
 ) -> None:
     """Fetch every result in a date range into SQLite; resumable and idempotent."""
     start = when("--since", since)
@@ -82,6 +85,10 @@ def backfill(
     if end < start:
         raise click.BadParameter("--until is before --since", param_hint="--until")
     settle_s = duration("--settle", settle)
+    if tenants_file is not None:
+        options = dict(click.get_current_context().params)
+        _fleet_cli.backfill(options, since=start, until=end, settle=settle_s, argv=_argv())
+        return
     make = client_factory(
         api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries,
         proxy, trust_env,
@@ -249,7 +256,11 @@ def latest(minutes: int, **options: Any) -> None:
     "--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl"
 )  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
+@click.option(
+    "--tenant", default=None, metavar="NAME",
+    help="Only this tenant's rows (needed when the database holds several).",
+)  # fmt: skip
+def export_cmd(db: Path, fmt: str, out: Path | None, tenant: str | None) -> None:
     """
     Write the table as JSON lines (the API's shape), CSV or Parquet (needs --out).
 
@@ -262,20 +273,20 @@ def export_cmd(db: Path, fmt: str, out: Path | None) -> None:
     if out is not None and out.exists() and out.samefile(db):
         raise click.BadParameter("is the database itself", param_hint="--out")
     if fmt == "parquet":
-        _export_parquet(db, out)
+        _export_parquet(db, out, tenant)
         return
 
     async def job() -> int:
         if out is None:
-            return await _export.export(db, fmt, sys.stdout)
+            return await _export.export(db, fmt, sys.stdout, tenant)
         with _export.atomic_output(out) as f:
-            return await _export.export(db, fmt, f)
+            return await _export.export(db, fmt, f, tenant)
 
     n = run(job)
     click.echo(f"export: {n:,} records", err=True)
 
 
-def _export_parquet(db: Path, out: Path | None) -> None:
+def _export_parquet(db: Path, out: Path | None, tenant: str | None) -> None:
     if out is None:
         raise click.UsageError("--format parquet writes a file: pass --out FILE")
     try:
@@ -285,7 +296,7 @@ def _export_parquet(db: Path, out: Path | None) -> None:
             f"--format parquet needs pyarrow ({exc}); install it with "
             "pip install 'lodresults[parquet]'"
         ) from None
-    n = run(lambda: export_parquet(db, out))
+    n = run(lambda: export_parquet(db, out, tenant))
     click.echo(f"export: {n:,} records", err=True)
 
 
@@ -304,10 +315,14 @@ def _export_parquet(db: Path, out: Path | None) -> None:
     help="How often to fetch the unsettled tail with windowed Results.",
 )  # fmt: skip
 @connection_options
+@tenants_option
 def watch(db: Path, interval: float, settle: str, reconcile: str, **options: Any) -> None:
     """Keep the table equal to the server (recent changes, and the unsettled tail)."""
     settle_s = duration("--settle", settle)
     reconcile_s = duration("--reconcile", reconcile)
+    if options["tenants_file"] is not None:
+        _fleet_cli.watch(options, db=db, interval=interval, settle=settle_s, reconcile=reconcile_s)
+        return
     make = make_from_options(options)
     run(
         lambda: _watch.watch(

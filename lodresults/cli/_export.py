@@ -17,25 +17,47 @@ from typing import IO, Any, Final
 from lodresults._destinations.output import create_beside, resolve_output
 from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._destinations.sqlite_schema import COLUMNS
+from lodresults._exceptions import StoreError
 from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import Kind
 from lodresults._records.values import decimal_text
 from lodresults._records.wire import dump_record
 from lodresults._windows.plan import iso_datetime
 
-__all__ = ["CSV_SPELLING", "atomic_output", "csv_row", "export"]
+__all__ = ["CSV_SPELLING", "atomic_output", "csv_row", "export", "tenant_view"]
 
 
-async def export(db: Path, fmt: str, out: IO[str]) -> int:
+async def tenant_view(store: SQLiteStore, tenant: str | None) -> SQLiteStore:
     """
-    Write every row of ``db`` as JSON lines (the API's shape) or CSV; returns the count.
+    ``store`` as ``tenant``'s rows; with None, as its one tenant's. StoreError naming the
+    tenants if the database holds several (a lab id may be in two of them) or not this one.
+    """
+    names = await store.tenants()
+    held = ", ".join(names) or "none"
+    if tenant is None:
+        if len(names) > 1:
+            raise StoreError(
+                f"database {store.path} holds the results of {len(names)} tenants ({held}); "
+                "export one at a time with --tenant NAME"
+            )
+        return store.for_tenant(names[0]) if names else store
+    if tenant not in names:
+        raise StoreError(f"database {store.path} holds no tenant {tenant!r} (it holds: {held})")
+    return store.for_tenant(tenant)
+
+
+async def export(db: Path, fmt: str, out: IO[str], tenant: str | None = None) -> int:
+    """
+    Write every row of ``db`` (of ``tenant``, see ``tenant_view``) as JSON lines (the
+    API's shape) or CSV; returns the count.
 
     The database is opened read-only. Rows are read and written a chunk at a time, so a
     cancellation (Ctrl-C) stops the export within one chunk.
     """
     store = await SQLiteStore.open(db, readonly=True)
     try:
-        n = await store.for_each_chunk(_EXPORT_WRITERS[fmt](out))
+        view = await tenant_view(store, tenant)
+        n = await view.for_each_chunk(_EXPORT_WRITERS[fmt](out))
         await store.run_sync(lambda _: out.flush())
         return n
     finally:

@@ -17,7 +17,7 @@ import attrs
 
 from lodresults._client import LodClient
 from lodresults._destinations.sqlite import SQLiteStore
-from lodresults._engine.backfill import backfill
+from lodresults._engine.backfill import BackfillResult, backfill
 from lodresults._exceptions import (
     StoreError,
 )
@@ -33,6 +33,7 @@ __all__ = [
     "run_backfill",
     "run_demo",
     "serve_simulator",
+    "summarize",
 ]
 
 logger = logging.getLogger("lodresults.cli")
@@ -78,21 +79,26 @@ async def run_backfill(
         started = time.monotonic()
         async with make_client(on_event=progress.on_event) as client:
             result = await backfill(client, store, since, until, settle=settle, refresh=refresh)
-        return BackfillSummary(
-            windows=result.windows,
-            records=result.records,
-            rows_in_db=await store.count(),
-            seconds=time.monotonic() - started,
-            skipped_windows=result.skipped,
-            status_counts=await store.status_counts(),
-            updates=result.updates,
-            settled_until=result.settled_until,
-            complete=result.complete,
-            requests=result.requests,
-            phases=phase_lines(result),
-        )
+        return await summarize(result, store, started)
     finally:
         await store.close()
+
+
+async def summarize(result: BackfillResult, store: SQLiteStore, started: float) -> BackfillSummary:
+    """The summary of ``result``, a run into ``store`` begun at ``started`` (monotonic)."""
+    return BackfillSummary(
+        windows=result.windows,
+        records=result.records,
+        rows_in_db=await store.count(),
+        seconds=time.monotonic() - started,
+        skipped_windows=result.skipped,
+        status_counts=await store.status_counts(),
+        updates=result.updates,
+        settled_until=result.settled_until,
+        complete=result.complete,
+        requests=result.requests,
+        phases=phase_lines(result),
+    )
 
 
 def format_status_counts(counts: dict[int, int]) -> str:

@@ -14,16 +14,21 @@ from typing import Any
 import click
 
 from lodresults._client import DEFAULT_BASE_URL, LodClient
+from lodresults._tenant import Tenant
 from lodresults._windows.settle import parse_duration
 from lodresults.cli._dates import parse_when
 from lodresults.cli._keyfile import check_key, decode_key, read_key_file
+from lodresults.cli._tenants import TenantsFileError, load_tenants
 
 __all__ = [
     "api_key",
     "client_factory",
+    "client_options",
     "connection_options",
     "duration",
     "make_from_options",
+    "tenants_from",
+    "tenants_option",
     "when",
 ]
 
@@ -147,3 +152,42 @@ def make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
         options["proxy"],
         options["trust_env"],
     )
+
+
+def tenants_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--tenants",
+        "tenants_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="FILE",
+        help="Run for every tenant of this TOML file at once, into one database "
+        "(instead of LOD_API_KEY / --api-key-file).",
+    )(f)
+
+
+def tenants_from(options: dict[str, Any]) -> dict[str, Tenant]:
+    """The tenants of ``--tenants FILE``, their client options checked (usage errors)."""
+    if options["api_key_file"] is not None:
+        raise click.UsageError("--tenants and --api-key-file exclude each other")
+    try:
+        tenants = load_tenants(options["tenants_file"], default_base_url=options["base_url"])
+    except TenantsFileError as exc:
+        raise click.UsageError(f"--tenants {exc}") from None
+    try:
+        next(iter(tenants.values())).client(**client_options(options))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return tenants
+
+
+def client_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``LodClient`` options of the command line (all but the key and base URL)."""
+    return {
+        "max_concurrency": options["concurrency"],
+        "rate_limit": options["rate_limit"],
+        "timeout": options["timeout"],
+        "max_retries": options["max_retries"],
+        "proxy": options["proxy"],
+        "trust_env": options["trust_env"],
+    }

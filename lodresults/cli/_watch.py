@@ -23,7 +23,7 @@ from lodresults._windows.plan import iso
 from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli._summary import phase_lines
 
-__all__ = ["watch"]
+__all__ = ["watch", "watch_store"]
 
 ClientFactory = Callable[..., LodClient]
 
@@ -55,39 +55,11 @@ async def watch(
     store = await SQLiteStore.open(db)
     ledger = await _ledger(store)
     try:
-        async with make_client(clock=clock) as client:
-            since = await store.get_meta_number(_SINCE)
-            await store.last_run()  # a damaged value refuses the file before any write
-            if since is None:
-                now = client.clock.time()
-                ends = [b for _, b in await store.checkpoints(0, int(now))]
-                since = min(now - settle, max(ends, default=now))
-                await store.set_meta(_SINCE, str(int(since)))
-            stop = asyncio.Event()
-            runs = 0
-
-            def report(outcome: BackfillResult | LodError) -> None:
-                nonlocal runs
-                runs += 1
-                stamp = iso(int(client.clock.time()))[11:]  # the time of day, e.g. 08:00:00Z
-                if isinstance(outcome, LodError):
-                    lines = [f"run failed, will retry: {outcome}"]
-                else:
-                    lines = phase_lines(outcome) or ["nothing to do"]
-                if counter is not None and counter.last is not None:
-                    misses, counter.last = counter.last, None
-                    if misses.brought or misses.missed:
-                        lines.append(str(misses))
-                for line in lines:
-                    print(f"watch {stamp} {line}", file=out, flush=True)
-                if iterations is not None and runs >= iterations:
-                    stop.set()
-
-            counter = None if ledger is None else MissCounter(store, ledger, on_event=on_event)
-            await watch_destination(
-                client, store if counter is None else counter, int(since), interval=interval,
-                settle=settle, reconcile=reconcile, stop=stop, on_run=report, on_event=on_event,
-            )  # fmt: skip
+        await watch_store(
+            make_client, store, interval=interval, out=out, settle=settle,
+            reconcile=reconcile, clock=clock, iterations=iterations, ledger=ledger,
+            on_event=on_event,
+        )  # fmt: skip
     finally:
         if ledger is not None:
             await ledger.close()
@@ -101,3 +73,56 @@ async def _ledger(store: SQLiteStore) -> Ledger | None:
     except BaseException:
         await store.close()
         raise
+
+
+async def watch_store(
+    make_client: ClientFactory,
+    store: SQLiteStore,
+    *,
+    interval: float,
+    out: IO[str],
+    settle: int = DEFAULT_SETTLE,
+    reconcile: float = DEFAULT_RECONCILE,
+    clock: Callable[[], float] = time.time,
+    iterations: int | None = None,
+    label: str = "watch",
+    ledger: Ledger | None = None,
+    on_event: EventHook | None = None,
+) -> None:
+    """
+    ``watch`` on an open store (one tenant's view of it), its lines led by ``label``;
+    with a webhook receiver's ``ledger``, each run also reports what webhooks missed.
+    """
+    async with make_client(clock=clock) as client:
+        since = await store.get_meta_number(store.meta_key(_SINCE))
+        await store.last_run()  # a damaged value refuses the file before any write
+        if since is None:
+            now = client.clock.time()
+            ends = [b for _, b in await store.checkpoints(0, int(now))]
+            since = min(now - settle, max(ends, default=now))
+            await store.set_meta(store.meta_key(_SINCE), str(int(since)))
+        stop = asyncio.Event()
+        runs = 0
+
+        def report(outcome: BackfillResult | LodError) -> None:
+            nonlocal runs
+            runs += 1
+            stamp = iso(int(client.clock.time()))[11:]  # the time of day, e.g. 08:00:00Z
+            if isinstance(outcome, LodError):
+                lines = [f"run failed, will retry: {outcome}"]
+            else:
+                lines = phase_lines(outcome) or ["nothing to do"]
+            if counter is not None and counter.last is not None:
+                misses, counter.last = counter.last, None
+                if misses.brought or misses.missed:
+                    lines.append(str(misses))
+            for line in lines:
+                print(f"{label} {stamp} {line}", file=out, flush=True)
+            if iterations is not None and runs >= iterations:
+                stop.set()
+
+        counter = None if ledger is None else MissCounter(store, ledger, on_event=on_event)
+        await watch_destination(
+            client, store if counter is None else counter, int(since), interval=interval,
+            settle=settle, reconcile=reconcile, stop=stop, on_run=report, on_event=on_event,
+        )  # fmt: skip
