@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 from lodresults._clock import Clock, timer_for
 from lodresults._events import EventHook
 from lodresults._exceptions import LodInvalidArgument
+from lodresults._logging import configure_from_env
 from lodresults._records.decode import decode_results
 from lodresults._records.models import LabResult
 from lodresults._records.schema import INT64_MAX
@@ -37,6 +38,8 @@ DEFAULT_MAX_CONCURRENCY: Final = 4
 DEFAULT_RATE_LIMIT: Final = 5.0
 DEFAULT_TIMEOUT: Final = 60.0
 DEFAULT_MAX_RETRIES: Final = 5
+DEFAULT_RETRY_INITIAL_WAIT: Final = 0.5
+DEFAULT_RETRY_MAX_WAIT: Final = 30.0
 #: 256 MiB: a 7-day window of 100,000 labs is about 50 MB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 MAX_LATEST_MINUTES: Final = 10080
@@ -71,6 +74,10 @@ class LodClient:
             pass a ``lodresults.testing.ManualClock``: the client's waits (pacing,
             backoff, deadlines) then run in its virtual time too.
 
+    With the environment variable ``LODRESULTS_LOG`` set to ``debug``, ``info``,
+    ``warning`` or ``error``, creating a client adds a stderr handler to the
+    ``lodresults`` logger at that level (once; other loggers are left alone).
+
     .. versionadded:: 0.1.0
     """
 
@@ -86,8 +93,8 @@ class LodClient:
         session: aiohttp.ClientSession | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         on_event: EventHook | None = None,
-        retry_initial_wait: float = 0.5,
-        retry_max_wait: float = 30.0,
+        retry_initial_wait: float = DEFAULT_RETRY_INITIAL_WAIT,
+        retry_max_wait: float = DEFAULT_RETRY_MAX_WAIT,
         deadline: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -95,6 +102,7 @@ class LodClient:
         del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
         if isinstance(key, LodInvalidArgument):
             raise key
+        configure_from_env()
         url = check_base_url(base_url)
         _check_int("max_concurrency", max_concurrency, 1, 1000)
         _check_int("max_retries", max_retries, 0, 100)
@@ -183,7 +191,8 @@ class LodClient:
 
         Raises:
             LodInvalidArgument: ``lab_instance_id`` is not a positive int.
-            LodApiError: the server answered ``Status: 0`` (e.g. unknown id).
+            LodNotFoundError: the server does not know ``lab_instance_id``.
+            LodApiError: the server answered ``Status: 0`` for another reason.
         """
         if (
             not isinstance(lab_instance_id, int)

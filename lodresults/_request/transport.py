@@ -41,6 +41,7 @@ from lodresults._exceptions import (
 )
 from lodresults._request.key import ApiKey
 from lodresults._request.status import origin_of, status_error
+from lodresults._version import USER_AGENT
 
 __all__ = ["Answer", "Transport"]
 
@@ -94,7 +95,7 @@ class Transport:
         timeout: float,
         max_response_bytes: int,
         session: aiohttp.ClientSession | None = None,
-        user_agent: str = "lodresults",
+        user_agent: str = USER_AGENT,
     ) -> None:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise LodInvalidArgument("session must be an aiohttp.ClientSession or None")
