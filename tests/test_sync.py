@@ -17,11 +17,10 @@ import pytest
 
 import lodresults
 from lodresults import LodAuthError, LodClientClosed, LodInvalidArgument, LodWindowError
-from lodresults._loop_thread import LoopThread
 from lodresults._records.wire import structure_record
 from lodresults.sync import LodClient, backfill
 from lodresults.testing import Simulator
-from tests.conftest import KEY, SPAN, make_sim
+from tests.conftest import KEY, SPAN, make_sim, threaded
 
 A, B = SPAN[0] + 30 * 86400, SPAN[0] + 90 * 86400
 
@@ -29,13 +28,8 @@ A, B = SPAN[0] + 30 * 86400, SPAN[0] + 90 * 86400
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     """A simulator on its own loop and thread: blocking tests must not wait on their own."""
-    host = LoopThread("test-simulator")
-    server = make_sim(latency=0.002)
-    host.run(server.start())
-    try:
+    with threaded(make_sim(latency=0.002)) as server:
         yield server
-    finally:
-        host.stop(server.close())
 
 
 def expected(sim: Simulator, start: int, end: int) -> list[lodresults.LabResult]:

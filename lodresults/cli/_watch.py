@@ -112,14 +112,14 @@ async def _watch_tick(
     if gap <= MAX_WINDOW_SECONDS:
         minutes = max(1, min(MAX_LATEST_MINUTES, math.ceil(gap / 60)))
         count = await store.apply(await client.latest_results(minutes), fetched_at=tick)
-        parts.append(f"upserted {count} records")
+        parts.append(f"upserted {count:,} records")
     if gap > MAX_WINDOW_SECONDS or reconciled is None or tick - reconciled >= reconcile:
         # Beyond LatestResults' reach, or time to settle the tail: windowed Results.
         result = await backfill(client, store, since, int(tick), settle=settle)
         await store.set_meta(_LAST_RECONCILE, repr(tick))
         parts.append(
             f"upserted {result.records + result.updates} records from the unsettled tail "
-            f"({result.windows} windows, {result.updates} updates)"
+            f"({result.windows:,} windows, {result.updates:,} updates)"
         )
     await store.set_meta(_LAST_POLL, repr(tick))
     return "; ".join(parts)
