@@ -45,8 +45,10 @@ from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._engine.backfill import BackfillResult
 from lodresults._engine.backfill import backfill as async_backfill
 from lodresults._events import EventHook
+from lodresults._exceptions import LodInvalidArgument
 from lodresults._loop_thread import LoopThread
 from lodresults._records.models import LabResult
+from lodresults._request.key import ApiKey
 from lodresults._windows.batches import WindowBatch
 from lodresults._windows.plan import TimeLike
 from lodresults._windows.settle import DEFAULT_SETTLE
@@ -83,10 +85,14 @@ class LodClient:
         deadline: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        key = ApiKey.checked(api_key)
+        del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
+        if isinstance(key, LodInvalidArgument):
+            raise key
         # Built here, in the caller's thread: a bad option raises before a thread starts.
         # Nothing in it is bound to an event loop until its first request.
         client = AsyncLodClient(
-            api_key,
+            key.reveal(),
             base_url,
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
@@ -99,7 +105,6 @@ class LodClient:
             deadline=deadline,
             clock=clock,
         )
-        del api_key  # the async client hides it; a str local would show in tracebacks
         self._client = client
         self._loop = LoopThread("lodresults.sync")
         # A client dropped without close() still ends its thread and closes its pool.
@@ -124,7 +129,11 @@ class LodClient:
         return self._client.closed
 
     def __repr__(self) -> str:
-        return f"lodresults.sync.{self._client!r}"
+        # Also for a client whose __init__ failed: a traceback formatter may show it.
+        client = getattr(self, "_client", None)
+        return (
+            f"lodresults.sync.{client!r}" if client is not None else "lodresults.sync.LodClient()"
+        )
 
     @property
     def base_url(self) -> str:
