@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, TextIO
 
 __all__ = ["ENV_VAR", "LOGGER_NAME", "configure_from_env", "enable"]
@@ -40,14 +40,28 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         return sys.stderr
 
 
-def enable(level: int) -> None:
-    """Log records of ``level`` and above from the ``lodresults`` loggers to stderr."""
+def enable(level: int) -> Callable[[], None]:
+    """
+    Log records of ``level`` and above from the ``lodresults`` loggers to stderr.
+
+    Returns a function that puts the logger back as it was (for a CLI command run inside
+    another program, such as a test, that must not leave a handler behind).
+    """
     logger = logging.getLogger(LOGGER_NAME)
+    previous = logger.level
+    added: _Handler | None = None
     if not any(isinstance(h, _Handler) for h in logger.handlers):
-        handler = _Handler()
-        handler.setFormatter(logging.Formatter(_FORMAT))
-        logger.addHandler(handler)
+        added = _Handler()
+        added.setFormatter(logging.Formatter(_FORMAT))
+        logger.addHandler(added)
     logger.setLevel(level)
+
+    def undo() -> None:
+        logger.setLevel(previous)
+        if added is not None:
+            logger.removeHandler(added)
+
+    return undo
 
 
 def configure_from_env(environ: Mapping[str, str] = os.environ) -> None:

@@ -169,11 +169,28 @@ def test_lodresults_log_turns_on_redacted_logging_without_code() -> None:
 
 @pytest.fixture
 def lodresults_logger() -> Iterator[logging.Logger]:
+    """The ``lodresults`` logger without the handler ``LODRESULTS_LOG`` adds; restored after."""
     logger = logging.getLogger("lodresults")
     handlers, level = list(logger.handlers), logger.level
+    logger.handlers[:] = [h for h in handlers if type(h).__module__ != "lodresults._logging"]
     yield logger
     logger.handlers[:] = handlers
     logger.setLevel(level)
+
+
+def test_cli_debug_leaves_no_handler_behind(lodresults_logger: logging.Logger) -> None:
+    from click.testing import CliRunner
+
+    from lodresults.cli._app import cli
+
+    before = (list(lodresults_logger.handlers), lodresults_logger.level)
+    for args in (
+        ["--debug", "export", "--db", "nope.db"],
+        ["export", "--db", "nope.db", "--debug"],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2
+        assert (list(lodresults_logger.handlers), lodresults_logger.level) == before
 
 
 def test_the_handler_is_added_once(lodresults_logger: logging.Logger) -> None:

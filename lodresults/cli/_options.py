@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -106,10 +106,17 @@ def _turn_on_debug(ctx: click.Context, param: click.Parameter, value: bool) -> N
         set_debug(ctx)
 
 
+_DEBUG_ON: Final = "lodresults.debug_logging"
+
+
 def set_debug(ctx: click.Context) -> None:
     """``--debug``, before or after the command: debug logging, tracebacks on errors."""
-    ctx.find_root().params["debug"] = True
-    enable_logging(logging.DEBUG)
+    root = ctx.find_root()
+    if root.meta.get(_DEBUG_ON):
+        return  # given twice, before and after the command
+    root.meta[_DEBUG_ON] = root.params["debug"] = True
+    # Undone when the command ends: run inside another program, it leaves no handler.
+    root.call_on_close(enable_logging(logging.DEBUG))
 
 
 #: ``--debug`` after the command name too: options go anywhere.
