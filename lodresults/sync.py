@@ -224,6 +224,7 @@ def backfill(
     *,
     settle: float = DEFAULT_SETTLE,
     refresh: bool = False,
+    feed_only: bool = False,
     on_event: EventHook | None = None,
 ) -> BackfillResult:
     """
@@ -240,7 +241,7 @@ def backfill(
         try:
             return await async_backfill(
                 client._client, store, since, until, settle=settle, refresh=refresh,
-                on_event=on_event,
+                feed_only=feed_only, on_event=on_event,
             )  # fmt: skip
         finally:
             await store.close()

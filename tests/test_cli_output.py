@@ -178,3 +178,11 @@ def test_every_option_has_help_and_shows_its_default(command: click.Command) -> 
         if param.is_flag or unset or name in ("--help", "--version"):
             continue
         assert param.show_default, f"{command.name} {name} does not show its default"
+
+
+@pytest.mark.parametrize("width", [60, 80])
+def test_a_phase_without_windows_shows_its_labs(
+    width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (line,) = _draw({"phase": ("refresh", 1_234, 56_789), "retries": 2}, width, monkeypatch)
+    assert "1,234/56,789 labs" in line and len(line) <= width

@@ -206,8 +206,9 @@ def test_blocking_backfill_takes_the_options_of_backfill() -> None:
 
     ours = inspect.signature(backfill).parameters
     theirs = inspect.signature(lodresults.backfill).parameters
+    # A path to a SQLite file where the library takes a destination.
     assert [(p.name, p.default) for p in ours.values() if p.name != "db"] == [
-        (p.name, p.default) for p in theirs.values() if p.name != "store"
+        (p.name, p.default) for p in theirs.values() if p.name != "destination"
     ]
 
 

@@ -61,10 +61,14 @@ _THREAD_DECODE_BYTES: Final = 1 << 20
 
 @attrs.frozen
 class Answer:
-    """A 200 answer: its (inflated) body, kept out of ``repr`` (it may echo the key)."""
+    """
+    A 200 answer: its (inflated) body, kept out of ``repr`` (it may echo the key), and
+    its ``Date`` header (the server's clock), if any.
+    """
 
     status: int
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    date: str | None = None
 
 
 @attrs.frozen
@@ -75,6 +79,7 @@ class _Reply:
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     retry_after: str | None
     location: str | None
+    date: str | None = None
 
 
 @attrs.frozen
@@ -151,7 +156,7 @@ class Transport:
             raise reply.error
         if reply.status != 200:
             raise self._status_error(command, reply)
-        return Answer(reply.status, reply.body)
+        return Answer(reply.status, reply.body, reply.date)
 
     async def decode(
         self,
@@ -214,6 +219,7 @@ class Transport:
                     body=body,
                     retry_after=self._header(resp, "Retry-After"),
                     location=self._header(resp, "Location"),
+                    date=self._header(resp, "Date"),
                 )
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             return _Failed(

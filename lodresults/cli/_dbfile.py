@@ -47,6 +47,6 @@ async def _holds_nothing(db: Path) -> bool:
     except StoreError:
         return False  # not ours to judge, nor to remove
     try:
-        return await store.count() == 0 and not await store.completed_windows(*_ALL_TIME)
+        return await store.count() == 0 and not await store.checkpoints(*_ALL_TIME)
     finally:
         await store.close()

@@ -15,6 +15,7 @@ from rich.table import Column, Table
 
 from lodresults._events import (
     Event,
+    PhaseProgress,
     RequestRetried,
     Throttled,
     WindowCompleted,
@@ -92,6 +93,8 @@ class Progress:
         self.retries = 0
         self.throttled = 0
         self.splits = 0
+        # A phase that sends no windows (the refresh by Result): (name, done, total).
+        self.phase: tuple[str, int, int] | None = None
         self.started = time.monotonic()
         self._last_line = 0.0
         self._bar: Any = None
@@ -126,6 +129,13 @@ class Progress:
 
     def parts(self) -> list[Part]:
         """What the bar shows, each part with the order it is dropped in when too wide."""
+        if self.phase is not None:  # a phase that sends no windows: its labs done of total
+            name, done, total = self.phase
+            return [
+                Part(f"{self.label}: {name}", drop=3),
+                Part(f"{done:,}/{total:,} labs"),
+                Part(f"retries {self.retries:,} · 429s {self.throttled:,}", drop=4),
+            ]
         eta = self.eta
         return [
             Part(self.label, drop=3),
@@ -169,11 +179,18 @@ class Progress:
             self.throttled += 1
         elif isinstance(event, WindowSplit):
             self.splits += 1
+        elif isinstance(event, PhaseProgress):
+            self.phase = (event.phase, event.done, event.total)
         self._refresh()
 
     def line(self) -> str:
         """The plain status line."""
         eta = f", ETA {_duration(self.eta)}" if self.eta is not None else ""
+        if self.phase is not None:
+            name, done, total = self.phase
+            return (
+                f"{self.label}: {name} {done:,}/{total:,} labs, elapsed {_duration(self.elapsed)}"
+            )
         return (
             f"{self.label}: {self.done:,}/{self.total:,} windows, {self.new_records:,} records, "
             f"{self.rate:,.0f} records/s{eta}, retries {self.retries}, 429s {self.throttled}, "
@@ -182,9 +199,8 @@ class Progress:
 
     def _refresh(self, force: bool = False) -> None:
         if self._bar is not None:
-            self._bar.update(
-                self._task, total=max(self.total, self.done) or None, completed=self.done
-            )
+            total, done = (self.phase[2], self.phase[1]) if self.phase else (self.total, self.done)
+            self._bar.update(self._task, total=max(total, done) or None, completed=done)
             return
         now = time.monotonic()
         if force or now - self._last_line >= self.interval:
