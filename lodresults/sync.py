@@ -41,6 +41,7 @@ from lodresults._client import (
     DEFAULT_TIMEOUT,
 )
 from lodresults._client import LodClient as AsyncLodClient
+from lodresults._clock import ServerClock
 from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._engine.backfill import BackfillResult
 from lodresults._engine.backfill import backfill as async_backfill
@@ -141,8 +142,8 @@ class LodClient:
         return self._client.base_url
 
     @property
-    def clock(self) -> Callable[[], float]:
-        """The clock this client stamps ``WindowBatch.fetched_at`` with (epoch seconds)."""
+    def clock(self) -> ServerClock:
+        """The server's present as this client knows it (see ``LodClient.clock``)."""
         return self._client.clock
 
     @property

@@ -244,3 +244,8 @@ def test_the_docs_example_runs(sim: Simulator, tmp_path: Path) -> None:
         assert printed is not None, done.stdout
         assert min(before, after) <= int(printed[1].replace(",", "")) <= max(before, after)
         assert "labs changed in the last hour" in done.stdout
+
+
+def test_every_public_name_of_the_async_client_is_offered() -> None:
+    names = {n for n in dir(lodresults.LodClient) if not n.startswith("_")}
+    assert names <= {n for n in dir(LodClient) if not n.startswith("_")}
