@@ -45,7 +45,7 @@ from lodresults._clock import ServerClock
 from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._engine.backfill import BackfillResult
 from lodresults._engine.backfill import backfill as async_backfill
-from lodresults._events import EventHook
+from lodresults._events import Event, EventHook
 from lodresults._exceptions import LodInvalidArgument
 from lodresults._loop_thread import LoopThread
 from lodresults._records.models import LabResult
@@ -145,6 +145,10 @@ class LodClient:
     def clock(self) -> ServerClock:
         """The server's present as this client knows it (see ``LodClient.clock``)."""
         return self._client.clock
+
+    def emit(self, event: Event, extra: EventHook | None = None) -> None:
+        """Report ``event`` to the client's hook (and ``extra``), in the calling thread."""
+        self._client.emit(event, extra)
 
     @property
     def current_rate(self) -> float | None:
