@@ -137,6 +137,8 @@ class Progress:
                 Part(f"retries {self.retries:,} · 429s {self.throttled:,}", drop=4),
             ]
         eta = self.eta
+        # Retries and 429s when there are some: a quiet run gives their room to the bar.
+        trouble = self.retries or self.throttled
         return [
             Part(self.label, drop=3),
             Part(
@@ -145,7 +147,7 @@ class Progress:
             Part(f"{self.new_records:,} records"),
             Part(f"{self.rate:,.0f}/s", drop=2),
             Part(f"ETA {_duration(eta)}" if eta is not None else "", drop=5),
-            Part(f"retries {self.retries:,} · 429s {self.throttled:,}", drop=4),
+            Part(f"retries {self.retries:,} · 429s {self.throttled:,}" if trouble else "", drop=4),
         ]
 
     @property
