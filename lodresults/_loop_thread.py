@@ -106,16 +106,18 @@ class LoopThread:
         Run ``closing`` (if any), close the async generators still open on the loop,
         stop it and wait for the thread to end. Idempotent.
         """
-        if threading.current_thread() is self._thread:
-            if closing is not None:
-                closing.close()
-            raise _reentered()
         with self._lock:
             if self._stopped:
                 if closing is not None:
                     closing.close()
                 return
             self._stopped = True
+        if threading.current_thread() is self._thread:
+            # From the loop itself (a client dropped or closed in a hook): it cannot wait
+            # for itself, so the loop shuts down and stops once this callback returns.
+            task = self._loop.create_task(self._shutdown(closing))
+            task.add_done_callback(lambda _: self._loop.stop())
+            return
         future = asyncio.run_coroutine_threadsafe(self._shutdown(closing), self._loop)
         try:
             future.result(_STOP_TIMEOUT)

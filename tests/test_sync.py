@@ -250,3 +250,19 @@ def test_the_docs_example_runs(sim: Simulator, tmp_path: Path) -> None:
 def test_every_public_name_of_the_async_client_is_offered() -> None:
     names = {n for n in dir(lodresults.LodClient) if not n.startswith("_")}
     assert names <= {n for n in dir(LodClient) if not n.startswith("_")}
+
+
+def test_closing_from_a_hook_ends_the_thread_afterwards(sim: Simulator) -> None:
+    closed: list[bool] = []
+
+    def hook(event: Any) -> None:
+        if not closed:
+            closed.append(True)
+            client.close()
+
+    client = LodClient(KEY, base_url=sim.base_url, on_event=hook)
+    thread = client._loop.thread
+    with pytest.raises(LodClientClosed):
+        list(client.iter_windows(A, B))
+    thread.join(10)
+    assert not thread.is_alive() and client.closed
