@@ -85,6 +85,8 @@ class LodClient:
         retry_max_wait: float = DEFAULT_RETRY_MAX_WAIT,
         deadline: float | None = None,
         clock: Callable[[], float] = time.time,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         key = ApiKey.checked(api_key)
         del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
@@ -105,6 +107,8 @@ class LodClient:
             retry_max_wait=retry_max_wait,
             deadline=deadline,
             clock=clock,
+            proxy=proxy,
+            trust_env=trust_env,
         )
         self._client = client
         self._loop = LoopThread("lodresults.sync")

@@ -25,7 +25,7 @@ from lodresults._client import (
 from lodresults._logging import enable as enable_logging
 from lodresults._windows.settle import parse_duration
 from lodresults.cli._dates import parse_when
-from lodresults.cli._keyfile import check_key, decode_key
+from lodresults.cli._keyfile import check_key, decode_key, read_key_file
 
 __all__ = [
     "api_key",
@@ -44,7 +44,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def api_key(key_file: Path | None) -> str:
     if key_file is not None:
         try:
-            return decode_key(key_file.read_bytes())
+            return decode_key(read_key_file(key_file))
         except OSError as exc:
             raise click.UsageError(f"cannot read --api-key-file: {exc.strerror}") from None
         except ValueError as exc:
@@ -82,6 +82,8 @@ def client_factory(
     rate_limit: float | None,
     timeout: float,
     max_retries: int,
+    proxy: str | None = None,
+    trust_env: bool = False,
 ) -> Callable[..., LodClient]:
     def make(**kw: Any) -> LodClient:
         return LodClient(
@@ -91,6 +93,8 @@ def client_factory(
             rate_limit=rate_limit,
             timeout=timeout,
             max_retries=max_retries,
+            proxy=proxy,
+            trust_env=trust_env,
             **kw,
         )
 
@@ -162,6 +166,14 @@ def connection_options(*, single_request: bool = False) -> Callable[[F], F]:
             show_default=True,
             help="Times a transient failure is retried.",
         ),
+        click.option(
+            "--proxy", envvar="LOD_PROXY", metavar="URL",
+            help="HTTP(S) proxy for every request (env LOD_PROXY).",
+        ),
+        click.option(
+            "--trust-env", is_flag=True, envvar="LOD_TRUST_ENV",
+            help="Use the proxy HTTPS_PROXY / NO_PROXY name.",
+        ),
         debug_option,
     ]  # fmt: skip
     if single_request:
@@ -183,4 +195,6 @@ def make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
         options["rate_limit"],
         options["timeout"],
         options["max_retries"],
+        options["proxy"],
+        options["trust_env"],
     )

@@ -26,6 +26,7 @@ from lodresults._exceptions import (
     LodStatusError,
     LodWindowError,
 )
+from lodresults._text import printable
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Cli", "reason", "run"]
 
@@ -167,5 +168,5 @@ def reason(exc: BaseException) -> str:
 
 
 def _one_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split())
+    text = printable(" ".join(str(exc).split()))
     return text if len(text) <= 400 else text[:397] + "..."
