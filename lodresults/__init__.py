@@ -4,8 +4,6 @@ lodresults: an async client for the Lab on Demand (Skillable) API v3 result comm
 Everything public is listed in ``__all__``; other modules are private.
 """
 
-from __future__ import annotations
-
 from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._destinations.base import Applied, Destination, OpenLab
 from lodresults._destinations.sqlite import SQLiteStore
@@ -35,6 +33,7 @@ from lodresults._exceptions import (
     LodError,
     LodInvalidArgument,
     LodJSONError,
+    LodNotFoundError,
     LodRateLimitError,
     LodRedirectError,
     LodResponseTooLarge,
@@ -47,13 +46,13 @@ from lodresults._exceptions import (
     LodWindowTooLongError,
     StoreError,
 )
+from lodresults._public import publish as _publish
 from lodresults._records.models import CompletionStatus, LabResult
 from lodresults._records.wire import dump_record, unstructure_record
 from lodresults._tenant import Tenant
+from lodresults._version import __version__
 from lodresults._windows.batches import WindowBatch
 from lodresults._windows.plan import MAX_WINDOW_SECONDS, Window
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -75,6 +74,7 @@ __all__ = [
     "LodError",
     "LodInvalidArgument",
     "LodJSONError",
+    "LodNotFoundError",
     "LodRateLimitError",
     "LodRedirectError",
     "LodResponseTooLarge",
@@ -107,3 +107,13 @@ __all__ = [
     "unstructure_record",
     "watch",
 ]
+
+_publish(globals(), __all__, __name__)
+
+#: What ``dir(lodresults)`` lists besides ``__all__``.
+_DUNDERS = ("__all__", "__doc__", "__file__", "__name__", "__path__", "__spec__", "__version__")
+
+
+def __dir__() -> list[str]:
+    """The public API only: ``__all__`` and the module's basic attributes."""
+    return sorted({*__all__, *_DUNDERS})

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 from lodresults._clock import ServerClock
 from lodresults._events import Event, EventHook, UnknownField
 from lodresults._exceptions import LodInvalidArgument
+from lodresults._logging import configure_from_env
 from lodresults._records.decode import SLICE, RecordDecoder, Steps
 from lodresults._records.models import LabResult
 from lodresults._records.schema import INT64_MAX
@@ -39,6 +40,8 @@ DEFAULT_MAX_CONCURRENCY: Final = 4
 DEFAULT_RATE_LIMIT: Final = 5.0
 DEFAULT_TIMEOUT: Final = 60.0
 DEFAULT_MAX_RETRIES: Final = 5
+DEFAULT_RETRY_INITIAL_WAIT: Final = 0.5
+DEFAULT_RETRY_MAX_WAIT: Final = 30.0
 #: 256 MiB: a 7-day window of 100,000 labs is about 50 MB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
 MAX_LATEST_MINUTES: Final = 10080
@@ -97,6 +100,10 @@ class LodClient:
             settled. Tests pass a ``lodresults.testing.ManualClock``: the client's waits
             (pacing, backoff, deadlines) then run in its virtual time too.
 
+    With the environment variable ``LODRESULTS_LOG`` set to ``debug``, ``info``,
+    ``warning`` or ``error``, creating a client adds a stderr handler to the
+    ``lodresults`` logger at that level (once; other loggers are left alone).
+
     .. versionadded:: 0.1.0
     """
 
@@ -112,8 +119,8 @@ class LodClient:
         session: aiohttp.ClientSession | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         on_event: EventHook | None = None,
-        retry_initial_wait: float = 0.5,
-        retry_max_wait: float = 30.0,
+        retry_initial_wait: float = DEFAULT_RETRY_INITIAL_WAIT,
+        retry_max_wait: float = DEFAULT_RETRY_MAX_WAIT,
         deadline: float | None = None,
         clock: Callable[[], float] = time.time,
         proxy: str | None = None,
@@ -123,6 +130,7 @@ class LodClient:
         del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
         if isinstance(key, LodInvalidArgument):
             raise key
+        configure_from_env()
         url = check_base_url(base_url)
         _check_int("max_concurrency", max_concurrency, 1, 1000)
         _check_int("max_retries", max_retries, 0, 100)
@@ -229,7 +237,8 @@ class LodClient:
 
         Raises:
             LodInvalidArgument: ``lab_instance_id`` is not a positive int.
-            LodApiError: the server answered ``Status: 0`` (e.g. unknown id).
+            LodNotFoundError: the server does not know ``lab_instance_id``.
+            LodApiError: the server answered ``Status: 0`` for another reason.
         """
         if (
             not isinstance(lab_instance_id, int)

@@ -17,6 +17,7 @@ The one exception tree of lodresults.
     │   ├── LodServerError                     5xx after all retries
     │   └── LodRedirectError                   3xx: never followed (the key must not travel)
     ├── LodApiError                            HTTP 200 with ``Status: 0`` (has .error_text)
+    │   ├── LodNotFoundError                   Result: the server does not know the lab id
     │   └── LodWindowTooLongError              the server refused the range as over 7 days
     ├── LodDecodeError                         the body is not what the API documents
     │   ├── LodJSONError                       not JSON at all (retried: usually a cut body)
@@ -49,6 +50,7 @@ __all__ = [
     "LodError",
     "LodInvalidArgument",
     "LodJSONError",
+    "LodNotFoundError",
     "LodRateLimitError",
     "LodRedirectError",
     "LodResponseTooLarge",
@@ -218,6 +220,12 @@ class LodApiError(LodError):
         self.command = command
 
 
+class LodNotFoundError(LodApiError):
+    """
+    ``Result``: the server does not know the lab instance id (``Status: 0``, "not found").
+    """
+
+
 class LodWindowTooLongError(LodApiError):
     """
     The server refused a ``Results`` range as longer than it allows (7 days).
@@ -345,7 +353,7 @@ def _window_class(cause: type[LodError]) -> type[LodWindowError]:
     cls = _WINDOW_CLASSES.get(cause)
     if cls is None:
         # Same name as the base: messages and tracebacks read "LodWindowError: window ...".
-        namespace = {"__module__": __name__, "__qualname__": "LodWindowError"}
+        namespace = {"__module__": LodWindowError.__module__, "__qualname__": "LodWindowError"}
         cls = type("LodWindowError", (LodWindowError, cause), namespace)
         cls.__doc__ = LodWindowError.__doc__
         cls = _WINDOW_CLASSES.setdefault(cause, cls)

@@ -12,11 +12,12 @@ stand-in writer. The shim switches itself off once aioresponses passes the argum
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -147,3 +148,16 @@ async def run_quick_benchmark(module: str) -> tuple[str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, err.decode()[-2000:]
     return out.decode(), err.decode()
+
+
+@contextlib.contextmanager
+def threaded(sim: Simulator) -> Iterator[Simulator]:
+    """``sim`` served from an event loop in a thread of its own, for blocking tests."""
+    from lodresults._loop_thread import LoopThread
+
+    host = LoopThread("test-simulator")
+    host.run(sim.start())
+    try:
+        yield sim
+    finally:
+        host.stop(sim.close())

@@ -573,3 +573,24 @@ async def test_the_engines_failures_never_show_the_key(tmp_path: Path) -> None:
         assert KEY not in text and KEY[4:-4] not in text
     assert KEY[4:-4] not in out.getvalue()
     _assert_key_only_in_header(sim)
+
+
+# --- the blocking client -----------------------------------------------------------------
+
+
+def test_the_blocking_client_keeps_the_key_out_of_its_frames_and_errors() -> None:
+    """Errors raised by lodresults.sync (at construction or from a call) show no key."""
+    from lodresults import sync
+
+    with pytest.raises(LodInvalidArgument) as bad_url:
+        sync.LodClient(HOSTILE_KEY, base_url="http://example.com/api/v3")
+    with pytest.raises(LodInvalidArgument) as bad_key:
+        sync.LodClient(HOSTILE_KEY + "\n")
+    with sync.LodClient(HOSTILE_KEY, base_url="http://127.0.0.1:1/api/v3", max_retries=0) as c:
+        assert key_pieces_in(repr(c)) == []
+        with pytest.raises(LodError) as refused:
+            c.latest_results(5)
+        with pytest.raises(LodError) as in_window:
+            list(c.iter_results(0, 86400))
+    for info in (bad_url, bad_key, refused, in_window):
+        assert key_pieces_in(_all_text(info.value)) == []

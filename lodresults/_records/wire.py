@@ -33,6 +33,7 @@ from lodresults._exceptions import (
     LodApiError,
     LodDecodeError,
     LodJSONError,
+    LodNotFoundError,
     LodSchemaError,
     LodWindowTooLongError,
 )
@@ -216,6 +217,8 @@ def decode_json(body: bytes, *, command: str | None = None) -> Any:
 
 
 _TOO_LONG = re.compile(r"(cannot|can't|may not|must not)\s+exceed|too (long|large)", re.I)
+#: How a server says it does not know a lab id ("Lab instance 7 not found").
+_NOT_FOUND = re.compile(r"\bnot\s+found\b|does\s*n[o']t\s+exist|\bno\s+such\b", re.I)
 
 
 def succeeded(status: Any, error: Any) -> bool:
@@ -246,6 +249,8 @@ def _check_envelope(doc: Any, command: str) -> Mapping[str, Any]:
         cls = LodApiError
         if command == "Results" and _TOO_LONG.search(text):
             cls = LodWindowTooLongError
+        elif command == "Result" and _NOT_FOUND.search(text):
+            cls = LodNotFoundError
         raise cls(f"{command}: the API answered Status 0: {text}", error_text=text, command=command)
     raise LodSchemaError(
         f"{command}: Status must be 0 or 1, got {_excerpt(status)}",

@@ -24,12 +24,19 @@ __all__ = ["origin_of", "status_error"]
 
 
 def status_error(
-    command: str, status: int, *, excerpt: str, retry_after: str | None, target: str
+    command: str,
+    status: int,
+    *,
+    excerpt: str,
+    retry_after: str | None,
+    target: str,
+    base_url: str = "",
 ) -> LodStatusError:
     """
     The error for ``status``: 3xx ``LodRedirectError`` (``target``: where it pointed),
     401/403 ``LodAuthError``, 429 ``LodRateLimitError`` (with ``Retry-After`` in seconds),
-    408 and 5xx ``LodServerError``, anything else ``LodStatusError``.
+    408 and 5xx ``LodServerError``, anything else ``LodStatusError`` (a 404 says to check
+    ``base_url``: the API answers its commands, so a 404 means another path).
     """
     detail = f": {excerpt!r}" if excerpt else ""
     if 300 <= status < 400:
@@ -56,6 +63,14 @@ def status_error(
         )
     if status == 408 or status >= 500:
         return LodServerError(f"{command}: HTTP {status}{detail}", status=status, command=command)
+    if status == 404:
+        at = f" at {base_url}" if base_url else ""
+        return LodStatusError(
+            f"{command}: HTTP 404 Not Found{at}: check the base URL, it should end in "
+            f"/api/v3{detail}",
+            status=status,
+            command=command,
+        )
     return LodStatusError(f"{command}: HTTP {status}{detail}", status=status, command=command)
 
 

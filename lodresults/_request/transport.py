@@ -22,6 +22,8 @@ Knows no records, no retries, no windows.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
@@ -41,6 +43,7 @@ from lodresults._exceptions import (
 )
 from lodresults._request.key import ApiKey, check_proxy
 from lodresults._request.status import origin_of, status_error
+from lodresults._version import USER_AGENT
 
 __all__ = ["Answer", "Transport"]
 
@@ -132,7 +135,7 @@ class Transport:
         timeout: float,
         max_response_bytes: int,
         session: aiohttp.ClientSession | None = None,
-        user_agent: str = "lodresults",
+        user_agent: str = USER_AGENT,
         pool_size: int = 100,
         proxy: str | None = None,
         trust_env: bool = False,
@@ -308,6 +311,8 @@ class Transport:
                     retryable=False,
                 )
             )
+        except aiohttp.ClientConnectorError as exc:
+            return _Failed(self._connect_error(command, exc))
         except (aiohttp.ClientError, OSError) as exc:
             return _Failed(
                 LodConnectionError(
@@ -378,6 +383,26 @@ class Transport:
             command=command,
         )
 
+    def _connect_error(self, command: str, exc: aiohttp.ClientConnectorError) -> LodError:
+        """
+        No connection: the host and port and the system's reason, in plain words (aiohttp's
+        text names its own connection key, "ssl:default"). A name that does not resolve is
+        not retried: it will not resolve on the next attempt either; a resolver that says
+        its failure is temporary (EAI_AGAIN) is.
+        """
+        where = f"{exc.host}:{exc.port}"
+        reason = _os_reason(exc.os_error)
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            temporary = getattr(exc.os_error, "errno", None) == socket.EAI_AGAIN
+            return LodConnectionError(
+                f"{command}: cannot resolve host {exc.host} ({reason})",
+                command=command,
+                retryable=temporary,
+            )
+        return LodConnectionError(
+            f"{command}: cannot connect to {where} ({reason})", command=command
+        )
+
     def _describe(self, exc: BaseException) -> str:
         # str() only: repr() of aiohttp's response errors includes the request headers,
         # and str() may quote what the server sent (a bad status line, a header).
@@ -397,6 +422,7 @@ class Transport:
             excerpt=self._excerpt(reply.body),
             retry_after=reply.retry_after,
             target=origin_of(reply.location, self.base_url.scheme, scrub=self._redact.text),
+            base_url=str(self.base_url),
         )
 
     def _clean(self, error: LodError) -> LodError:
@@ -412,6 +438,16 @@ class Transport:
         if self._owns_session and self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _os_reason(error: OSError) -> str:
+    """The system's words for ``error`` ("Connection refused"), without aiohttp's decoration."""
+    code = error.errno
+    if isinstance(error, socket.gaierror) and error.strerror:
+        return error.strerror
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    return type(error).__name__
 
 
 def proxy_for(

@@ -5,7 +5,6 @@ The ``lodresults`` commands: click parses here, the jobs (``_jobs``, ``_export``
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,12 +20,15 @@ from lodresults._webhooks.inbox import parse_networks
 from lodresults._windows.plan import iso
 from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli import _export, _fleet_cli, _jobs, _watch, _webhooks
+from lodresults.cli._dbfile import removed_if_left_empty
 from lodresults.cli._options import (
     api_key,
     client_factory,
     connection_options,
+    debug_option,
     duration,
     make_from_options,
+    set_debug,
     tenants_option,
     when,
 )
@@ -38,14 +40,15 @@ _DEFAULT_SETTLE = f"{DEFAULT_SETTLE // 3600}h"
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lodresults")
-@click.option("--debug", is_flag=True, help="Debug logging and tracebacks on errors.")
-def cli(debug: bool) -> None:
+@click.option(
+    "--debug", is_flag=True,
+    help="Debug logging and tracebacks on errors (before or after the command).",
+)  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Lab on Demand API v3 results: backfill into SQLite, watch, export, and more."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    if debug:
+        set_debug(ctx)
 
 
 @cli.command()
@@ -61,7 +64,7 @@ def cli(debug: bool) -> None:
     help="How long after its end a window is final (36h, 2d, 90m); younger ones are "
     "stored but fetched again by the next run.",
 )  # fmt: skip
-@connection_options
+@connection_options()
 @tenants_option
 def backfill(
     since: str,
@@ -102,7 +105,8 @@ def backfill(
                 progress=progress,
             )  # fmt: skip
 
-    summary = run(job, on_interrupt=resume)
+    with removed_if_left_empty(db):
+        summary = run(job, on_interrupt=resume)
     if summary.requests == 0 and summary.complete:
         click.echo(
             f"nothing to do: {db} already holds this range, settled, with nothing "
@@ -114,7 +118,7 @@ def backfill(
         click.echo(f"backfill: {line}", err=True)
     click.echo(
         f"backfill: {summary.requests:,} requests in {summary.seconds:.1f} s "
-        f"({summary.skipped_windows} already done); {summary.rows_in_db:,} rows",
+        f"({summary.skipped_windows:,} already done); {summary.rows_in_db:,} rows",
         err=True,
     )
     if not summary.complete:
@@ -138,12 +142,25 @@ def _argv() -> str:
 @cli.command()
 @click.option(
     "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("demo.db"),
-    show_default=True,
+    show_default=True, help="SQLite file to fill (created if missing; only demo data).",
 )  # fmt: skip
-@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True)
-@click.option("--latency-ms", type=click.FloatRange(0, 5000), default=50.0, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--labs-per-day", type=click.FloatRange(0, 1e6), default=300.0, show_default=True)
+@click.option(
+    "--days", type=click.IntRange(1, 3650), default=90, show_default=True,
+    help="Days to backfill, ending now.",
+)  # fmt: skip
+@click.option(
+    "--latency-ms", type=click.FloatRange(0, 5000), default=50.0, show_default=True,
+    help="Simulated server latency per request, in milliseconds.",
+)  # fmt: skip
+@click.option(
+    "--seed", type=int, default=1, show_default=True,
+    help="Seed of the generated labs (same seed, same data).",
+)  # fmt: skip
+@click.option(
+    "--labs-per-day", type=click.FloatRange(0, 1e6), default=300.0, show_default=True,
+    help="Average labs started per day in the generated data.",
+)  # fmt: skip
+@debug_option
 def demo(db: Path, days: int, latency_ms: float, seed: int, labs_per_day: float) -> None:
     """Backfill a few months from the built-in simulator (no account, no network)."""
 
@@ -161,7 +178,7 @@ def demo(db: Path, days: int, latency_ms: float, seed: int, labs_per_day: float)
 
     summary, expected = run(job, on_interrupt="Run the demo again to resume.")
     click.echo(
-        f"demo: {summary.records:,} records from {summary.windows} windows "
+        f"demo: {summary.records:,} records from {summary.windows:,} windows "
         f"in {summary.seconds:.1f} s"
     )
     # The check a newcomer wants: the table holds every lab the server has for the days.
@@ -172,17 +189,36 @@ def demo(db: Path, days: int, latency_ms: float, seed: int, labs_per_day: float)
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-@click.option("--latency-ms", type=click.FloatRange(0, 60_000), default=0.0, show_default=True)
-@click.option("--rate-limit", type=click.FloatRange(0, min_open=True), default=None)
-@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--labs-per-day", type=click.FloatRange(0, 1e6), default=40.0, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+    help="TCP port to listen on (0: any free port).",
+)  # fmt: skip
+@click.option(
+    "--latency-ms", type=click.FloatRange(0, 60_000), default=0.0, show_default=True,
+    help="Added latency per request, in milliseconds.",
+)  # fmt: skip
+@click.option(
+    "--rate-limit", type=click.FloatRange(0, min_open=True), default=None,
+    help="Requests per second before it answers 429 (default: no limit).",
+)  # fmt: skip
+@click.option(
+    "--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+    help="Share of requests (0 to 1) answered with a transient fault (5xx, reset, ...).",
+)  # fmt: skip
+@click.option(
+    "--seed", type=int, default=0, show_default=True,
+    help="Seed of the generated labs (same seed, same data).",
+)  # fmt: skip
+@click.option(
+    "--labs-per-day", type=click.FloatRange(0, 1e6), default=40.0, show_default=True,
+    help="Average labs started per day in the generated data.",
+)  # fmt: skip
 @click.option(
     "--days", type=click.IntRange(1, 36500), default=730, show_default=True,
-    help="Span of the generated data, ending now.",
+    help="Span of the generated data in days, ending now.",
 )  # fmt: skip
+@debug_option
 def simulate(
     host: str,
     port: int,
@@ -223,7 +259,7 @@ def _print_json(options: dict[str, Any], fetch: Callable[[LodClient], Awaitable[
 @cli.command()
 # Ids are positive int64 values (LodClient.result refuses any other).
 @click.argument("lab_instance_id", type=click.IntRange(1, INT64_MAX))
-@connection_options
+@connection_options(single_request=True)
 def get(lab_instance_id: int, **options: Any) -> None:
     """Print one lab instance result as JSON."""
 
@@ -235,9 +271,10 @@ def get(lab_instance_id: int, **options: Any) -> None:
 
 @cli.command()
 @click.option(
-    "--minutes", type=click.IntRange(1, MAX_LATEST_MINUTES), default=60, show_default=True
-)
-@connection_options
+    "--minutes", type=click.IntRange(1, MAX_LATEST_MINUTES), default=60, show_default=True,
+    help=f"How far back to look, in minutes (at most {MAX_LATEST_MINUTES:,}: 7 days).",
+)  # fmt: skip
+@connection_options(single_request=True)
 def latest(minutes: int, **options: Any) -> None:
     """Print the results that changed in the last MINUTES as JSON."""
 
@@ -250,16 +287,21 @@ def latest(minutes: int, **options: Any) -> None:
 @cli.command(name="export")
 @click.option(
     "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.db"),
-    show_default=True,
+    show_default=True, help="SQLite file to read (opened read-only).",
 )  # fmt: skip
 @click.option(
-    "--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl"
+    "--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl",
+    show_default=True, help="JSON lines in the API's shape, CSV, or Parquet (needs --out).",
 )  # fmt: skip
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="File to write, complete or not at all (default: standard output).",
+)  # fmt: skip
 @click.option(
     "--tenant", default=None, metavar="NAME",
     help="Only this tenant's rows (needed when the database holds several).",
 )  # fmt: skip
+@debug_option
 def export_cmd(db: Path, fmt: str, out: Path | None, tenant: str | None) -> None:
     """
     Write the table as JSON lines (the API's shape), CSV or Parquet (needs --out).
@@ -303,9 +345,12 @@ def _export_parquet(db: Path, out: Path | None, tenant: str | None) -> None:
 @cli.command()
 @click.option(
     "--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.db"),
-    show_default=True,
+    show_default=True, help="SQLite file to keep current (created if missing).",
 )  # fmt: skip
-@click.option("--interval", type=click.FloatRange(1), default=60.0, show_default=True)
+@click.option(
+    "--interval", type=click.FloatRange(1), default=60.0, show_default=True,
+    help="Seconds between two LatestResults polls (at least 1).",
+)  # fmt: skip
 @click.option(
     "--settle", default=_DEFAULT_SETTLE, show_default=True, metavar="DURATION",
     help="How long after its end a window is final (as for backfill).",
@@ -314,7 +359,7 @@ def _export_parquet(db: Path, out: Path | None, tenant: str | None) -> None:
     "--reconcile", default="1h", show_default=True, metavar="DURATION",
     help="How often to fetch the unsettled tail with windowed Results.",
 )  # fmt: skip
-@connection_options
+@connection_options()
 @tenants_option
 def watch(db: Path, interval: float, settle: str, reconcile: str, **options: Any) -> None:
     """Keep the table equal to the server (recent changes, and the unsettled tail)."""
@@ -324,13 +369,14 @@ def watch(db: Path, interval: float, settle: str, reconcile: str, **options: Any
         _fleet_cli.watch(options, db=db, interval=interval, settle=settle_s, reconcile=reconcile_s)
         return
     make = make_from_options(options)
-    run(
-        lambda: _watch.watch(
-            make, db=db, interval=interval, out=sys.stderr, settle=settle_s,
-            reconcile=reconcile_s,
-        ),
-        on_interrupt="watch stopped.",
-    )  # fmt: skip
+    with removed_if_left_empty(db):
+        run(
+            lambda: _watch.watch(
+                make, db=db, interval=interval, out=sys.stderr, settle=settle_s,
+                reconcile=reconcile_s,
+            ),
+            on_interrupt="watch stopped.",
+        )  # fmt: skip
 
 
 @cli.command(name="serve-webhooks")
@@ -339,7 +385,10 @@ def watch(db: Path, interval: float, settle: str, reconcile: str, **options: Any
     show_default=True, help="SQLite file (created if missing).",
 )  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+    help="Port to listen on (0: any free port).",
+)  # fmt: skip
 @click.option(
     "--secret-header", default="Authorization", show_default=True,
     help="Header whose exact value is LOD_WEBHOOK_SECRET.",
@@ -348,7 +397,7 @@ def watch(db: Path, interval: float, settle: str, reconcile: str, **options: Any
     "--allow", multiple=True, metavar="CIDR",
     help="Accept pushes only from these networks (repeat; all if none).",
 )  # fmt: skip
-@connection_options
+@connection_options()
 def serve_webhooks(
     db: Path, host: str, port: int, secret_header: str, allow: tuple[str, ...], **options: Any
 ) -> None:

@@ -102,11 +102,16 @@ async def summarize(result: BackfillResult, store: SQLiteStore, started: float) 
 
 
 def format_status_counts(counts: dict[int, int]) -> str:
-    """``Complete 812, Incomplete 201, ...`` for a summary line."""
+    """``Complete: 812, Incomplete: 201, code 70 (undocumented): 51`` for a summary line."""
     parts = []
     for code, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        name = CompletionStatus(code).name.replace("_", " ").title()
-        parts.append(f"{name} {n:,}")
+        status = CompletionStatus(code)
+        name = (
+            status.name.replace("_", " ").capitalize()
+            if status.is_known
+            else f"code {int(status)} (undocumented)"
+        )
+        parts.append(f"{name}: {n:,}")
     return ", ".join(parts) or "none"
 
 

@@ -6,14 +6,23 @@ of dates and durations given on the command line.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import click
 
-from lodresults._client import DEFAULT_BASE_URL, LodClient
+from lodresults._client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TIMEOUT,
+    LodClient,
+)
+from lodresults._logging import enable as enable_logging
 from lodresults._tenant import Tenant
 from lodresults._windows.settle import parse_duration
 from lodresults.cli._dates import parse_when
@@ -25,12 +34,16 @@ __all__ = [
     "client_factory",
     "client_options",
     "connection_options",
+    "debug_option",
     "duration",
     "make_from_options",
+    "set_debug",
     "tenants_from",
     "tenants_option",
     "when",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def api_key(key_file: Path | None) -> str:
@@ -97,14 +110,44 @@ def client_factory(
     return make
 
 
-def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def _turn_on_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        set_debug(ctx)
+
+
+_DEBUG_ON: Final = "lodresults.debug_logging"
+
+
+def set_debug(ctx: click.Context) -> None:
+    """``--debug``, before or after the command: debug logging, tracebacks on errors."""
+    root = ctx.find_root()
+    if root.meta.get(_DEBUG_ON):
+        return  # given twice, before and after the command
+    root.meta[_DEBUG_ON] = root.params["debug"] = True
+    # Undone when the command ends: run inside another program, it leaves no handler.
+    root.call_on_close(enable_logging(logging.DEBUG))
+
+
+#: ``--debug`` after the command name too: options go anywhere.
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, callback=_turn_on_debug,
+    help="Debug logging and tracebacks on errors (before or after the command).",
+)  # fmt: skip
+
+
+def connection_options(*, single_request: bool = False) -> Callable[[F], F]:
+    """
+    The options of a command that talks to the API (``--debug`` too); a command that
+    sends a single request has no ``--concurrency``.
+    """
     options = [
         click.option(
             "--base-url",
             envvar="LOD_BASE_URL",
             default=DEFAULT_BASE_URL,
             show_default=True,
-            help="API root (env LOD_BASE_URL). https:// only, http:// for localhost.",
+            help="API root, ending in /api/v3 (env LOD_BASE_URL). https:// only, "
+            "http:// for localhost.",
         ),
         click.option(
             "--api-key-file",
@@ -112,20 +155,21 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Read the key from this file instead of LOD_API_KEY.",
         ),
         click.option(
-            "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
-            help="Requests in flight at once.",
+            "--concurrency", type=click.IntRange(1, 64), default=DEFAULT_MAX_CONCURRENCY,
+            show_default=True, help="Requests in flight at once.",
         ),
         click.option(
-            "--rate-limit", type=click.FloatRange(0, min_open=True), default=5.0,
+            "--rate-limit", type=click.FloatRange(0, min_open=True), default=DEFAULT_RATE_LIMIT,
             show_default=True, help="Requests per second (adapts down on 429).",
         ),
         click.option(
-            "--timeout", type=click.FloatRange(0, min_open=True), default=60.0,
-            show_default=True, help="Seconds per request.",
+            "--timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
+            show_default=True, help="Seconds per request, connect to last byte.",
         ),
         click.option(
-            "--max-retries", type=click.IntRange(0, 100), default=5, show_default=True,
-            help="Retries of a transient failure.",
+            "--max-retries", type=click.IntRange(0, 100), default=DEFAULT_MAX_RETRIES,
+            show_default=True,
+            help="Times a transient failure is retried.",
         ),
         click.option(
             "--proxy", envvar="LOD_PROXY", metavar="URL",
@@ -135,17 +179,24 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--trust-env", is_flag=True, envvar="LOD_TRUST_ENV",
             help="Use the proxy HTTPS_PROXY / NO_PROXY name.",
         ),
+        debug_option,
     ]  # fmt: skip
-    for option in reversed(options):
-        f = option(f)
-    return f
+    if single_request:
+        del options[2]
+
+    def decorate(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
 
 
 def make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
     return client_factory(
         api_key(options["api_key_file"]),
         options["base_url"],
-        options["concurrency"],
+        options.get("concurrency", DEFAULT_MAX_CONCURRENCY),
         options["rate_limit"],
         options["timeout"],
         options["max_retries"],

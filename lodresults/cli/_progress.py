@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, Final
+
+import attrs
+from rich.console import Console, RenderableType
+from rich.progress import Progress as RichProgress
+from rich.progress import ProgressColumn, SpinnerColumn, Task
+from rich.progress_bar import ProgressBar
+from rich.table import Column, Table
 
 from lodresults._events import (
     Event,
@@ -16,7 +23,39 @@ from lodresults._events import (
     WindowSplit,
 )
 
-__all__ = ["Progress"]
+__all__ = ["BAR_MIN", "Part", "Progress", "fit"]
+
+#: The bar is drawn only if it gets at least this many columns.
+BAR_MIN: Final = 10
+
+
+@attrs.frozen
+class Part:
+    """One part of the status line; ``drop``: parts with lower numbers go first (None: never)."""
+
+    text: str
+    drop: int | None = None
+
+
+def fit(parts: list[Part], width: int, *, sep: str = " ") -> tuple[list[str], int]:
+    """
+    The texts of ``parts`` that fit in ``width`` columns, dropping whole parts (lowest
+    ``drop`` first, never a part without one), and the columns left for a bar (0 when
+    under ``BAR_MIN``, for it is dropped before any part).
+    """
+    kept = [p for p in parts if p.text]
+    for victim in sorted((p for p in kept if p.drop is not None), key=lambda p: p.drop or 0):
+        if _width(kept, sep) <= width:
+            break
+        kept.remove(victim)
+    texts = [p.text for p in kept]
+    # The bar goes after the label (the first part), with one more separator.
+    left = width - _width(kept, sep) - len(sep)
+    return texts, left if left >= BAR_MIN else 0
+
+
+def _width(parts: list[Part], sep: str) -> int:
+    return sum(len(p.text) for p in parts) + len(sep) * max(0, len(parts) - 1)
 
 
 def _duration(seconds: float) -> str:
@@ -66,36 +105,14 @@ class Progress:
         # its error line.
         self.started = self._last_line = time.monotonic()
         if self.tty:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                SpinnerColumn,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import (
-                Progress as RichProgress,
-            )
-
+            console = Console(file=self.stream)
+            # One column that fits the terminal by dropping whole parts: rich's own
+            # columns would cut numbers ("7… windows") when the line is too long.
             self._bar = RichProgress(
-                SpinnerColumn(),
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[unit]}"),
-                TextColumn("{task.fields[records]:>9,} records"),
-                TextColumn("{task.fields[rate]:>7,.0f}/s"),
-                TimeRemainingColumn(),
-                TextColumn("retries {task.fields[retries]} · 429s {task.fields[throttled]}"),
-                console=Console(file=self.stream),
-                transient=False,
+                SpinnerColumn(), _StatusColumn(self, console), console=console, transient=False
             )
             self._bar.start()
-            self._task = self._bar.add_task(
-                self.label, total=None, records=0, rate=0.0, retries=0, throttled=0,
-                unit="windows",
-            )  # fmt: skip
+            self._task = self._bar.add_task(self.label, total=None)
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
@@ -103,7 +120,42 @@ class Progress:
         if exc_type is None:
             self._refresh(force=True)
         if self._bar is not None:
+            if exc_type is not None:
+                # Interrupted or failed: erase the live line instead of drawing it once
+                # more (after Ctrl-C the terminal's "^C" may have wrapped it: a redraw
+                # would then show the last frame twice).
+                self._bar.live.transient = True
             self._bar.stop()
+
+    def parts(self) -> list[Part]:
+        """What the bar shows, each part with the order it is dropped in when too wide."""
+        if self.phase is not None:  # a phase that sends no windows: its labs done of total
+            name, done, total = self.phase
+            return [
+                Part(f"{self.label}: {name}", drop=3),
+                Part(f"{done:,}/{total:,} labs"),
+                Part(f"retries {self.retries:,} · 429s {self.throttled:,}", drop=4),
+            ]
+        eta = self.eta
+        # Retries and 429s when there are some: a quiet run gives their room to the bar.
+        trouble = self.retries or self.throttled
+        return [
+            Part(self.label, drop=3),
+            Part(
+                f"{self.done:,}/{self.total:,} windows" if self.total else f"{self.done:,} windows"
+            ),
+            Part(f"{self.new_records:,} records"),
+            Part(f"{self.rate:,.0f}/s", drop=2),
+            Part(f"ETA {_duration(eta)}" if eta is not None else "", drop=5),
+            Part(f"retries {self.retries:,} · 429s {self.throttled:,}" if trouble else "", drop=4),
+        ]
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the pace so far (None before the first window)."""
+        if self.done and self.total > self.done:
+            return self.elapsed / self.done * (self.total - self.done)
+        return None
 
     @property
     def elapsed(self) -> float:
@@ -135,40 +187,55 @@ class Progress:
 
     def line(self) -> str:
         """The plain status line."""
-        eta = ""
-        if self.done and self.total > self.done:
-            eta = f", ETA {_duration(self.elapsed / self.done * (self.total - self.done))}"
+        eta = f", ETA {_duration(self.eta)}" if self.eta is not None else ""
         if self.phase is not None:
             name, done, total = self.phase
             return (
                 f"{self.label}: {name} {done:,}/{total:,} labs, elapsed {_duration(self.elapsed)}"
             )
         return (
-            f"{self.label}: {self.done}/{self.total} windows, {self.new_records:,} records, "
+            f"{self.label}: {self.done:,}/{self.total:,} windows, {self.new_records:,} records, "
             f"{self.rate:,.0f} records/s{eta}, retries {self.retries}, 429s {self.throttled}, "
             f"elapsed {_duration(self.elapsed)}"
         )
 
     def _refresh(self, force: bool = False) -> None:
-        if self._bar is not None and self.phase is not None:
-            name, done, total = self.phase
-            self._bar.update(
-                self._task, description=f"{self.label}: {name}", total=total,
-                completed=done, unit="labs",
-            )  # fmt: skip
-            return
         if self._bar is not None:
-            self._bar.update(
-                self._task,
-                total=max(self.total, self.done) or None,
-                completed=self.done,
-                records=self.new_records,
-                rate=self.rate,
-                retries=self.retries,
-                throttled=self.throttled,
-            )
+            total, done = (self.phase[2], self.phase[1]) if self.phase else (self.total, self.done)
+            self._bar.update(self._task, total=max(total, done) or None, completed=done)
             return
         now = time.monotonic()
         if force or now - self._last_line >= self.interval:
             self._last_line = now
             print(self.line(), file=self.stream, flush=True)
+
+
+class _StatusColumn(ProgressColumn):
+    """
+    The whole status as one rich column, fitted to the terminal by ``fit``: the label, a
+    bar in the room that is left, then the counts.
+    """
+
+    def __init__(self, progress: Progress, console: Console) -> None:
+        super().__init__(Column(no_wrap=True))
+        self._progress = progress
+        self._console = console
+
+    def render(self, task: Task) -> RenderableType:
+        # The spinner and the padding after it take two columns; two more are kept free so
+        # that the "^C" a terminal echoes never wraps the line.
+        texts, bar = fit(self._progress.parts(), self._console.width - 4)
+        grid = Table.grid(padding=(0, 0))
+        cells: list[RenderableType] = []
+        for i, text in enumerate(texts):
+            if i:
+                grid.add_column(no_wrap=True)
+                cells.append(" ")
+            grid.add_column(no_wrap=True)
+            cells.append(text)
+            if i == 0 and bar:
+                grid.add_column(no_wrap=True)
+                grid.add_column(width=bar, no_wrap=True)
+                cells += [" ", ProgressBar(total=task.total, completed=task.completed, width=bar)]
+        grid.add_row(*cells)
+        return grid

@@ -1,8 +1,9 @@
 """
 How a command runs: one line on stderr for every failure, and its exit code.
 
-Exit codes: 0 ok, 2 usage error, 1 API / auth / network / database failure (one line on
-stderr, no traceback unless ``--debug``), 130 interrupted (Ctrl-C or SIGTERM).
+Exit codes: 0 ok (also when the reader of the output went away: ``export | head``), 2
+usage error, 1 API / auth / network / database failure (one line on stderr, no traceback
+unless ``--debug``), 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 
-from lodresults._exceptions import LodError
+from lodresults._exceptions import (
+    LodAuthError,
+    LodConnectionError,
+    LodError,
+    LodRedirectError,
+    LodStatusError,
+    LodWindowError,
+)
 from lodresults._text import printable
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Cli", "run"]
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Cli", "reason", "run"]
 
 T = TypeVar("T")
 
@@ -71,7 +79,7 @@ class Cli(click.Group):
             raise
         except BrokenPipeError:
             _quiet_stdout()
-            ctx.exit(EXIT_FAILURE)
+            ctx.exit(0)
         except Exception as exc:
             # Expected failures are reported where they happen; this is a bug. Its
             # message is not shown: it could quote anything, the key included.
@@ -86,7 +94,11 @@ class Cli(click.Group):
 
 
 def _quiet_stdout() -> None:
-    """The reader went away (``| head``): stop writing quietly, as Unix tools do."""
+    """
+    The reader went away (``| head``): it has what it wanted, so stop writing quietly
+    and succeed. Standard output is pointed at the null device so that the interpreter's
+    final flush does not fail again.
+    """
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
@@ -126,13 +138,33 @@ def run(job: Callable[[], Awaitable[T]], *, on_interrupt: str | None = None) -> 
         ctx.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         _quiet_stdout()
-        ctx.exit(EXIT_FAILURE)
+        ctx.exit(0)
     except (LodError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {_one_line(exc)}", err=True)
+        click.echo(f"error: {_one_line(reason(exc))}", err=True)
         ctx.exit(EXIT_FAILURE)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Failures that are not about the window they happened in: reported without it.
+_NOT_ABOUT_THE_WINDOW: Final = (LodAuthError, LodConnectionError, LodRedirectError)
+
+
+def reason(exc: BaseException) -> str:
+    """
+    What went wrong, for a person: a window's failure that would have hit any window (a
+    refused key, no connection, a wrong base URL) is told without the window's dates.
+    """
+    cause = exc
+    if isinstance(exc, LodWindowError) and (
+        isinstance(exc.error, _NOT_ABOUT_THE_WINDOW)
+        or (isinstance(exc.error, LodStatusError) and exc.error.status == 404)
+    ):
+        cause = exc.error
+    if isinstance(cause, LodAuthError):
+        return f"{cause}; check LOD_API_KEY or --api-key-file"
+    return str(cause)
 
 
 def _one_line(exc: BaseException | str) -> str:
