@@ -46,7 +46,7 @@ DOCS = ROOT / "docs"
 DAY = 86400
 
 #: Languages shown but never run (output, configuration); ``python`` and ``sh`` run.
-SHOWN_ONLY = frozenset({"text", "toml", "yaml", "json", "ini"})
+SHOWN_ONLY = frozenset({"text", "toml", "yaml", "json", "ini", "sql"})
 
 _MARKER = re.compile(r"^<!-- readme: (not run \(.+\)|run by (tests/\S+\.py).*) -->$")
 
