@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from benchmarks import _results, plots
@@ -134,3 +136,22 @@ def test_windows_diagram_follows_the_planner(tmp_path: Path) -> None:
     assert all(x[1] == y[0] for x, y in itertools.pairwise(spans))
     svg = module.draw(tmp_path / "w.svg").read_text()
     assert f"window {len(spans)}" in svg and "last 3 days: unsettled" in svg
+
+
+def test_plots_only_redraws_without_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m benchmarks --plots-only`` reads results.json beside the tables, measures
+    nothing and leaves the tables alone."""
+    import benchmarks.__main__ as cli
+
+    (tmp_path / "results.json").write_text(json.dumps({"memory": _results.load()["memory"]}))
+    (tmp_path / "README.md").write_text("the tables\n")
+    monkeypatch.setattr(cli, "SECTIONS", {})  # any measurement would fail: there is none
+    monkeypatch.setattr(
+        sys, "argv", ["benchmarks", "--plots-only", "--out", str(tmp_path / "README.md")]
+    )
+    cli.main()
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["perf-memory.svg"]
+    assert (tmp_path / "README.md").read_text() == "the tables\n"
+    assert "not drawn" in capsys.readouterr().err
