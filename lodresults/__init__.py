@@ -7,11 +7,15 @@ Everything public is listed in ``__all__``; other modules are private.
 from __future__ import annotations
 
 from lodresults._client import DEFAULT_BASE_URL, LodClient
+from lodresults._destinations.base import Applied, Destination, OpenLab
 from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._engine.backfill import BackfillResult, backfill
+from lodresults._engine.watch import watch
 from lodresults._events import (
     Event,
     EventHook,
+    PhaseCompleted,
+    PhaseProgress,
     RequestRetried,
     Throttled,
     WindowCompleted,
@@ -51,8 +55,10 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_WINDOW_SECONDS",
+    "Applied",
     "BackfillResult",
     "CompletionStatus",
+    "Destination",
     "Event",
     "EventHook",
     "LabResult",
@@ -76,6 +82,9 @@ __all__ = [
     "LodTransportError",
     "LodWindowError",
     "LodWindowTooLongError",
+    "OpenLab",
+    "PhaseCompleted",
+    "PhaseProgress",
     "RequestRetried",
     "SQLiteStore",
     "StoreError",
@@ -90,4 +99,5 @@ __all__ = [
     "backfill",
     "dump_record",
     "unstructure_record",
+    "watch",
 ]

@@ -12,8 +12,8 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Final
 
-from lodresults._clock import Clock, timer_for
-from lodresults._events import EventHook
+from lodresults._clock import ServerClock
+from lodresults._events import Event, EventHook
 from lodresults._exceptions import LodInvalidArgument
 from lodresults._records.decode import decode_results
 from lodresults._records.models import LabResult
@@ -24,7 +24,7 @@ from lodresults._request.key import ApiKey, check_base_url
 from lodresults._request.ratelimit import AdaptiveRateLimiter
 from lodresults._request.retry import RetryPolicy
 from lodresults._request.transport import Transport
-from lodresults._windows.batches import WindowBatch, iter_batches
+from lodresults._windows.batches import FanOut, WindowBatch
 from lodresults._windows.plan import MAX_WINDOW_SECONDS, TimeLike, Window, gaps, validate_range
 
 if TYPE_CHECKING:
@@ -67,9 +67,11 @@ class LodClient:
         deadline: Seconds each call may take in all, retries and waits included (like
             stamina's ``timeout``); None for no limit. Past it the call raises
             ``LodDeadlineError`` naming what was left. ``iter_results`` takes its own.
-        clock: Epoch seconds now, for ``WindowBatch.fetched_at`` (``time.time``). Tests
-            pass a ``lodresults.testing.ManualClock``: the client's waits (pacing,
-            backoff, deadlines) then run in its virtual time too.
+        clock: Our epoch seconds now (``time.time``). The client's clock (``.clock``)
+            is this, moved back to the server's (its answers' ``Date`` header) when ours
+            runs ahead: it stamps ``WindowBatch.fetched_at`` and so decides what has
+            settled. Tests pass a ``lodresults.testing.ManualClock``: the client's waits
+            (pacing, backoff, deadlines) then run in its virtual time too.
 
     .. versionadded:: 0.1.0
     """
@@ -118,10 +120,10 @@ class LodClient:
         self._transport = Transport(
             url, key, timeout=timeout, max_response_bytes=max_response_bytes, session=session
         )
-        self._clock = clock
-        # Where waits happen: real time, or the virtual time of a ManualClock.
-        self._timer: Clock = timer_for(clock)
-        self._limiter = AdaptiveRateLimiter(rate_limit, clock=self._timer)
+        # The server's present, and where waits happen (real time, or the virtual time
+        # of a ManualClock).
+        self._clock = ServerClock(clock)
+        self._limiter = AdaptiveRateLimiter(rate_limit, clock=self._clock)
         self._caller = Caller(
             self._transport,
             policy=RetryPolicy(
@@ -129,9 +131,10 @@ class LodClient:
             ),
             limiter=self._limiter,
             max_concurrency=max_concurrency,
-            timer=self._timer,
+            clock=self._clock,
             hooks=[on_event] if on_event is not None else [],
         )
+        self._fan_out = FanOut(self._fetch_window, max_concurrency, self._clock, self._caller.emit)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -163,9 +166,17 @@ class LodClient:
         return f"LodClient({shown})"
 
     @property
-    def clock(self) -> Callable[[], float]:
-        """The clock this client stamps ``WindowBatch.fetched_at`` with (epoch seconds)."""
+    def clock(self) -> ServerClock:
+        """
+        The server's present as this client knows it: ``clock()`` is epoch seconds, our
+        clock's or, when ours runs ahead, the server's (from its answers' ``Date``).
+        It stamps ``WindowBatch.fetched_at``.
+        """
         return self._clock
+
+    def emit(self, event: Event, extra: EventHook | None = None) -> None:
+        """Report ``event`` to the client's hook (and ``extra``), as the client's own are."""
+        self._caller.emit(event, extra)
 
     @property
     def current_rate(self) -> float | None:
@@ -284,18 +295,8 @@ class LodClient:
             _check_positive("deadline", deadline)
         self._ensure_open()
         limit = deadline if deadline is not None else self.deadline
-        return iter_batches(
-            self._fetch_window,
-            s,
-            e,
-            gaps(s, e, skip),
-            ordered=ordered,
-            concurrency=self.max_concurrency,
-            clock=self._clock,
-            timer=self._timer,
-            emit=self._caller.emit,
-            on_event=on_event,
-            deadline=limit,
+        return self._fan_out.batches(
+            s, e, gaps(s, e, skip), ordered=ordered, on_event=on_event, deadline=limit
         )
 
     def iter_results(

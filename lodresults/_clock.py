@@ -1,8 +1,12 @@
 """
-Time as the client sees it: ``now()`` and ``sleep()``, real or simulated.
+Time as the client sees it: the server's present, monotonic time and sleep, real or
+simulated.
 
-Every wait of a client (the rate limiter's pacing, backoff between attempts, the per-call
-deadline) goes through one ``Clock``. ``SystemClock`` is the event loop's monotonic time.
+A client has one ``ServerClock``: ``time()`` is epoch seconds as the server sees them
+(from the ``Date`` header of its answers, the earlier of it and ours), which stamps
+``fetched_at`` and so decides what has settled; ``now()`` and ``sleep()`` are the
+monotonic time every wait (the rate limiter's pacing, backoff between attempts, the
+per-call deadline) runs on: the event loop's, or a ``ManualClock``'s virtual time.
 ``ManualClock`` is virtual time for tests: epoch-like seconds that move when told
 (``advance``/``set``) or, as sleepers wait, straight to the earliest wake-up once every
 task is asleep, so timing logic runs in microseconds and the same way on every run.
@@ -13,12 +17,17 @@ simulator) it is given to.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import heapq
 import itertools
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "race", "sleep_unless", "timer_for"]
+__all__ = ["Clock", "ManualClock", "ServerClock", "race", "sleep_unless"]
+
+logger = logging.getLogger("lodresults")
 
 
 class Clock(Protocol):
@@ -29,18 +38,6 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Return after ``seconds`` of this clock's time."""
-
-
-class SystemClock:
-    """The running event loop's monotonic clock and ``asyncio.sleep``."""
-
-    def now(self) -> float:
-        """``loop.time()`` of the running loop."""
-        return asyncio.get_running_loop().time()
-
-    async def sleep(self, seconds: float) -> None:
-        """``asyncio.sleep``."""
-        await asyncio.sleep(seconds)
 
 
 class ManualClock:
@@ -122,9 +119,81 @@ class ManualClock:
             fut.set_result(None)
 
 
-def timer_for(clock: Callable[[], float]) -> Clock:
-    """Where a client with this ``clock`` waits: in virtual time for a ManualClock."""
-    return clock if isinstance(clock, ManualClock) else SystemClock()
+class ServerClock:
+    """
+    A client's one clock: the server's present (``time()``), monotonic time (``now()``)
+    and ``sleep()``.
+
+    ``wall`` gives our epoch seconds (``time.time``, or a ``ManualClock``, whose virtual
+    time then also drives ``now()`` and ``sleep()``). Each answer's ``Date`` header is
+    passed to ``observe``: when our clock is ahead of the server's, ``time()`` is moved
+    back by the difference, so what is settled, checkpointed and asked for "since" never
+    lies past the server's now; when ours is behind, ours is kept (the earlier of the two).
+    """
+
+    def __init__(self, wall: Callable[[], float] = time.time) -> None:
+        self._wall = wall
+        self._manual = wall if isinstance(wall, ManualClock) else None
+        # The server's time minus ours when ours is ahead (never positive).
+        self._offset = 0.0
+        self._observed = False
+
+    def time(self) -> float:
+        """Epoch seconds now, as the server sees them (as far as its answers tell)."""
+        return self._wall() + self._offset
+
+    __call__ = time
+
+    @property
+    def observed(self) -> bool:
+        """True once an answer's ``Date`` told the server's time."""
+        return self._observed
+
+    def now(self) -> float:
+        """Monotonic seconds (only differences matter): the running event loop's time."""
+        return self._manual.now() if self._manual else asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Return after ``seconds`` of monotonic time."""
+        await (self._manual.sleep(seconds) if self._manual else asyncio.sleep(seconds))
+
+    def stamp(self) -> tuple[float, float]:
+        """Note the moment a request is sent, for ``sent_at`` once its answer is in."""
+        return self.time(), self.now()
+
+    def sent_at(self, stamp: tuple[float, float]) -> float:
+        """
+        When the request of ``stamp`` was sent, on the server's clock as its answer told
+        it (never later than our own clock said then).
+        """
+        before, sent = stamp
+        return min(before, self.time() - (self.now() - sent))
+
+    def observe(self, date: str | None) -> None:
+        """Learn the server's clock from an answer's ``Date`` header (ignored if unreadable)."""
+        if date is None:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        # The earlier of the two: never past the server's now. Date is whole seconds,
+        # so it reads up to a second behind: a later answer that reads less behind moves
+        # the offset forward only by a whole second or more, so that time() does not
+        # jitter back and forth within a second from one answer to the next.
+        offset = min(0.0, server - self._wall())
+        if offset < -60 and abs(offset - self._offset) > 60:
+            logger.warning(
+                "lodresults: this machine's clock is %.0f s ahead of the server's; "
+                "using the server's time",
+                -offset,
+            )
+        if not self._observed or offset < self._offset or offset >= self._offset + 1:
+            self._offset = offset
+        self._observed = True
+
+    def __repr__(self) -> str:
+        return f"ServerClock(offset={self._offset:g})"
 
 
 async def race(*awaitables: Awaitable[Any]) -> list[asyncio.Future[Any]]:

@@ -17,6 +17,8 @@ from lodresults._windows.plan import Window
 __all__ = [
     "Event",
     "EventHook",
+    "PhaseCompleted",
+    "PhaseProgress",
     "RequestRetried",
     "Throttled",
     "WindowCompleted",
@@ -89,5 +91,41 @@ class Throttled:
     rate: float | None
 
 
-Event = WindowsPlanned | WindowCompleted | WindowSplit | WindowFailed | RequestRetried | Throttled
+@attrs.frozen
+class PhaseProgress:
+    """
+    A phase of a run that keeps a destination current (``"feed"`` or ``"refresh"``)
+    has ``done`` of ``total`` requests answered.
+    """
+
+    phase: str
+    done: int
+    total: int
+
+
+@attrs.frozen
+class PhaseCompleted:
+    """
+    A phase of a run (``"windows"``, ``"feed"``, ``"refresh"``) ended after ``requests``
+    requests: of the copies it applied, ``new`` labs were not stored before, ``changed``
+    replaced another state and ``unchanged`` equalled (or were older than) the stored one.
+    """
+
+    phase: str
+    requests: int
+    new: int
+    changed: int
+    unchanged: int
+
+
+Event = (
+    WindowsPlanned
+    | WindowCompleted
+    | WindowSplit
+    | WindowFailed
+    | RequestRetried
+    | Throttled
+    | PhaseProgress
+    | PhaseCompleted
+)
 EventHook = Callable[[Event], None]

@@ -15,8 +15,8 @@ dlt; ``import lodresults`` does not.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from datetime import timedelta
 from typing import Any, Final, cast
 
@@ -26,21 +26,17 @@ import pyarrow as pa
 from dlt.common.schema.typing import TColumnSchema
 
 from lodresults._client import DEFAULT_BASE_URL, LodClient
-from lodresults._destinations.arrow import DECIMAL_PRECISION, DECIMAL_SCALE, to_arrow
+from lodresults._destinations.arrow import DECIMAL_PRECISION, DECIMAL_SCALE
+from lodresults._destinations.dlt_state import FETCHED_AT, DltState
+from lodresults._engine.backfill import backfill
 from lodresults._exceptions import LodInvalidArgument
-from lodresults._records.models import FIELDS, LabResult
-from lodresults._records.schema import Kind
+from lodresults._records.models import FIELDS
+from lodresults._records.schema import MAX_EPOCH, Kind
 from lodresults._request.key import ApiKey
-from lodresults._windows.plan import TimeLike, to_epoch, union, validate_range
-from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds, settled_end
+from lodresults._windows.plan import TimeLike, to_epoch, validate_range
+from lodresults._windows.settle import DEFAULT_SETTLE, settle_seconds
 
 __all__ = ["FETCHED_AT", "lab_results"]
-
-#: The column that records when each row's copy was received. Within one load the merge
-#: keeps, for each ``lab_instance_id``, the copy with the latest ``fetched_at``.
-FETCHED_AT: Final = "fetched_at"
-
-_STATE_KEY: Final = "settled"
 
 #: The dlt column type of each kind of field (the same types as the Arrow columns).
 _DLT_TYPES: Final[dict[Kind, dict[str, Any]]] = {
@@ -75,34 +71,6 @@ class _Plan:
     base_url: str
     settle: int
     client_options: dict[str, Any]
-
-
-def _merge(intervals: list[list[int]], start: int, end: int) -> list[list[int]]:
-    """``intervals`` with ``[start, end]`` added, merged where they touch (sorted)."""
-    joined = union([*((a, b) for a, b in intervals), (start, end)])
-    return [[a, b] for a, b in joined]  # lists: dlt keeps its state as JSON
-
-
-class _ReceiveOrder:
-    """
-    ``fetched_at`` for each yielded table: the batch's own time, nudged a microsecond past
-    the previous one when needed, so that yield order (the order of newest copies) and
-    ``fetched_at`` order agree, and the merge keeps the copy yielded last.
-    """
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def __call__(self, fetched_at: float) -> int:
-        now = max(int(fetched_at * 1_000_000), self._last + 1)
-        self._last = now
-        return now
-
-
-def _table(records: list[LabResult], fetched_us: int) -> pa.Table:
-    table = to_arrow(records)
-    stamp = pa.array([fetched_us] * len(records), pa.timestamp("us", tz="UTC"))
-    return table.append_column(pa.field(FETCHED_AT, stamp.type, nullable=False), stamp)
 
 
 @dlt.resource(
@@ -142,9 +110,15 @@ async def lab_results(
             run again (cron) fetches only the unsettled tail and the new time.
         client_options: Passed to ``LodClient`` (``max_concurrency``, ``rate_limit``, ...).
 
-    Records stream window by window (one Arrow table per window, at most 7 days: its new
-    labs, then the changed copies of labs met in earlier windows), so memory stays bounded
-    whatever the range. Pass ``clock=`` (a ``LodClient`` option) to run on a test clock.
+    Each run is one run of the engine (``lodresults.backfill``) on the resource's dlt
+    state (``settled`` stretches, the labs that may still change, the last run): the
+    first loads its windows; a later one reads the change feed (one ``LatestResults``),
+    the unsettled tail, and the labs that started in the range and run (or wait for a
+    grade) past ``until``, so the warehouse ends with the server's present state of
+    every lab of the range. Records stream window by window (one Arrow table per window
+    or phase: its new labs, then the changed copies of labs met earlier), so memory stays
+    bounded whatever the range. Pass ``clock=`` (a ``LodClient`` option) to run on a test
+    clock.
     """
     try:
         key = ApiKey(api_key)
@@ -152,9 +126,7 @@ async def lab_results(
         # No frame of a traceback that passes through here shows the key.
         del api_key
     plan = _plan(since, until, key, base_url, settle, client_options)
-    state = dlt.current.resource_state()
-    settled: list[list[int]] = state.setdefault(_STATE_KEY, [])
-    async for table in _extract(plan, settled):
+    async for table in _extract(plan, dlt.current.resource_state()):
         yield table
 
 
@@ -173,23 +145,30 @@ def _plan(
     return _Plan(s, u, key, base_url or DEFAULT_BASE_URL, settle_seconds(settle), client_options)
 
 
-async def _extract(plan: _Plan, settled: list[list[int]]) -> AsyncIterator[pa.Table]:
-    order = _ReceiveOrder()
-    skip = [(a, b) for a, b in settled]
+async def _extract(plan: _Plan, state: dict[str, Any]) -> AsyncIterator[pa.Table]:
+    destination = DltState(state, plan.settle)
     async with LodClient(
         plan.key.reveal(), base_url=plan.base_url, **plan.client_options
     ) as client:
-        until = plan.until if plan.until is not None else int(client.clock())
-        if until < plan.since:
-            raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {until})")
-        batches = client.iter_windows(plan.since, until, skip=skip)
-        async with aclosing(batches):
-            async for batch in batches:
-                # records first, then updates: the newest copy comes last.
-                changed = batch.records + batch.updates
-                if changed:
-                    yield _table(changed, order(batch.fetched_at))
-                w = batch.window
-                end = settled_end(w.start, w.end, batch.fetched_at, plan.settle)
-                if end is not None:
-                    settled[:] = _merge(settled, w.start, end)
+        if plan.until is None and plan.since > client.clock.time():
+            now = int(client.clock.time())
+            raise LodInvalidArgument(f"since ({plan.since}) lies in the future (now is {now})")
+        until = plan.until if plan.until is not None else MAX_EPOCH
+        run = asyncio.ensure_future(
+            backfill(client, destination, plan.since, until, settle=plan.settle)
+        )
+        try:
+            while True:
+                table = asyncio.ensure_future(destination.tables.get())
+                await asyncio.wait({table, run}, return_when=asyncio.FIRST_COMPLETED)
+                if table.done():
+                    yield table.result()
+                    continue
+                table.cancel()
+                run.result()  # raises the run's failure
+                while not destination.tables.empty():
+                    yield destination.tables.get_nowait()
+                return
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)

@@ -88,3 +88,11 @@ def test_one_section_rerun_keeps_the_others(
     ]  # fmt: skip
     assert text.count("## What profiling showed") == 1
     capsys.readouterr()
+
+
+async def test_keeping_current_benchmark_runs() -> None:
+    """The engine's cost table: a nightly rerun sends at most 3 requests."""
+    text, _ = await run_quick_benchmark("benchmarks.keeping_current")
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| run |")}  # fmt: skip
+    assert int(rows["nightly rerun"]) <= 3 and int(rows["after a 10-day gap"]) <= 3

@@ -256,24 +256,27 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert r.code == 0, r.err
     assert "demo: completion status: Complete" in r.out
     rows = len(db_ids(db))
-    assert f"now holds {rows:,} rows (the server has {rows:,} labs" in r.out
+    assert f"holds {rows:,} rows (all for those days)" in r.out
     # 21 days up to now, asked from a day before to a day after (SKEW_TOLERANCE): 23 days.
     assert "demo backfill: 4/4 windows" in r.err
 
 
 async def test_watch_stops_on_sigterm(sim: Simulator, tmp_path: Path) -> None:
-    """watch polls, upserts, and exits cleanly on SIGTERM."""
+    """watch fetches the tail, then polls the feed, and exits cleanly on SIGTERM."""
     db = tmp_path / "w.db"
     proc = await start(["watch", "--db", str(db), "--interval", "1"], _env(sim))
-    for _ in range(1000):
-        if _meta(db, "watch.last_success"):
+    for _ in range(3000):
+        if sim.stats.requests["LatestResults"]:
             break
         await asyncio.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 130
-    assert "upserted" in err.decode() and "watch stopped" in err.decode()
-    assert sim.stats.requests["LatestResults"] >= 1
+    text = err.decode()
+    assert "windows, 1 request: " in text and " new, 0 changed, 0 unchanged" in text
+    assert "feed, 1 request: " in text and "watch stopped" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert _meta(db, "engine.last_run")
 
 
 def _meta(db: Path, key: str) -> str | None:
@@ -286,7 +289,8 @@ def _meta(db: Path, key: str) -> str | None:
 
 
 async def test_watch_survives_transient_errors_and_catches_up(tmp_path: Path) -> None:
-    """Failed polls are reported and retried; the gap since the last success is covered."""
+    """Failed runs are reported and retried; a watch whose clock runs ten days ahead of
+    the server's stores the server's time and catches a change with the feed."""
     db = tmp_path / "w.db"
     out = io.StringIO()
     # The simulator's clock stands still (a real one could tick between two reads of
@@ -296,25 +300,30 @@ async def test_watch_survives_transient_errors_and_catches_up(tmp_path: Path) ->
         clock = [float(sim.now)]
         await watch(lambda **kw: fast_client(sim, max_retries=0, **kw), db=db, interval=0.01,
                     out=out, iterations=2, clock=lambda: clock[0])  # fmt: skip
-        assert out.getvalue().count("poll failed") == 2
+        assert out.getvalue().count("run failed, will retry") == 2
         sim.faults = Faults()
         await watch(lambda **kw: fast_client(sim, **kw), db=db, interval=0.01, out=out,
                     iterations=1, clock=lambda: clock[0])  # fmt: skip
-        assert _meta(db, "watch.last_success") == repr(clock[0])
-        # a lab changes state after the last poll; ten days later the poll catches up
+        assert float(_meta(db, "engine.last_run") or 0) <= sim.now
+        # a lab changes state after the last run; our clock jumps ten days, not the server's
         lab: dict[str, Any] = dict(next(r for r in sim.records if r["End"] is None))
         lab.update(End=sim.now + 5, CompletionStatus=4)
         sim.dataset.upsert(lab)
         clock[0] += 10 * DAY
+        before = sim.stats.requests["Results"]
         await watch(lambda **kw: fast_client(sim, **kw), db=db, interval=0.01, out=out,
                     iterations=1, clock=lambda: clock[0])  # fmt: skip
+        # the feed, read after one minute of it told the server's time, and the tail up
+        # to the server's present: one window, not eleven days of them
+        assert sim.stats.requests["Results"] == before + 1
+        assert float(_meta(db, "engine.last_run") or 0) <= sim.now + 1
     with closing(sqlite3.connect(db)) as c:
         end, status = c.execute(
             'SELECT "end", completion_status FROM lab_results WHERE lab_instance_id = ?',
             (lab["LabInstanceId"],),
         ).fetchone()
     assert (end, status) == (sim.now + 5, 4)
-    assert "upserted" in out.getvalue()
+    assert "feed, 2 requests: " in out.getvalue()
 
 
 def test_upsert_keeps_the_copy_written_last(tmp_path: Path) -> None:
@@ -417,7 +426,7 @@ def test_records_round_trip_through_the_store(tmp_path: Path) -> None:
     async def go() -> list[LabResult]:
         store = await SQLiteStore.open(tmp_path / "s.db")
         try:
-            await store.write_window(0, 10, recs)
+            await store.apply(recs, checkpoint=(0, 10))
             return await store.run_sync(lambda s: list(s.iter_records_sync()))
         finally:
             await store.close()

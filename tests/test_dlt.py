@@ -42,7 +42,8 @@ pytest.importorskip("pyarrow")
 from dlt.common.configuration.container import Container  # noqa: E402
 from dlt.common.pipeline import PipelineContext  # noqa: E402
 
-from lodresults.dlt import FETCHED_AT, _merge, lab_results  # noqa: E402
+from lodresults._destinations.dlt_state import merge as _merge  # noqa: E402
+from lodresults.dlt import FETCHED_AT, lab_results  # noqa: E402
 
 DAY = 86400
 WAREHOUSES = Path(__file__).resolve().parent.parent / "docs/warehouses.md"
@@ -320,6 +321,37 @@ async def test_changes_during_a_run_keep_the_newest_copy(home: Path) -> None:
         )  # fmt: skip
         await run(pipeline(home), resource)
     assert rows(home / "lodresults.duckdb") == expected
+
+
+async def test_labs_running_past_until_are_kept_current_in_the_warehouse(home: Path) -> None:
+    """
+    A settled range whose labs run past ``until``: a day later some ended and some were
+    graded; the second load sends at most 3 requests (the feed and a window for the
+    grades) and the warehouse equals the server's present state.
+    """
+    from tests.test_engine import SINCE, UNTIL, world
+    from tests.test_engine import T0 as NIGHT
+
+    clock = ManualClock(NIGHT)
+    async with Simulator(records=world(60), clock=clock) as sim:
+        p = pipeline(home)
+
+        def resource() -> Any:
+            return lab_results(SINCE, UNTIL, api_key=sim.api_key, base_url=sim.base_url,
+                               rate_limit=None, clock=clock)  # fmt: skip
+
+        await run(p, resource())
+        assert sim.stats.requests["Result"] == sim.stats.requests["LatestResults"] == 0
+        clock.advance(DAY)
+        before = sim.stats.total
+        await run(p, resource())
+        assert sim.stats.total - before <= 3
+        got = rows(home / "lodresults.duckdb")
+        expected = {
+            i: state(structure_record(dict(d))) for i, d in sim.present(SINCE, UNTIL).items()
+        }
+    assert states(got) == expected
+    assert sum(r.end is None for r in got.values()) >= 30  # still running
 
 
 # --- credentials -------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lodresults import LabResult, LodClient, SQLiteStore, WindowsPlanned
-from lodresults._clock import SystemClock
+from lodresults._clock import ServerClock
 from lodresults._events import Event, EventHook
 from lodresults._exceptions import LodWindowTooLongError
-from lodresults._windows.batches import WindowBatch, iter_batches
+from lodresults._windows.batches import FanOut, WindowBatch
 from lodresults._windows.dedup import SKEW_TOLERANCE
 from lodresults._windows.plan import MAX_WINDOW_SECONDS, Window, gaps
 from lodresults._windows.slots import Lease
@@ -153,7 +153,7 @@ async def checkpoints(db: Path) -> list[tuple[int, int]]:
     """The checkpointed stretches, merged."""
     store = await SQLiteStore.open(db)
     try:
-        done = sorted(await store.completed_windows(0, 2**40))
+        done = sorted(await store.checkpoints(0, 2**40))
     finally:
         await store.close()
     merged: list[tuple[int, int]] = []
@@ -237,7 +237,7 @@ def touches(lo: int, hi: int, s: int, e: int | None) -> bool:
 
 
 async def run_case(case: Case) -> tuple[list[WindowBatch], list[Window]]:
-    """``iter_batches`` over the case's range and skips, against an in-memory server whose
+    """``FanOut.batches`` over the case's range and skips, against an in-memory server whose
     filter is off by ``case.skew`` and which refuses windows longer than ``case.limit``."""
     sent: list[Window] = []
 
@@ -249,11 +249,8 @@ async def run_case(case: Case) -> tuple[list[WindowBatch], list[Window]]:
         lo, hi = w.start + case.skew, w.end + case.skew
         return [lab(i, s, e) for i, s, e in case.labs if touches(lo, hi, s, e)]
 
-    batches = iter_batches(
-        fetch, case.a, case.b, gaps(case.a, case.b, case.skip),
-        ordered=case.ordered, concurrency=case.concurrency, clock=lambda: T0,
-        timer=SystemClock(), emit=lambda e, h: None, on_event=None, deadline=None,
-    )  # fmt: skip
+    fan = FanOut(fetch, case.concurrency, ServerClock(lambda: T0), emit=lambda e, h: None)
+    batches = fan.batches(case.a, case.b, gaps(case.a, case.b, case.skip), ordered=case.ordered)
     async with aclosing(batches):
         return [x async for x in batches], sent
 

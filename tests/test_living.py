@@ -129,7 +129,7 @@ async def test_until_in_the_future_checkpoints_nothing_after_now_minus_settle(
         result, sent = await run_backfill(sim, clock, db, T0 - 10 * DAY, T0 + 365 * DAY)
         store = await SQLiteStore.open(db)
         try:
-            done = await store.completed_windows(0, 2**40)
+            done = await store.checkpoints(0, 2**40)
         finally:
             await store.close()
     assert sent == 2 and not result.complete
@@ -156,9 +156,20 @@ class SlowSimulator(Simulator):
         return super()._answer(command, params)
 
 
-async def test_a_lab_running_past_until_is_fetched_again_once_settled(tmp_path: Path) -> None:
+def sent(sim: Simulator) -> dict[str, int]:
+    """Requests the simulator answered so far, per command."""
+    return {c: sim.stats.requests[c] for c in ("Results", "Result", "LatestResults")}
+
+
+def since_then(sim: Simulator, before: dict[str, int]) -> dict[str, int]:
+    """Requests per command since ``before`` (commands not asked left out)."""
+    return {c: n - before[c] for c, n in sent(sim).items() if n > before[c]}
+
+
+async def test_a_lab_running_past_until_is_kept_current_by_the_feed(tmp_path: Path) -> None:
     """A historical range: a lab started in it runs past ``until``, so no window of the
-    range will return its end; once the range has settled it is asked for by id."""
+    range will return its end. Its end comes with the change feed (one LatestResults); it
+    is asked for by id only once, when its end has settled and its grade may have landed."""
     clock = ManualClock(T0)
     runner = make_lab(1, T0 - 2 * DAY, T0 + 5 * DAY)
     db = tmp_path / "h.db"
@@ -166,29 +177,40 @@ async def test_a_lab_running_past_until_is_fetched_again_once_settled(tmp_path: 
     async with Simulator(records=[runner], clock=clock) as sim:
         first, _ = await run_backfill(sim, clock, db, since, until)
         assert not first.complete and (await table(db))[1].end is None
+        assert first.feed is None and first.refreshed == 0
         clock.advance(4 * DAY)  # settled now, still running
+        before = sent(sim)
         second, _ = await run_backfill(sim, clock, db, since, until)
-        assert second.complete and second.refreshed == 1
+        # The feed, and the tail that has settled since: the lab came with it.
+        assert second.complete and second.refreshed == 0
+        assert since_then(sim, before) == {"LatestResults": 1, "Results": 1}
         assert (await table(db))[1].end is None
         clock.advance(3 * DAY)  # it ended
-        before = sim.stats.requests["Results"]
+        before = sent(sim)
         third, _ = await run_backfill(sim, clock, db, since, until)
-        assert third.windows == 0 and sim.stats.requests["Results"] == before
-        assert third.refreshed == 1 and sim.stats.requests["Result"] == 2
+        assert since_then(sim, before) == {"LatestResults": 1}
+        assert third.windows == 0 and third.refreshed == 0 and third.feed is not None
+        assert third.feed.changed == 1
         assert_table_is_present(await table(db), sim.present(since, until))
         clock.advance(DEFAULT_SETTLE)  # its end has settled since it was last fetched
+        before = sent(sim)
         fourth, _ = await run_backfill(sim, clock, db, since, until)
         assert fourth.refreshed == 1  # fetched before its end had settled: once more
+        # Nothing runs any more: no feed to read.
+        assert since_then(sim, before) == {"Result": 1}
+        before = sent(sim)
         fifth, _ = await run_backfill(sim, clock, db, since, until)
     assert fifth.refreshed == 0  # nothing is running or unsettled any more: nothing is sent
+    assert fifth.requests == 0 and since_then(sim, before) == {}
 
 
 async def test_an_exam_ending_past_until_is_refreshed_until_its_grade_lands(
     tmp_path: Path,
 ) -> None:
     """A lab started in a settled historical range ends after ``until`` and is graded two
-    days later: seen ended but ungraded (status 50), it is still asked for by id until its
-    end has settled, so the grade reaches the table."""
+    days later: the feed brings its end (status 50, ungraded); the grade, which the feed
+    does not show, comes with a later run that asks for it, since its end had not settled
+    when it was fetched."""
     clock = ManualClock(T0)
     since, until = T0 - 9 * DAY, T0 - DAY
     end = T0 + 5 * DAY
@@ -198,11 +220,11 @@ async def test_an_exam_ending_past_until_is_refreshed_until_its_grade_lands(
         await run_backfill(sim, clock, db, since, until)
         clock.set(end + 3600)  # ended, not graded yet
         ended, _ = await run_backfill(sim, clock, db, since, until)
-        assert ended.complete and ended.refreshed == 1
+        assert ended.complete and ended.refreshed == 0 and ended.feed is not None
         assert (await table(db))[1].completion_status == 50
         clock.set(end + 2 * DAY + 3600)  # graded now
         graded, _ = await run_backfill(sim, clock, db, since, until)
-        assert graded.refreshed == 1
+        assert graded.refreshed == 1 and graded.refresh.changed == 1
         assert_table_is_present(await table(db), sim.present(since, until))
         assert (await table(db))[1].exam_score is not None
 
@@ -291,13 +313,6 @@ async def test_exactly_once_against_a_sloppy_server(sloppy: Sloppiness, ordered:
 # --- watch ------------------------------------------------------------------------------
 
 
-def sleeper(clock: ManualClock) -> Any:
-    async def sleep(seconds: float) -> None:
-        clock.advance(seconds)
-
-    return sleep
-
-
 async def test_watch_through_an_outage_with_labs_changing(tmp_path: Path) -> None:
     """
     Polls fail for hours while labs start, end and get graded; once the server is back the
@@ -314,13 +329,12 @@ async def test_watch_through_an_outage_with_labs_changing(tmp_path: Path) -> Non
             return client_for(sim, max_retries=0, **kw)
 
         async def go(iterations: int) -> None:
-            await watch(make, db=db, interval=600, out=out, iterations=iterations,
-                        clock=clock, sleep=sleeper(clock))  # fmt: skip
+            await watch(make, db=db, interval=600, out=out, iterations=iterations, clock=clock)
 
         await go(3)
         sim.faults = Faults(rate=1.0, kinds=("http503",))
         await go(24)  # four hours of failed polls
-        assert out.getvalue().count("poll failed") == 24
+        assert out.getvalue().count("run failed") == 24
         sim.faults = Faults()
         clock.advance(2 * DAY)  # the watch was down too; labs kept changing
         await go(2)
@@ -333,7 +347,8 @@ async def test_watch_through_an_outage_with_labs_changing(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("path", ["latest", "windows"])
 async def test_a_revoked_key_stops_watch_on_both_paths(tmp_path: Path, path: str) -> None:
-    """LatestResults or windowed Results (after a gap over 7 days): auth stops the watch."""
+    """LatestResults (the feed, or beyond its reach the minute that tells the server's
+    time) or windowed Results (a first run): auth stops the watch at the first refusal."""
     clock = ManualClock(T0)
     db = tmp_path / "w.db"
     out = io.StringIO()
@@ -343,19 +358,18 @@ async def test_a_revoked_key_stops_watch_on_both_paths(tmp_path: Path, path: str
         def make(**kw: Any) -> LodClient:
             return client_for(sim, key=key, **kw)
 
-        await watch(make, db=db, interval=60, out=out, iterations=1, clock=clock,
-                    sleep=sleeper(clock))  # fmt: skip
+        if path == "latest":
+            await watch(make, db=db, interval=60, out=out, iterations=1, clock=clock)
         sim.api_key = "revoked"
-        clock.advance(10 * DAY if path == "windows" else 60)
-        with pytest.raises(LodAuthError) if path == "latest" else pytest.raises(Exception) as e:
-            await watch(make, db=db, interval=60, out=out, iterations=5, clock=clock,
-                        sleep=sleeper(clock))  # fmt: skip
+        clock.advance(10 * DAY)
+        with pytest.raises(LodAuthError) as e:
+            await watch(make, db=db, interval=60, out=out, iterations=5, clock=clock)
     if path == "windows":
         assert isinstance(getattr(e.value, "error", None), LodAuthError)
-        assert sim.stats.requests["LatestResults"] == 1  # the gap went to windowed Results
-    # stopped at the first refusal, nothing retried (the gap and the unsettled tail, asked
-    # a day beyond each end, are three windows, which may all have been in flight)
-    assert 1 <= sim.stats.unauthorized <= (3 if path == "windows" else 1)
+        assert sim.stats.requests["LatestResults"] == 0  # a first run reads no feed
+    # stopped at the first refusal, nothing retried (the unsettled tail, asked a day
+    # beyond each end, is two windows, which may both have been in flight)
+    assert 1 <= sim.stats.unauthorized <= (2 if path == "windows" else 1)
 
 
 # --- the property: any lives against any run times --------------------------------------

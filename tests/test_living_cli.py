@@ -92,7 +92,7 @@ async def test_demo_twice_never_mixes_two_datasets(tmp_path: Path) -> None:
     assert r2.code == 0, r2.err
     assert "held another demo dataset (seed=1" in r2.out
     n = len(db_ids(db))
-    assert f"now holds {n:,} rows (the server has {n:,} labs" in r2.out
+    assert f"holds {n:,} rows (all for those days)" in r2.out
 
 
 async def test_demo_refuses_a_database_of_real_results(tmp_path: Path) -> None:

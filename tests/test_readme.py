@@ -348,7 +348,7 @@ def check_command(argv: list[str], out: str, err: str, cwd: Path) -> None:
     if sub == "demo":
         # "a demo backfill of 90 days (--days) from the built-in simulator into SQLite"
         assert f"backfilling the last {option(argv, '--days') or 90} days into demo.db" in out
-        m = re.search(r"holds ([\d,]+) rows", out)
+        m = re.search(r"holds ([\d,]+) rows \(all for those days\)", out)
         assert m, out
         assert len(rows(cwd / "demo.db")) == int(m.group(1).replace(",", "")) > 1000
     elif sub == "backfill":

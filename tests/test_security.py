@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import pickle
 import traceback
@@ -446,3 +447,41 @@ def test_a_text_still_holding_a_piece_after_the_rounds_is_masked_whole(
     assert Redactor("0" * 13 + "dd").text(text) == "#48;******"  # two rounds, two masks
     monkeypatch.setattr(redact, "_ROUNDS", 1)
     assert Redactor("0" * 13 + "dd").text(text) == "***"
+
+
+async def test_the_engines_failures_never_show_the_key(tmp_path: Path) -> None:
+    """
+    A 401 in the change feed and in the refresh (one Result per lab, the siblings
+    cancelled): the error, its chain and every frame's locals hold no piece of the key,
+    and the watch's lines neither.
+    """
+    from lodresults import SQLiteStore, backfill
+    from lodresults.cli._watch import watch
+    from tests.test_engine import RevokingSimulator
+    from tests.test_living import make_lab
+
+    labs = [make_lab(i, 1_700_000_000 + i * 8 * DAY, None) for i in range(1, 9)]
+    db = tmp_path / "s.db"
+    async with RevokingSimulator(records=labs, api_key=KEY) as sim:
+        store = await SQLiteStore.open(db)
+        try:
+            async with LodClient(KEY, base_url=sim.base_url, rate_limit=None) as c:
+                # First run: windows only; then the labs asked for one by one (no feed
+                # yet, nothing stored as running before) -- the key is revoked there.
+                await backfill(c, store, 1_700_000_000, 1_700_000_000 + 70 * DAY)
+                await store.set_meta("engine.last_run", "0")  # beyond the feed's reach
+                with pytest.raises(LodAuthError) as refresh:
+                    await backfill(c, store, 1_700_000_000, 1_700_000_000 + 70 * DAY)
+        finally:
+            await store.close()
+        out = io.StringIO()
+        with pytest.raises(LodAuthError) as feed:
+            await watch(
+                lambda **kw: LodClient(KEY, base_url=sim.base_url, **kw),
+                db=db, interval=1, out=out,
+            )  # fmt: skip
+    for err in (refresh.value, feed.value):
+        text = _all_text(err)
+        assert KEY not in text and KEY[4:-4] not in text
+    assert KEY[4:-4] not in out.getvalue()
+    _assert_key_only_in_header(sim)

@@ -115,7 +115,7 @@ async def test_a_value_sqlite_cannot_store_rolls_back(tmp_path: Path) -> None:
         huge = attrs.evolve(structure_record(lab(2)), lab_host_id=2**64)
         with pytest.raises(OverflowError):
             await store.upsert([ok, huge])
-        assert await store.upsert([structure_record(lab(3))]) == 1
+        assert (await store.upsert([structure_record(lab(3))])).new == 1
         assert await store.count() == 1
     finally:
         await store.close()
@@ -227,7 +227,7 @@ async def test_a_version_1_database_is_migrated_when_opened_for_writing(tmp_path
     store = await SQLiteStore.open(db)
     try:
         assert await store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
-        assert await store.completed_windows(0, 100) == [(0, 10)]
+        assert await store.checkpoints(0, 100) == [(0, 10)]
     finally:
         await store.close()
     assert {c: _types(db)[c] for c in ("exam_score", "latitude", "longitude")} == dict.fromkeys(
@@ -300,9 +300,7 @@ async def test_corrupt_meta_and_checkpoint_values_are_store_errors(tmp_path: Pat
             await store.get_meta_number("other")
         assert await store.get_meta_number("absent") is None
         with pytest.raises(StoreError, match=f"{db}: backfill_windows holds 'b'"):
-            await store.completed_windows(-(2**62), 2**62)
-        with pytest.raises(StoreError, match=f"{db}: lab_results holds 'soon'"):
-            await store.newest_change()
+            await store.checkpoints(-(2**62), 2**62)
         with pytest.raises(StoreError, match="row of lab_instance_id 1 cannot be read"):
             await store.for_each_chunk(lambda chunk: None)
         # the connection is still usable afterwards
@@ -452,3 +450,53 @@ async def test_a_cancelled_reader_stops_within_one_batch(tmp_path: Path) -> None
     finally:
         proceed.set()
         await store.close()
+
+
+# --- newest fetch wins -------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    writes=st.lists(
+        st.tuples(st.sampled_from([0, 1]), st.integers(0, 5), st.integers(0, 4)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_two_writers_the_later_fetch_wins(tmp_path_factory: Any, writes: list[Any]) -> None:
+    """
+    Two connections (a cron backfill and a watch) write copies of one lab in any order,
+    with interleaved fetch times: the row holds the copy fetched last (on equal fetch
+    times, the one written last), and each apply counts new / changed / unchanged.
+    """
+    path = tmp_path_factory.mktemp("w") / "s.db"
+
+    async def go() -> tuple[int, list[Any]]:
+        stores = [await SQLiteStore.open(path), await SQLiteStore.open(path)]
+        counts = []
+        try:
+            for writer, fetched, score in writes:
+                copy = structure_record(lab(1, TaskCompletePercent=score * 10))
+                counts.append(await stores[writer].apply([copy], fetched_at=1000 + fetched))
+            got: list[LabResult] = []
+            await stores[0].for_each_chunk(got.extend)
+            assert len(got) == 1
+            return got[0].task_complete_percent or 0, counts
+        finally:
+            for s in stores:
+                await s.close()
+
+    stored, counts = asyncio.run(go())
+    newest = max(range(len(writes)), key=lambda i: (writes[i][1], i))
+    assert stored == writes[newest][2] * 10
+    # The model: what the row held before each write decides its count.
+    held: tuple[int, int] | None = None
+    for (_, fetched, score), applied in zip(writes, counts, strict=True):
+        if held is None:
+            assert (applied.new, applied.changed, applied.unchanged) == (1, 0, 0)
+        elif fetched < held[0] or score == held[1]:
+            assert (applied.new, applied.changed, applied.unchanged) == (0, 0, 1)
+        else:
+            assert (applied.new, applied.changed, applied.unchanged) == (0, 1, 0)
+        if held is None or fetched >= held[0]:
+            held = (fetched, score)

@@ -16,22 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from lodresults._destinations.base import Applied, OpenLab
 from lodresults._destinations.sqlite_open import connect, connect_readonly, describe
 from lodresults._destinations.sqlite_schema import (
     UPSERT,
     columns_in,
+    compare,
     record_from_row,
     row_of,
     select_all,
+    select_by_id,
 )
 from lodresults._exceptions import StoreError
 from lodresults._records.models import LabResult
@@ -45,11 +49,16 @@ logger = logging.getLogger("lodresults.store")
 #: Rows per job when reading the whole table (``for_each_chunk``): the most a cancelled
 #: export still processes.
 CHUNK_ROWS: Final = 2000
+#: Rows compared (and ids looked up) per query when applying copies.
+_COMPARE_ROWS: Final = 500
+#: The ``meta`` key of ``last_run``.
+_LAST_RUN: Final = "engine.last_run"
 
 
 class SQLiteStore:
     """
-    The backfill database. Open with ``await SQLiteStore.open(path)``; close with ``close()``.
+    The backfill database, a ``Destination``. Open with ``await SQLiteStore.open(path)``;
+    close with ``close()``.
 
     Every operation runs in its own transaction on the database thread; any exception in
     one (including ``KeyboardInterrupt`` and ``CancelledError``) rolls it back, so the
@@ -129,40 +138,47 @@ class SQLiteStore:
 
     # --- writes -------------------------------------------------------------------------
 
-    async def write_window(self, start: int, end: int, records: Iterable[LabResult]) -> int:
-        """Upsert ``records`` and checkpoint ``[start, end]`` in one transaction."""
-        return await self.apply(records, checkpoint=(start, end))
-
     async def apply(
         self,
-        records: Iterable[LabResult],
+        records: Sequence[LabResult],
         *,
-        checkpoint: tuple[int, int] | None = None,
         fetched_at: float | None = None,
-    ) -> int:
+        checkpoint: tuple[int, int] | None = None,
+    ) -> Applied:
         """
-        Upsert ``records`` in their order (a later copy of a lab replaces an earlier one)
-        and, if given, checkpoint ``checkpoint = (start, end)``, in one transaction.
-
-        ``fetched_at``: when the copies were requested (epoch seconds; now by default),
-        kept in each row's ``fetched_at``.
+        Upsert ``records`` in their order and, if given, checkpoint ``checkpoint = (start,
+        end)``, in one transaction. Newest fetch wins: a copy replaces a stored row only if
+        ``fetched_at`` (epoch seconds; now by default) is not earlier than the row's; on
+        equal times the later write wins (so a later copy in ``records`` replaces an
+        earlier one).
         """
         stamp = int(time.time() if fetched_at is None else fetched_at)
         rows = [row_of(r, stamp) for r in records]
-        return await self._run(self._apply, rows, checkpoint)
+        return await self._run(self._apply, rows, checkpoint, stamp)
 
-    def _apply(self, rows: list[tuple[Any, ...]], checkpoint: tuple[int, int] | None) -> int:
+    def _apply(
+        self, rows: Iterable[tuple[Any, ...]], checkpoint: tuple[int, int] | None, stamp: int = 0
+    ) -> Applied:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
-        c.executemany(UPSERT, rows)
+        applied = Applied()
+        it = iter(rows)
+        while chunk := list(itertools.islice(it, _COMPARE_ROWS)):
+            applied += compare(self._stored_rows(chunk), chunk)
+            c.executemany(UPSERT, chunk)
         if checkpoint is not None:
             c.execute(
                 'INSERT OR REPLACE INTO backfill_windows ("start", "end", records, completed_at) '
                 "VALUES (?, ?, ?, ?)",
-                (*checkpoint, len(rows), int(time.time())),
+                (*checkpoint, applied.total, stamp),
             )
         c.execute("COMMIT")
-        return len(rows)
+        return applied
+
+    def _stored_rows(self, rows: list[tuple[Any, ...]]) -> dict[Any, tuple[Any, ...]]:
+        ids = list({r[0] for r in rows})
+        found = self._conn.execute(select_by_id(len(ids)), ids).fetchall()
+        return {r[0]: tuple(r) for r in found}
 
     async def reset(self) -> None:
         """Delete every row, checkpoint and piece of state but the schema version."""
@@ -176,8 +192,8 @@ class SQLiteStore:
         c.execute("DELETE FROM meta WHERE key != 'schema_version'")
         c.execute("COMMIT")
 
-    async def upsert(self, records: Iterable[LabResult]) -> int:
-        """Upsert ``records`` (no checkpoint), in one transaction."""
+    async def upsert(self, records: Sequence[LabResult]) -> Applied:
+        """Upsert ``records`` fetched now (no checkpoint), in one transaction."""
         return await self.apply(records)
 
     async def set_meta(self, key: str, value: str) -> None:
@@ -221,11 +237,11 @@ class SQLiteStore:
             "the file is damaged (restore it, or delete that row)"
         )
 
-    async def completed_windows(self, start: int, end: int) -> list[tuple[int, int]]:
-        """Checkpointed windows overlapping ``[start, end]``."""
-        return await self._run(self._completed, start, end)
+    async def checkpoints(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Checkpointed (settled) stretches overlapping ``[start, end]``, in order."""
+        return await self._run(self._checkpoints, start, end)
 
-    def _completed(self, start: int, end: int) -> list[tuple[int, int]]:
+    def _checkpoints(self, start: int, end: int) -> list[tuple[int, int]]:
         rows = self._conn.execute(
             'SELECT "start", "end" FROM backfill_windows WHERE "end" >= ? AND "start" <= ? '
             'ORDER BY "start"',
@@ -242,33 +258,71 @@ class SQLiteStore:
     def _count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM lab_results").fetchone()[0])
 
-    async def running_ids(self, start: int, end: int, *, settle: int = 0) -> list[int]:
+    async def open_labs(self, start: int, end: int, *, settle: int) -> list[OpenLab]:
         """
-        Ids of the labs that started in ``[start, end]`` and are stored as running (no
-        end), or that ended after ``end`` in a copy fetched less than ``settle`` seconds
-        after their end (an exam still to be graded): no window of the range returns them.
+        The labs that started in ``[start, end]`` and are stored as running (no end), or
+        that ended after ``end`` in a copy fetched less than ``settle`` seconds after their
+        end (an exam still to be graded): no window of the range returns them.
         """
-        return await self._run(self._running_ids, start, end, settle)
+        return await self._run(self._open_labs, start, end, settle)
 
-    def _running_ids(self, start: int, end: int, settle: int) -> list[int]:
+    def _open_labs(self, start: int, end: int, settle: int) -> list[OpenLab]:
         rows = self._conn.execute(
-            'SELECT lab_instance_id FROM lab_results WHERE "start" BETWEEN ? AND ? '
+            'SELECT lab_instance_id, "start", "end" FROM lab_results WHERE "start" BETWEEN ? AND ? '
             'AND ("end" IS NULL OR ("end" > ? AND fetched_at < "end" + ?)) '
             "ORDER BY lab_instance_id",
             (start, end, end, settle),
         ).fetchall()
-        return [int(r[0]) for r in rows]
+        where = "lab_results"
+        return [
+            OpenLab(
+                self._int(where, i), self._int(where, s), None if e is None else self._int(where, e)
+            )
+            for i, s, e in rows
+        ]
 
-    async def newest_change(self) -> int | None:
-        """The latest start, end or last activity in the table (epoch), or None if empty."""
-        return await self._run(self._newest_change)
+    async def stored(self, ids: Collection[int]) -> set[int]:
+        """Those of ``ids`` the table holds."""
+        return await self._run(self._stored, list(ids))
 
-    def _newest_change(self) -> int | None:
-        row = self._conn.execute(
-            'SELECT MAX(MAX("start", COALESCE("end", 0), COALESCE(last_activity, 0))) '
-            "FROM lab_results"
-        ).fetchone()
-        return None if row is None or row[0] is None else self._int("lab_results", row[0])
+    def _stored(self, ids: list[int]) -> set[int]:
+        found: set[int] = set()
+        for i in range(0, len(ids), _COMPARE_ROWS):
+            chunk = ids[i : i + _COMPARE_ROWS]
+            marks = ", ".join("?" for _ in chunk)
+            sql = f"SELECT lab_instance_id FROM lab_results WHERE lab_instance_id IN ({marks})"  # noqa: S608
+            found.update(int(r[0]) for r in self._conn.execute(sql, chunk))
+        return found
+
+    async def last_run(self) -> float | None:
+        """When the last successful run of the engine began (``set_last_run``), or None."""
+        return await self.get_meta_number(_LAST_RUN)
+
+    async def set_last_run(self, at: float) -> None:
+        """Record that every change up to ``at`` (epoch seconds, server clock) is applied."""
+        await self.set_meta(_LAST_RUN, repr(float(at)))
+
+    async def distrust_after(self, now: float) -> int:
+        """
+        Repair what a clock ahead of ``now`` stored: checkpoints completed after it are
+        dropped (their windows are fetched again), rows fetched after it get
+        ``fetched_at`` 0 (any fetch replaces them; a range keeps them current), and a
+        ``last_run`` after it is forgotten. Returns how many were repaired.
+        """
+        return await self._run(self._distrust_after, int(now))
+
+    def _distrust_after(self, now: int) -> int:
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        n = c.execute("DELETE FROM backfill_windows WHERE completed_at > ?", (now,)).rowcount
+        n += c.execute(
+            "UPDATE lab_results SET fetched_at = 0 WHERE fetched_at > ?", (now,)
+        ).rowcount
+        n += c.execute(
+            "DELETE FROM meta WHERE key = ? AND CAST(value AS REAL) > ?", (_LAST_RUN, now)
+        ).rowcount
+        c.execute("COMMIT")
+        return n
 
     async def status_counts(self) -> dict[int, int]:
         """Rows per completion status code."""

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from lodresults._destinations.base import Applied
 from lodresults._exceptions import StoreError
 from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import FieldSpec, Kind
@@ -32,6 +33,7 @@ __all__ = [
     "UPSERT",
     "add_new_columns",
     "columns_in",
+    "compare",
     "migrate",
     "record_from_row",
     "row_of",
@@ -39,6 +41,7 @@ __all__ = [
     "row_writer",
     "schema_version",
     "select_all",
+    "select_by_id",
     "table_sql",
 ]
 
@@ -116,8 +119,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _KEY: Final = next(f.name for f in FIELDS if f.key)
 _COLS: Final = ", ".join(_quote(c) for c in COLUMNS)
 
-# The newest state wins, by fetch order: the copy written last replaces the row, whatever
-# its last_activity or end say (callers write copies in the order they were received).
+# Newest fetch wins, whoever writes: a copy replaces the row only if it was fetched at or
+# after the stored copy (on equal times the later write wins). Two writers on one file
+# (a cron backfill and a watch) thus never put an older state over a newer one.
 # The SQL below is built from the fixed column names above, never from input.
 UPSERT: Final = f"""
 INSERT INTO lab_results ({_COLS}, fetched_at)
@@ -125,7 +129,34 @@ VALUES ({", ".join("?" for _ in COLUMNS)}, ?)
 ON CONFLICT ({_quote(_KEY)}) DO UPDATE SET
     {", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in COLUMNS if c != _KEY)},
     fetched_at = excluded.fetched_at
+WHERE excluded.fetched_at >= lab_results.fetched_at
 """  # noqa: S608
+
+
+def select_by_id(n: int) -> str:
+    """The stored rows (``COLUMNS`` then ``fetched_at``) of ``n`` ids given as parameters."""
+    marks = ", ".join("?" for _ in range(n))
+    return f"SELECT {_COLS}, fetched_at FROM lab_results WHERE {_quote(_KEY)} IN ({marks})"  # noqa: S608
+
+
+def compare(stored: dict[Any, tuple[Any, ...]], rows: Sequence[tuple[Any, ...]]) -> Applied:
+    """
+    What upserting ``rows`` (in order, rows as ``row_of`` makes them) over ``stored``
+    (their rows by id, as ``select_by_id`` reads them) does: new, changed, unchanged
+    (an equal copy, or one older than the stored). Updates ``stored`` as ``UPSERT`` would.
+    """
+    new = changed = unchanged = 0
+    for row in rows:
+        old = stored.get(row[0])
+        if old is None:
+            new += 1
+        elif row[-1] < old[-1] or row[:-1] == old[:-1]:
+            unchanged += 1
+        else:
+            changed += 1
+        if old is None or row[-1] >= old[-1]:
+            stored[row[0]] = row
+    return Applied(new, changed, unchanged)
 
 
 def columns_in(conn: sqlite3.Connection) -> set[str]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar, cast
 
-from lodresults._clock import Clock, race, sleep_unless
+from lodresults._clock import ServerClock, race, sleep_unless
 from lodresults._events import Event, EventHook, RequestRetried, Throttled
 from lodresults._exceptions import LodClientClosed, LodDeadlineError, LodError, LodRateLimitError
 from lodresults._request.ratelimit import AdaptiveRateLimiter, Ticket
@@ -42,7 +42,8 @@ class Lease(Protocol):
 class Caller:
     """
     Makes the calls of one client: at most ``max_concurrency`` at once, paced by
-    ``limiter``, retried by ``policy``, waiting on ``timer``. ``close()`` wakes every call
+    ``limiter``, retried by ``policy``, waiting on ``clock``, which learns the server's
+    time from every answer's ``Date``. ``close()`` wakes every call
     waiting for a slot or a retry, which then raises ``LodClientClosed``.
     """
 
@@ -53,14 +54,14 @@ class Caller:
         policy: RetryPolicy,
         limiter: AdaptiveRateLimiter,
         max_concurrency: int,
-        timer: Clock,
+        clock: ServerClock,
         hooks: list[EventHook],
     ) -> None:
         self._transport = transport
         self._policy = policy
         self._limiter = limiter
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._timer = timer
+        self._clock = clock
         self._hooks = hooks
         self.closed = False
         # Set by close(): wakes every request waiting for a rate slot or a retry.
@@ -108,7 +109,7 @@ class Caller:
         attempts = self._attempts(command, params, label, parse, on_event, failures, lease)
         if deadline is None:
             return await attempts
-        task, _ = await race(attempts, self._timer.sleep(deadline))
+        task, _ = await race(attempts, self._clock.sleep(deadline))
         if not task.cancelled():  # it finished (or failed) before the deadline
             return cast(T, task.result())
         last = f"; last failure: {failures[-1]}" if failures else ""
@@ -143,6 +144,7 @@ class Caller:
                     # (the transport would open a new session that nobody closes).
                     self.ensure_open()
                     answer = await self._transport.get(command, params)
+                self._clock.observe(answer.date)
                 status = answer.status
                 # Once the decoder is free for this body, the slot goes to the next window
                 # (or one sending again), whose request then overlaps this decode.
@@ -168,7 +170,7 @@ class Caller:
                     lease.reserve()
                 delay = self._policy.delay(attempt, retry_after)
                 self.emit(RequestRetried(command, attempt, delay, failures[-1]), on_event)
-                if await sleep_unless(self._timer, delay, self._stop):
+                if await sleep_unless(self._clock, delay, self._stop):
                     raise LodClientClosed(
                         f"{command} {label}: the LodClient was closed while waiting to retry"
                     ) from None

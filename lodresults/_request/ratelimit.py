@@ -57,7 +57,7 @@ import collections
 import math
 from typing import NamedTuple
 
-from lodresults._clock import Clock, SystemClock, sleep_unless
+from lodresults._clock import Clock, ServerClock, sleep_unless
 from lodresults._exceptions import LodClientClosed
 
 __all__ = ["AdaptiveRateLimiter", "Ticket"]
@@ -107,7 +107,7 @@ class AdaptiveRateLimiter:
         self.recovery = recovery
         self.probe_requests = probe_requests
         self.margin = margin
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock: Clock = clock if clock is not None else ServerClock()
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         # CUBIC state: the remembered allowance, the pace right after the last decrease

@@ -58,10 +58,14 @@ _THREAD_DECODE_BYTES: Final = 1 << 20
 
 @attrs.frozen
 class Answer:
-    """A 200 answer: its (inflated) body, kept out of ``repr`` (it may echo the key)."""
+    """
+    A 200 answer: its (inflated) body, kept out of ``repr`` (it may echo the key), and
+    its ``Date`` header (the server's clock), if any.
+    """
 
     status: int
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    date: str | None = None
 
 
 @attrs.frozen
@@ -72,6 +76,7 @@ class _Reply:
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     retry_after: str | None
     location: str | None
+    date: str | None = None
 
 
 @attrs.frozen
@@ -148,7 +153,7 @@ class Transport:
             raise reply.error
         if reply.status != 200:
             raise self._status_error(command, reply)
-        return Answer(reply.status, reply.body)
+        return Answer(reply.status, reply.body, reply.date)
 
     async def decode(
         self,
@@ -211,6 +216,7 @@ class Transport:
                     body=body,
                     retry_after=self._header(resp, "Retry-After"),
                     location=self._header(resp, "Location"),
+                    date=self._header(resp, "Date"),
                 )
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             return _Failed(

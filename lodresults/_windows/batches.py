@@ -1,6 +1,7 @@
 """
 A range as a stream of ``WindowBatch``es: planned into windows, fetched through the
-stream (fan-out, order, splits, fail-fast, deadline), deduplicated across windows.
+stream (fan-out, order, splits, fail-fast, deadline), deduplicated across windows. A
+client wires it once, as a ``FanOut``.
 
 Knows no HTTP: a window is fetched by the function it is given.
 """
@@ -14,7 +15,7 @@ from contextlib import aclosing
 
 import attrs
 
-from lodresults._clock import Clock
+from lodresults._clock import ServerClock
 from lodresults._events import (
     Event,
     EventHook,
@@ -30,7 +31,7 @@ from lodresults._windows.plan import Window, WindowPlanner, widen
 from lodresults._windows.slots import Lease
 from lodresults._windows.stream import stream_windows
 
-__all__ = ["WindowBatch", "iter_batches"]
+__all__ = ["FanOut", "WindowBatch"]
 
 logger = logging.getLogger("lodresults")
 
@@ -72,40 +73,69 @@ class WindowBatch:
 #: One request's share of a window: (receive sequence, sent at, records).
 _Part = tuple[int, float, list[LabResult]]
 
+#: Fetches one window: its records, reporting to the hook, holding the stream's lease.
+FetchWindow = Callable[[Window, EventHook | None, Lease], Awaitable[list[LabResult]]]
 
-async def iter_batches(
-    fetch_window: Callable[[Window, EventHook | None, Lease], Awaitable[list[LabResult]]],
+
+@attrs.frozen
+class FanOut:
+    """
+    How a client fetches windows, fixed for its life: ``fetch`` sends one window's
+    request (through the client's caller, which holds the stream's slot lease while the
+    request is out), ``concurrency`` windows at a time, stamped and paced by ``clock``
+    (the server's present, monotonic time, sleep), reporting through ``emit``.
+    ``batches`` streams a range.
+    """
+
+    fetch: FetchWindow
+    concurrency: int
+    clock: ServerClock
+    emit: Callable[[Event, EventHook | None], None]
+
+    def batches(
+        self,
+        start: int,
+        end: int,
+        ranges: list[tuple[int, int]],
+        *,
+        ordered: bool = True,
+        on_event: EventHook | None = None,
+        deadline: float | None = None,
+    ) -> AsyncGenerator[WindowBatch, None]:
+        """
+        The windows of ``ranges`` (the gaps of ``[start, end]`` still to fetch), fetched
+        ``concurrency`` at a time, deduplicated, as ``WindowBatch``es.
+
+        Each range is asked for ``SKEW_TOLERANCE`` beyond both its ends (not before 0, and
+        not later than a server skewed by as much could read as the present): a lab near
+        an end that a skewed filter returns only for a window on the far side of it is
+        still fetched, and the dedup drops what lies outside the range.
+        """
+        return _batches(self, start, end, ranges, ordered, on_event, deadline)
+
+
+async def _batches(
+    fan: FanOut,
     start: int,
     end: int,
     ranges: list[tuple[int, int]],
-    *,
     ordered: bool,
-    concurrency: int,
-    clock: Callable[[], float],
-    timer: Clock,
-    emit: Callable[[Event, EventHook | None], None],
     on_event: EventHook | None,
     deadline: float | None,
 ) -> AsyncGenerator[WindowBatch, None]:
-    """
-    The windows of ``ranges`` (the gaps of ``[start, end]`` still to fetch), each fetched
-    with ``fetch_window`` ``concurrency`` at a time, deduplicated, as ``WindowBatch``es.
-
-    Each range is asked for ``SKEW_TOLERANCE`` beyond both its ends (not before 0, and
-    not later than a server skewed by as much could read as the present, ``clock()`` plus
-    the tolerance): a lab near an end that a skewed filter returns only for a window on
-    the far side of it is still fetched, and the dedup drops what lies outside the range.
-    """
-    planner = WindowPlanner(widen(ranges, SKEW_TOLERANCE, latest=int(clock()) + SKEW_TOLERANCE))
+    clock, emit = fan.clock, fan.emit
+    latest = int(clock.time()) + SKEW_TOLERANCE
+    planner = WindowPlanner(widen(ranges, SKEW_TOLERANCE, latest=latest))
     emit(WindowsPlanned(planner.estimate_total(), start, end), on_event)
     dedup = Deduplicator(start, end, ordered=ordered)
     received = itertools.count()
 
     async def fetch(window: Window, lease: Lease) -> list[_Part]:
-        sent = clock()
-        records = await fetch_window(window, on_event, lease)
+        stamp = clock.stamp()
+        records = await fan.fetch(window, on_event, lease)
+        sent_at = clock.sent_at(stamp)
         # The order responses complete in is the order their copies are newest in.
-        return [(next(received), sent, records)]
+        return [(next(received), sent_at, records)]
 
     def split(window: Window, parts: int, limit: int) -> None:
         logger.debug(
@@ -119,12 +149,12 @@ async def iter_batches(
     stream = stream_windows(
         planner,
         fetch,
-        concurrency=concurrency,
+        concurrency=fan.concurrency,
         ordered=ordered,
         on_split=split,
         on_failed=failed,
         deadline=deadline,
-        timer=timer,
+        timer=clock,
         bounds=(start, end),
     )
     async with aclosing(stream):

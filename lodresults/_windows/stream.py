@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from lodresults._clock import Clock, SystemClock
+from lodresults._clock import Clock, ServerClock
 from lodresults._exceptions import (
     LodDeadlineError,
     LodError,
@@ -162,7 +162,7 @@ async def stream_windows(
 
     clock_task: asyncio.Task[None] | None = None
     if deadline is not None:
-        clock_task = asyncio.ensure_future((timer or SystemClock()).sleep(deadline))
+        clock_task = asyncio.ensure_future((timer or ServerClock()).sleep(deadline))
         clock_task.add_done_callback(lambda _: wake.set())
     try:
         while True:

@@ -25,6 +25,7 @@ from lodresults._exceptions import (
 from lodresults._records.models import CompletionStatus
 from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli._progress import Progress
+from lodresults.cli._summary import phase_lines
 
 __all__ = [
     "BackfillSummary",
@@ -51,7 +52,9 @@ class BackfillSummary:
     updates: int = 0
     settled_until: int | None = None
     complete: bool = False
-    refreshed: int = 0
+    #: Requests the run sent, and one line per phase that sent any (``phase_lines``).
+    requests: int = 0
+    phases: list[str] = attrs.field(factory=list)
 
 
 async def run_backfill(
@@ -84,7 +87,8 @@ async def run_backfill(
             updates=result.updates,
             settled_until=result.settled_until,
             complete=result.complete,
-            refreshed=result.refreshed,
+            requests=result.requests,
+            phases=phase_lines(result),
         )
     finally:
         await store.close()

@@ -8,6 +8,7 @@ from typing import IO, Any
 
 from lodresults._events import (
     Event,
+    PhaseProgress,
     RequestRetried,
     Throttled,
     WindowCompleted,
@@ -53,6 +54,8 @@ class Progress:
         self.retries = 0
         self.throttled = 0
         self.splits = 0
+        # A phase that sends no windows (the refresh by Result): (name, done, total).
+        self.phase: tuple[str, int, int] | None = None
         self.started = time.monotonic()
         self._last_line = 0.0
         self._bar: Any = None
@@ -80,7 +83,7 @@ class Progress:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("windows"),
+                TextColumn("{task.fields[unit]}"),
                 TextColumn("{task.fields[records]:>9,} records"),
                 TextColumn("{task.fields[rate]:>7,.0f}/s"),
                 TimeRemainingColumn(),
@@ -90,8 +93,9 @@ class Progress:
             )
             self._bar.start()
             self._task = self._bar.add_task(
-                self.label, total=None, records=0, rate=0.0, retries=0, throttled=0
-            )
+                self.label, total=None, records=0, rate=0.0, retries=0, throttled=0,
+                unit="windows",
+            )  # fmt: skip
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
@@ -125,6 +129,8 @@ class Progress:
             self.throttled += 1
         elif isinstance(event, WindowSplit):
             self.splits += 1
+        elif isinstance(event, PhaseProgress):
+            self.phase = (event.phase, event.done, event.total)
         self._refresh()
 
     def line(self) -> str:
@@ -132,6 +138,11 @@ class Progress:
         eta = ""
         if self.done and self.total > self.done:
             eta = f", ETA {_duration(self.elapsed / self.done * (self.total - self.done))}"
+        if self.phase is not None:
+            name, done, total = self.phase
+            return (
+                f"{self.label}: {name} {done:,}/{total:,} labs, elapsed {_duration(self.elapsed)}"
+            )
         return (
             f"{self.label}: {self.done}/{self.total} windows, {self.new_records:,} records, "
             f"{self.rate:,.0f} records/s{eta}, retries {self.retries}, 429s {self.throttled}, "
@@ -139,6 +150,13 @@ class Progress:
         )
 
     def _refresh(self, force: bool = False) -> None:
+        if self._bar is not None and self.phase is not None:
+            name, done, total = self.phase
+            self._bar.update(
+                self._task, description=f"{self.label}: {name}", total=total,
+                completed=done, unit="labs",
+            )  # fmt: skip
+            return
         if self._bar is not None:
             self._bar.update(
                 self._task,

@@ -165,11 +165,16 @@ class Simulator:
         """Start serving."""
         app = web.Application(client_max_size=1 << 20)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.on_response_prepare.append(self._date)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
+
+    async def _date(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Every answer's Date is the simulator's clock (a ManualClock's virtual time).
+        response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
 
     async def close(self) -> None:
         """Stop serving."""

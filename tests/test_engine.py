@@ -1,0 +1,275 @@
+"""
+The engine against the living simulator: what each run costs (requests per command) and
+that it ends with the server's present state -- through the library, the CLI and dlt.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lodresults import LodAuthError, SQLiteStore, backfill
+from lodresults._destinations.base import OpenLab
+from lodresults._engine.refresh import plan_refresh
+from lodresults._windows.settle import DEFAULT_SETTLE
+from lodresults.testing import Lab, ManualClock, Simulator, generate_labs
+from tests.test_cli import _env, run
+from tests.test_living import assert_table_is_present, client_for, make_lab, table
+
+DAY = 86400
+HOUR = 3600
+T0 = 1_767_254_400  # 2026-01-01T08:00:00Z
+SINCE, UNTIL = T0 - 20 * DAY, T0 - 5 * DAY  # settled at T0 (three days' settle)
+
+
+def runners(n: int, until: int, t0: int, ended: int = 2 * DAY) -> list[Lab]:
+    """
+    ``n`` labs that start in the last two days before ``until`` and run past it: a
+    quarter end between the first run (at ``t0``) and a day later, a quarter are exams
+    that ended ``ended`` before ``t0`` and are graded half a day after it, half still run.
+    """
+    first_id = 1
+    out = []
+    for i in range(n):
+        start = until - (i % 48) * HOUR - 60
+        kind = i % 4
+        if kind == 0:
+            out.append(make_lab(first_id + i, start, t0 + 6 * HOUR))
+        elif kind == 1:
+            end = t0 - ended
+            out.append(make_lab(first_id + i, start, end, graded=t0 + 12 * HOUR, exam=True))
+        else:
+            out.append(make_lab(first_id + i, start, t0 + 30 * DAY))
+    return out
+
+
+def world(n: int = 200) -> list[Lab]:
+    background = generate_labs(seed=3, start=SINCE - 2 * DAY, end=T0, labs_per_day=20)
+    return [*background, *runners(n, UNTIL, T0)]
+
+
+def sent(sim: Simulator) -> dict[str, int]:
+    return {c: sim.stats.requests[c] for c in ("Results", "Result", "LatestResults")}
+
+
+def since_then(sim: Simulator, before: Mapping[str, int]) -> dict[str, int]:
+    return {c: n - before[c] for c, n in sent(sim).items() if n > before[c]}
+
+
+async def backfill_once(
+    sim: Simulator, clock: Callable[[], float], db: Path, since: int, until: int, **kw: Any
+) -> dict[str, int]:
+    """One run of the engine on ``db``; the requests it sent, per command."""
+    before = sent(sim)
+    store = await SQLiteStore.open(db)
+    try:
+        async with client_for(sim, clock, **kw) as client:  # type: ignore[arg-type]
+            await backfill(client, store, since, until)
+    finally:
+        await store.close()
+    return since_then(sim, before)
+
+
+async def test_nightly_rerun_of_a_settled_range_costs_at_most_three_requests(
+    tmp_path: Path,
+) -> None:
+    """
+    A settled range holding 200 labs that run past ``until``: the first run sends its
+    windows and nothing more; a day later, some of them ended and some were graded, and
+    the rerun sends two requests (the feed, and one window for the labs whose grade may
+    still land) and ends with the server's present state; so does the night after.
+    """
+    clock = ManualClock(T0)
+    db = tmp_path / "n.db"
+    async with Simulator(records=world(), clock=clock) as sim:
+        first = await backfill_once(sim, clock, db, SINCE, UNTIL)
+        assert first == {"Results": 3}  # 15 days, asked a day beyond each end: 17 days
+        assert_table_is_present(await table(db), sim.present(SINCE, UNTIL))
+        for night in (1, 2):
+            clock.set(T0 + night * DAY)
+            nightly = await backfill_once(sim, clock, db, SINCE, UNTIL)
+            assert sum(nightly.values()) <= 3, nightly
+            assert nightly["LatestResults"] == 1 and "Result" not in nightly
+            assert_table_is_present(await table(db), sim.present(SINCE, UNTIL))
+        rows = await table(db)
+    assert sum(r.end is not None for r in rows.values()) > 100  # some ended, some graded
+    assert sum(r.end is None for r in rows.values()) >= 100
+
+
+async def test_a_gap_beyond_the_feeds_reach_falls_back_and_stays_correct(
+    tmp_path: Path,
+) -> None:
+    """Ten days without a run: the feed cannot reach back; the labs stored as running are
+    fetched again by the windows that hold them (fewer requests than one each)."""
+    clock = ManualClock(T0)
+    db = tmp_path / "g.db"
+    async with Simulator(records=world(), clock=clock) as sim:
+        await backfill_once(sim, clock, db, SINCE, UNTIL)
+        clock.set(T0 + 10 * DAY)
+        gap = await backfill_once(sim, clock, db, SINCE, UNTIL)
+        # One minute of the feed tells the server's time; one window holds the labs.
+        assert gap == {"LatestResults": 1, "Results": 1}, gap
+        assert_table_is_present(await table(db), sim.present(SINCE, UNTIL))
+        clock.set(T0 + 11 * DAY)
+        assert sum((await backfill_once(sim, clock, db, SINCE, UNTIL)).values()) <= 3
+        assert_table_is_present(await table(db), sim.present(SINCE, UNTIL))
+
+
+def test_the_refresh_takes_the_cheaper_way() -> None:
+    """Labs close together: their windows; labs a week apart each: one Result each."""
+    close = [OpenLab(i, T0 + i * HOUR) for i in range(50)]
+    assert plan_refresh(close, latest=T0 + DAY).requests == 1
+    apart = [OpenLab(i, T0 + i * 8 * DAY) for i in range(5)]
+    plan = plan_refresh(apart, latest=T0 + 50 * DAY)
+    assert plan.ids == [0, 1, 2, 3, 4] and not plan.windows
+
+
+class RevokingSimulator(Simulator):
+    """A server that revokes the key once it has answered its first ``Result``."""
+
+    def _answer(self, command: str, params: Mapping[str, str]) -> Any:
+        if command == "Result":
+            self.api_key = "revoked"
+        return super()._answer(command, params)
+
+
+async def test_a_revoked_key_during_the_refresh_stops_every_request_at_once(
+    tmp_path: Path,
+) -> None:
+    """
+    30 running labs a week apart, asked for one by one after a gap beyond the feed's
+    reach; the key is revoked after the first answer: the refresh fails with the 401 and
+    no request is sent after it (at most those already in flight get one).
+    """
+    clock = ManualClock(T0)
+    labs = [make_lab(i, T0 - 250 * DAY + i * 8 * DAY, None) for i in range(1, 31)]
+    db = tmp_path / "r.db"
+    async with RevokingSimulator(records=labs, clock=clock) as sim:
+        sim.api_key, key = "k" * 20, "k" * 20
+        await backfill_once(sim, clock, db, T0 - 260 * DAY, T0 - 5 * DAY)
+        clock.set(T0 + 10 * DAY)
+        with pytest.raises(LodAuthError):
+            await backfill_once(sim, clock, db, T0 - 260 * DAY, T0 - 5 * DAY, key=key,
+                                max_concurrency=4)  # fmt: skip
+        # The first, those in flight with it and the one that took its slot: once the
+        # first 401 is in, nothing more is sent (30 labs were to be asked for).
+        assert sim.stats.requests["Result"] <= 1 + 4
+        assert sim.stats.unauthorized <= 4
+
+
+async def test_a_clock_ten_days_ahead_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """
+    A run whose machine clock is ten days ahead of the server's ``Date`` checkpoints and
+    stamps on the server's time; twelve days later a right one ends with nothing missing
+    or stale. A file written by such a machine before (times in the server's future) is
+    repaired, with a warning.
+    """
+    clock = ManualClock(T0)
+    since, until = T0 - 30 * DAY, T0 + 60 * DAY  # until in the future: a growing range
+    labs = generate_labs(seed=8, start=since - DAY, end=T0 + 20 * DAY, labs_per_day=30)
+    db = tmp_path / "c.db"
+    async with Simulator(records=labs, clock=clock) as sim:
+        ahead = ManualClock(T0 + 10 * DAY)
+        await backfill_once(sim, ahead, db, since, until)
+        with closing(sqlite3.connect(db)) as c:
+            newest = c.execute('SELECT MAX("end"), MAX(completed_at) FROM backfill_windows')
+            end, made = newest.fetchone()
+            fetched = c.execute("SELECT MAX(fetched_at) FROM lab_results").fetchone()[0]
+        assert end <= T0 - DEFAULT_SETTLE and made <= T0 and fetched <= T0
+        clock.set(T0 + 12 * DAY)
+        await backfill_once(sim, clock, db, since, until)
+        assert_table_is_present(await table(db), sim.present(since, until))
+
+        # What an older lodresults on a machine ten days ahead would have stored: the
+        # stretch up to its "now minus settle" checkpointed, its rows stamped in the future
+        # (and the labs of the last week not yet there).
+        with closing(sqlite3.connect(db)) as c:
+            c.execute('DELETE FROM lab_results WHERE "start" > ?', (T0 + 5 * DAY,))
+            c.execute("DELETE FROM backfill_windows")
+            c.execute("DELETE FROM meta WHERE key = 'engine.last_run'")
+            stamp = T0 + 22 * DAY
+            c.execute(
+                "INSERT INTO backfill_windows VALUES (?, ?, 0, ?)",
+                (since, stamp - DEFAULT_SETTLE, stamp),
+            )
+            c.execute("UPDATE lab_results SET fetched_at = ?", (stamp,))
+            c.commit()
+        with caplog.at_level(logging.WARNING, logger="lodresults"):
+            await backfill_once(sim, clock, db, since, until)
+        assert "lie in the future of the server's clock" in caplog.text
+        with closing(sqlite3.connect(db)) as c:
+            assert (
+                c.execute("SELECT MAX(fetched_at) FROM lab_results").fetchone()[0] <= T0 + 12 * DAY
+            )
+        assert_table_is_present(await table(db), sim.present(since, until))
+
+
+# --- the same through the CLI (subprocesses, real time); dlt: tests/test_dlt.py -------
+
+
+async def test_nightly_rerun_through_the_cli(tmp_path: Path) -> None:
+    """
+    The CLI on real time: a settled range with labs running past ``until``; between two
+    runs some end and some are graded; the second run sends at most 3 requests, says
+    what changed, and the table equals the server's present state.
+    """
+    now = int(time.time())
+    since, until = now - 20 * DAY, now - 10 * DAY
+    labs = runners(40, until, now, ended=HOUR)  # exams ended within the settle of 2h
+    db = tmp_path / "n.db"
+    args = ["backfill", "--since", str(since), "--until", str(until), "--db", str(db),
+            "--rate-limit", "1000", "--settle", "2h"]  # fmt: skip
+    async with Simulator(records=labs) as sim:
+        r1 = await run(args, _env(sim))
+        assert r1.code == 0, r1.err
+        assert sent(sim)["Result"] == 0 and sent(sim)["LatestResults"] == 0
+        t = int(time.time())
+        for lab in labs[::4]:  # these end now
+            sim.dataset.upsert(make_lab(lab.lab_instance_id, lab.start, t - 30))
+        for lab in labs[1::4]:  # these are graded now
+            sim.dataset.upsert(make_lab(lab.lab_instance_id, lab.start, lab.end, t - 20, True))
+        before = sent(sim)
+        r2 = await run(args, _env(sim))
+        assert r2.code == 0, r2.err
+        assert sum(since_then(sim, before).values()) <= 3, since_then(sim, before)
+        assert "backfill: feed, 1 request: 0 new, 10 changed, " in r2.err
+        assert all(len(line) <= 80 for line in r2.err.splitlines())
+        assert_table_is_present(
+            {r.lab_instance_id: r for r in await _rows(db)}, sim.present(since, until)
+        )
+
+
+async def _rows(db: Path) -> list[Any]:
+    store = await SQLiteStore.open(db)
+    try:
+        return await store.run_sync(lambda s: list(s.iter_records_sync()))
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_the_progress_shows_the_refresh_by_result(tty: bool) -> None:
+    """Labs asked for one by one move the progress (no longer stuck at 'N/N windows')."""
+    import io
+
+    from lodresults import PhaseProgress, WindowsPlanned
+    from lodresults.cli._progress import Progress
+
+    out = io.StringIO()
+    with Progress("backfill", stream=out, tty=tty, interval=0) as p:
+        p.on_event(WindowsPlanned(2, 0, 10))
+        p.on_event(PhaseProgress("refresh", 3, 191))
+    text = out.getvalue()
+    assert "refresh" in text and "labs" in text
+    if not tty:  # (the bar's own columns, at 80, may squeeze the count)
+        assert "refresh 3/191 labs" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
