@@ -58,9 +58,18 @@ class LodClient:
             next one's request is out.
         rate_limit: Request starts per second, or None for no limit. Adapts down on 429.
         timeout: Seconds for one request, connect to last byte.
-        max_retries: Retries of a transient failure (so ``max_retries + 1`` attempts).
-        session: A caller-owned ``aiohttp.ClientSession`` to use (never closed here).
-        max_response_bytes: Bodies larger than this are refused.
+        max_retries: Retries of a transient failure (so ``max_retries + 1`` attempts). A
+            429 with Retry-After is the server pacing us, not a failure: it is waited
+            out within ``deadline`` (10 minutes per call without one) and not counted.
+        session: A caller-owned ``aiohttp.ClientSession`` to use (never closed here). Its
+            connector must hold at least ``max_concurrency`` connections.
+        max_response_bytes: Bodies larger than this are refused; ``iter_results`` and
+            ``iter_windows`` then split the window (as for the 7-day rule).
+        proxy: An ``http://`` or ``https://`` proxy URL for every request. An https
+            ``base_url`` is reached through it by a CONNECT tunnel (the proxy never sees
+            the key); a plain-http ``base_url`` only through a proxy on loopback.
+        trust_env: Use the proxy ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` name (read
+            once, here), as aiohttp's ``trust_env``; False by default, as aiohttp's.
         on_event: Called with every ``Event`` (retries, throttling, window progress).
         retry_initial_wait: First backoff ceiling in seconds (doubles per attempt).
         retry_max_wait: Largest backoff between attempts, in seconds.
@@ -92,6 +101,8 @@ class LodClient:
         retry_max_wait: float = 30.0,
         deadline: float | None = None,
         clock: Callable[[], float] = time.time,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         key = ApiKey.checked(api_key)
         del api_key  # the ApiKey hides it; a plain str local would show in tracebacks
@@ -110,6 +121,10 @@ class LodClient:
             _check_positive("deadline", deadline)
         if not callable(clock):
             raise LodInvalidArgument("clock must be a callable returning epoch seconds")
+        if proxy is not None and not isinstance(proxy, str):
+            raise LodInvalidArgument("proxy must be a URL string or None")
+        if not isinstance(trust_env, bool):
+            raise LodInvalidArgument("trust_env must be a bool")
         self._key = key
         self.base_url = str(url)
         self.max_concurrency = max_concurrency
@@ -118,8 +133,9 @@ class LodClient:
         self.max_retries = max_retries
         self.deadline = deadline
         self._transport = Transport(
-            url, key, timeout=timeout, max_response_bytes=max_response_bytes, session=session
-        )
+            url, key, timeout=timeout, max_response_bytes=max_response_bytes, session=session,
+            pool_size=max_concurrency, proxy=proxy, trust_env=trust_env,
+        )  # fmt: skip
         # The server's present, and where waits happen (real time, or the virtual time
         # of a ManualClock).
         self._clock = ServerClock(clock)

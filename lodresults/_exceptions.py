@@ -13,7 +13,7 @@ The one exception tree of lodresults.
     │   └── LodResponseTooLarge                body above the configured cap
     ├── LodStatusError                         an HTTP status we do not accept (has .status)
     │   ├── LodAuthError                       401 / 403: the api_key was refused
-    │   ├── LodRateLimitError                  429 after all retries (has .retry_after)
+    │   ├── LodRateLimitError                  429 past the pacing bound (has .retry_after)
     │   ├── LodServerError                     5xx after all retries
     │   └── LodRedirectError                   3xx: never followed (the key must not travel)
     ├── LodApiError                            HTTP 200 with ``Status: 0`` (has .error_text)
@@ -33,6 +33,8 @@ Every error stores plain fields only (no aiohttp objects, no headers), so ``str`
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
+
+from lodresults._text import printable
 
 if TYPE_CHECKING:
     from lodresults._windows.plan import Window
@@ -67,7 +69,13 @@ EXCERPT_CHARS: Final = 200
 class LodError(Exception):
     """
     Base class of every error lodresults raises.
+
+    ``str()`` escapes control characters (``_text.printable``): messages quote what a
+    server sent, and are printed to terminals and written to logs.
     """
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only fields live in __dict__; rebuild without calling __init__ so that
@@ -168,7 +176,8 @@ class LodAuthError(LodStatusError):
 
 class LodRateLimitError(LodStatusError):
     """
-    HTTP 429: still rate limited after all retries.
+    HTTP 429: still rate limited once the call's deadline (or 10 minutes of waiting out
+    ``Retry-After``) passed, or, without ``Retry-After``, after all retries.
     """
 
     def __init__(

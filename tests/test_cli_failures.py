@@ -78,7 +78,7 @@ def _files(tmp: Path) -> dict[str, Path]:
         c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
         c.commit()
     with closing(sqlite3.connect(bad_meta)) as c:
-        c.execute("INSERT INTO meta VALUES ('watch.last_success', '17 o''clock')")
+        c.execute("INSERT INTO meta VALUES ('engine.last_run', '17 o''clock')")
         c.commit()
     keys = {
         "key_binary": b"\xff\xff\xfe\x00\xd8",
@@ -124,7 +124,7 @@ def _cases() -> list[tuple[str, list[str], dict[str, str], int, str]]:
         ("watch-locked", ["watch", "--db", "{lock2}"], {**sim, "LOCK": "lock2"}, FAILURE, "locked"),
         ("watch-corrupt", ["watch", "--db", "{corrupt}"], sim, FAILURE, "not a usable SQLite"),
         ("watch-bad-meta", ["watch", "--db", "{bad_meta}"], sim, FAILURE,
-         "bad_meta.db: meta value 'watch.last_success'"),
+         "bad_meta.db: meta value 'engine.last_run'"),
         ("watch-auth", ["watch", "--db", "{tmp}/w.db"], wrong, FAILURE, "401"),
         ("watch-key-utf16-no-bom", ["watch", "--api-key-file", "{key_utf16_no_bom}"], sim,
          USAGE, "printable ASCII"),

@@ -5,6 +5,7 @@ that it ends with the server's present state -- through the library, the CLI and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -273,3 +274,84 @@ def test_the_progress_shows_the_refresh_by_result(tty: bool) -> None:
     if not tty:  # (the bar's own columns, at 80, may squeeze the count)
         assert "refresh 3/191 labs" in text
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+async def test_two_ranges_on_one_store_share_the_feed(tmp_path: Path) -> None:
+    """
+    The last run is the store's: a run of range A beyond the feed's reach also refreshes
+    the labs range B stored as running, so B's next run, which reads the feed since A's,
+    misses no end that fell in the gap.
+    """
+    clock = ManualClock(T0)
+    a, b = (T0 - 40 * DAY, T0 - 30 * DAY), (T0 - 20 * DAY, T0 - 10 * DAY)
+    labs = [make_lab(1, T0 - 31 * DAY, T0 + 5 * DAY), make_lab(2, T0 - 11 * DAY, T0 + 5 * DAY)]
+    db = tmp_path / "two.db"
+    async with Simulator(records=labs, clock=clock) as sim:
+        await backfill_once(sim, clock, db, *a)
+        await backfill_once(sim, clock, db, *b)
+        clock.set(T0 + 10 * DAY)
+        await backfill_once(sim, clock, db, *a)
+        clock.set(T0 + 11 * DAY)
+        await backfill_once(sim, clock, db, *b)
+        rows = await table(db)
+        assert_table_is_present({2: rows[2]}, sim.present(*b))
+        assert_table_is_present({1: rows[1]}, sim.present(*a))
+
+
+async def test_the_dlt_state_distrusts_times_past_the_servers_now() -> None:
+    """The dlt state as a destination: stretches settled past now - settle are cut (a
+    stretch wholly past it dropped), fetches stamped in the future lose their time, a
+    future last run is forgotten."""
+    pytest.importorskip("pyarrow")
+    from lodresults._destinations.dlt_state import DltState
+
+    state: dict[str, Any] = {
+        "settled": [[0, 100], [200, 900], [950, 990]],
+        "open": {"1": [10, None, 2000], "2": [20, None, 500]},
+        "last_run": 1500.0,
+    }
+    dest = DltState(state, settle=100)
+    assert await dest.distrust_after(1000) == 3  # a stretch, a fetch, the last run
+    assert state["settled"] == [[0, 100], [200, 900]]
+    assert state["open"] == {"1": [10, None, 0], "2": [20, None, 500]}
+    assert await dest.last_run() is None
+    assert await dest.distrust_after(1000) == 0
+
+
+async def test_watch_is_a_coroutine_a_service_stops(tmp_path: Path) -> None:
+    """
+    ``lodresults.watch`` awaited by a service: the first run fetches the tail, the next
+    ones read the feed only; setting ``stop`` ends it after the run in progress, and
+    cancelling the task ends it at once.
+    """
+    from lodresults import BackfillResult, LodError, watch
+
+    clock = ManualClock(T0)
+    labs = [make_lab(1, T0 - DAY, None), make_lab(2, T0 - 2 * DAY, T0 + 1800)]
+    db = tmp_path / "w.db"
+    async with Simulator(records=labs, clock=clock) as sim:
+        store = await SQLiteStore.open(db)
+        try:
+            async with client_for(sim, clock) as client:  # type: ignore[arg-type]
+                stop = asyncio.Event()
+                runs: list[BackfillResult | LodError] = []
+
+                def seen(outcome: BackfillResult | LodError) -> None:
+                    runs.append(outcome)
+                    if len(runs) == 5:
+                        stop.set()
+
+                await watch(client, store, T0 - 3 * DAY, interval=600, stop=stop, on_run=seen)
+                first, *polls = runs
+                assert isinstance(first, BackfillResult) and first.windows == 1
+                assert all(isinstance(p, BackfillResult) and p.windows == 0 for p in polls)
+                assert sent(sim)["LatestResults"] == 4
+                assert (await table(db))[2].end is not None  # it ended after half an hour
+
+                task = asyncio.ensure_future(watch(client, store, T0 - 3 * DAY, interval=60))
+                await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await store.close()

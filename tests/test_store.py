@@ -455,7 +455,7 @@ async def test_a_cancelled_reader_stops_within_one_batch(tmp_path: Path) -> None
 # --- newest fetch wins -------------------------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     writes=st.lists(
         st.tuples(st.sampled_from([0, 1]), st.integers(0, 5), st.integers(0, 4)),

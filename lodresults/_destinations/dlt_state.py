@@ -83,12 +83,15 @@ class DltState:
         if records:
             await self.tables.put(_table(records, self._order(fetched_at)))
         for r in records:
-            start = int(r.start.timestamp())
+            key, start = str(r.lab_instance_id), int(r.start.timestamp())
             end = None if r.end is None else int(r.end.timestamp())
+            held = self._open.get(key)
+            if held is not None and (held[2] or 0) > fetched_at:
+                continue  # a newer fetch is held: newest fetch wins
             if end is None or fetched_at < end + self._settle:
-                self._open[str(r.lab_instance_id)] = [start, end, int(fetched_at)]
+                self._open[key] = [start, end, int(fetched_at)]
             else:
-                self._open.pop(str(r.lab_instance_id), None)
+                self._open.pop(key, None)
         if checkpoint is not None:
             self._settled[:] = merge(self._settled, *checkpoint)
         return Applied(new=len(records))
@@ -115,17 +118,18 @@ class DltState:
 
     async def distrust_after(self, now: float) -> int:
         n = 0
-        limit = int(now) - self._settle
-        for stretch in self._settled:
-            if stretch[1] > limit:
-                stretch[1] = max(stretch[0], limit)
-                n += 1
-        self._settled[:] = [s for s in self._settled if s[1] > s[0] or s[1] <= limit]
+        limit = int(now) - self._settle  # nothing settles later than this
+        kept = []
+        for a, b in self._settled:
+            if b > limit:
+                n, b = n + 1, limit
+            if b > a:
+                kept.append([a, b])
+        self._settled[:] = kept
         for lab in self._open.values():
             if lab[2] is not None and lab[2] > now:
-                lab[2] = 0
-                n += 1
+                n, lab[2] = n + 1, 0
         if (await self.last_run() or 0) > now:
-            del self._state["last_run"]
             n += 1
+            del self._state["last_run"]
         return n

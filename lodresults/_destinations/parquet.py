@@ -4,21 +4,23 @@ Write LabResult records to a Parquet file, streaming, one row group at a time.
 Memory holds one row group (``row_group_size`` records) at most, whatever the total. The
 file appears under its name only once complete: it is written next to it under a
 temporary name and renamed at the end, so a failure or an interrupt never leaves a
-truncated file where a complete one is expected (an existing file stays as it was).
+truncated file where a complete one is expected (an existing file stays as it was). A
+symlink is written through, and a path that is not a regular file (a device, a FIFO) is
+written straight into (``output.resolve_output``).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import pyarrow.parquet as pq
 
 from lodresults._destinations.arrow import ARROW_SCHEMA, to_arrow
+from lodresults._destinations.output import create_beside, resolve_output
 from lodresults._records.models import LabResult
 
 __all__ = ["DEFAULT_ROW_GROUP_SIZE", "ParquetSink", "write_parquet"]
@@ -49,15 +51,23 @@ class ParquetSink:
             raise ValueError("row_group_size must be at least 1")
         self.path = Path(path)
         self.row_group_size = row_group_size
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent
-        )
-        os.close(fd)
-        self._tmp = Path(tmp)
+        target = resolve_output(self.path)
+        self._final = target.path
+        self._tmp: Path | None = None
+        self._file: IO[bytes] | None = None
+        if target.direct:
+            self._file = open(target.path, "wb")  # noqa: SIM115 - closed by commit/abort
+        else:
+            fd, self._tmp = create_beside(target.path)
+            os.close(fd)
         try:
-            self._writer = pq.ParquetWriter(self._tmp, ARROW_SCHEMA, compression=compression)
+            self._writer = pq.ParquetWriter(
+                self._file if self._file is not None else self._tmp,
+                ARROW_SCHEMA,
+                compression=compression,
+            )
         except BaseException:
-            self._tmp.unlink(missing_ok=True)
+            self._release()
             raise
         self._pending: list[LabResult] = []
         self.count = 0
@@ -81,7 +91,10 @@ class ParquetSink:
         try:
             self._flush()
             self._writer.close()
-            os.replace(self._tmp, self.path)
+            if self._tmp is not None:
+                os.replace(self._tmp, self._final)
+                self._tmp = None
+            self._release()
         except BaseException:
             self.abort()
             raise
@@ -93,7 +106,14 @@ class ParquetSink:
         try:
             self._writer.close()
         finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Remove the temporary file (if any is left) and close a file opened directly."""
+        if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
+        if self._file is not None:
+            self._file.close()
 
 
 def write_parquet(

@@ -22,7 +22,15 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -57,8 +65,9 @@ _LAST_RUN: Final = "engine.last_run"
 
 class SQLiteStore:
     """
-    The backfill database, a ``Destination``. Open with ``await SQLiteStore.open(path)``;
-    close with ``close()``.
+    The backfill database, a ``Destination``. Open with ``await SQLiteStore.open(path)``
+    and ``close()`` it (idempotent), or use ``async with SQLiteStore.open(path) as store:``
+    (``async with await SQLiteStore.open(path)`` works too).
 
     Every operation runs in its own transaction on the database thread; any exception in
     one (including ``KeyboardInterrupt`` and ``CancelledError``) rolls it back, so the
@@ -73,16 +82,28 @@ class SQLiteStore:
         self._select = ""
         # Set by the database thread to the running job's cancel flag (see ``_run``).
         self._job_cancelled: threading.Event | None = None
+        self._closed = False
 
     @classmethod
-    async def open(cls, path: str | Path, *, readonly: bool = False) -> SQLiteStore:
+    def open(cls, path: str | Path, *, readonly: bool = False) -> _Opening:
         """
-        Open and check the database; raises ``StoreError``.
+        Open and check the database; raises ``StoreError``. Await it, or use it as
+        ``async with SQLiteStore.open(path) as store:`` (closed on leaving).
 
         For writing (the default) a missing file is created and an older lodresults
         schema migrated. With ``readonly`` nothing is ever written: the file must exist
         and be a lodresults database of this version or an older one.
         """
+        return _Opening(lambda: cls._open(path, readonly))
+
+    async def __aenter__(self) -> SQLiteStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @classmethod
+    async def _open(cls, path: str | Path, readonly: bool) -> SQLiteStore:
         p = Path(path)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lod-sqlite")
         loop = asyncio.get_running_loop()
@@ -400,7 +421,50 @@ class SQLiteStore:
         return await self._run(fn, self)
 
     async def close(self) -> None:
-        """Wait for pending writes, then close the connection."""
+        """Wait for pending writes, then close the connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._conn.close)
         self._pool.shutdown(wait=True)
+
+
+class _Opening(Coroutine[Any, Any, SQLiteStore]):
+    """
+    ``SQLiteStore.open(...)``: a coroutine (await it, or hand it to ``asyncio.run``), or
+    an async context manager that closes the store on leaving.
+    """
+
+    __slots__ = ("_coro", "_open", "_store")
+
+    def __init__(self, open_: Callable[[], Coroutine[Any, Any, SQLiteStore]]) -> None:
+        self._open = open_
+        self._coro: Coroutine[Any, Any, SQLiteStore] | None = None
+        self._store: SQLiteStore | None = None
+
+    def _started(self) -> Coroutine[Any, Any, SQLiteStore]:
+        if self._coro is None:
+            self._coro = self._open()
+        return self._coro
+
+    def __await__(self) -> Generator[Any, None, SQLiteStore]:
+        return self._started().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._started().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._started().throw(*args)
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+
+    async def __aenter__(self) -> SQLiteStore:
+        self._store = await self._started()
+        return self._store
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._store is not None:
+            await self._store.close()

@@ -67,37 +67,41 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     """
     Open for reading only: ``mode=ro``, nothing created, the journal mode left alone.
 
-    The file is identified first through an ``immutable`` connection, which creates no
-    ``-wal``/``-shm`` file beside it, so a foreign file is refused untouched. A WAL-mode
-    database in a directory this process cannot write (where SQLite cannot create its
-    shared-memory file) and without a ``-wal`` or ``-journal`` file is then read as
-    immutable too.
+    ``mode=ro`` reads the ``-wal`` file too: a backfill still running, or killed before a
+    checkpoint, keeps its newest rows (at first its schema too) there only.
+    ``immutable=1`` would ignore it and see an empty or "malformed" file.
+
+    Without a ``-wal`` file beside it, the file is identified first through an
+    ``immutable`` connection, which creates no ``-wal``/``-shm`` file, so a foreign file
+    is refused untouched. A WAL-mode database in a directory this process cannot write
+    (where SQLite cannot create its shared-memory file) and without a ``-wal`` or
+    ``-journal`` file is read as immutable: nothing can be writing it there.
     """
     if not path.is_file():
         raise StoreError(f"database {path} does not exist or is not a file")
     uri = path.absolute().as_uri()
-    try:
-        probe = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open database {path}: {exc}") from None
-    try:
-        if schema_version(probe, path) is None:
-            raise StoreError(f"{path} is not a lodresults database (it holds no tables)")
-    except sqlite3.Error as exc:
-        raise StoreError(describe(path, exc)) from None
-    finally:
-        probe.close()
+    pending = [path.with_name(path.name + s) for s in ("-wal", "-journal")]
+    if not pending[0].exists():
+        try:
+            probe = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        try:
+            _identify(probe, path)
+        except sqlite3.Error as exc:
+            raise StoreError(describe(path, exc)) from None
+        finally:
+            probe.close()
     conn = None
     try:
         conn = sqlite3.connect(
             f"{uri}?mode=ro", uri=True, timeout=5.0, isolation_level=None, check_same_thread=False
         )
         try:
-            schema_version(conn, path)
+            _identify(conn, path)
         except sqlite3.OperationalError:
             # Immutable only where nothing can be half-written: no WAL content and no
             # hot rollback journal (which only a writer could roll back) beside it.
-            pending = [path.with_name(path.name + s) for s in ("-wal", "-journal")]
             if os.access(path.parent, os.W_OK):
                 raise
             if any(p.exists() for p in pending):
@@ -111,7 +115,7 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
                 f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
                 check_same_thread=False,
             )  # fmt: skip
-            schema_version(conn, path)
+            _identify(conn, path)
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
@@ -123,11 +127,24 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _identify(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreError unless ``conn`` holds a lodresults database this version reads."""
+    if schema_version(conn, path) is None:
+        raise StoreError(
+            f"{path} is not a lodresults database (it holds no tables; a backfill that is "
+            "just starting creates them with its first window)"
+        )
+
+
 def describe(path: Path, exc: sqlite3.Error) -> str:
     """A StoreError message for ``exc`` on ``path``, saying what to do."""
     text = str(exc)
     if "locked" in text or "busy" in text:
         return f"database {path} is locked by another process ({text}); stop it and retry"
     if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return f"database {path} is not a usable SQLite file ({text}); restore or remove it"
+        # Never "remove it": the file may not be ours (a wrong --db).
+        return (
+            f"database {path} is not a usable SQLite file ({text}); check the path, "
+            "or restore the file from a backup"
+        )
     return f"database {path}: {text}"

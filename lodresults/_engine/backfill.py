@@ -251,12 +251,18 @@ async def backfill(
         await run.fetch_windows(done, upto, settle_s)
         covered = covered and not await _distrust(destination, clock.time())
 
-    # 3. The labs no window returns again, but those this run fetched.
-    todo = [
-        lab
-        for lab in await destination.open_labs(start, end, settle=settle_s)
-        if lab.lab_instance_id not in run.fetched and (not covered or lab.end is not None)
-    ]
+    # 3. The labs no window returns again, but those this run fetched. Without the feed,
+    #    also those stored as running for other ranges: the last run is the destination's.
+    labs = await destination.open_labs(start, end, settle=settle_s)
+    if not covered:
+        labs += await destination.open_labs(0, MAX_EPOCH, settle=0)
+    todo = list(
+        {
+            lab.lab_instance_id: lab
+            for lab in labs
+            if lab.lab_instance_id not in run.fetched and (not covered or lab.end is not None)
+        }.values()
+    )
     if todo:
         await run.fetch_again(todo)
     if run.stamps:

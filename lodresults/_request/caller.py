@@ -106,7 +106,9 @@ class Caller:
         """
         self.ensure_open()
         failures: list[str] = []
-        attempts = self._attempts(command, params, label, parse, on_event, failures, lease)
+        attempts = self._attempts(
+            command, params, label, parse, on_event, failures, lease, paced=deadline is None
+        )
         if deadline is None:
             return await attempts
         task, _ = await race(attempts, self._clock.sleep(deadline))
@@ -128,8 +130,13 @@ class Caller:
         on_event: EventHook | None,
         failures: list[str],
         lease: Lease | None,
+        paced: bool = True,
     ) -> T:
-        attempt = 0
+        # A 429 with Retry-After is the server pacing us, not a failure: only failures
+        # count against max_retries. Without a deadline (``paced``) the time waited on
+        # Retry-After is bounded by the policy's max_paced_wait instead.
+        attempt = failed = 0
+        waited = 0.0
         while True:
             attempt += 1
             started = time.perf_counter()
@@ -161,14 +168,20 @@ class Caller:
                 if isinstance(error, LodRateLimitError) and ticket is not None:
                     self._limiter.on_throttled(ticket)
                     self.emit(Throttled(command, retry_after, self._limiter.rate), on_event)
-                if not is_retryable(error) or attempt > self._policy.max_retries:
+                pacing = retry_after is not None
+                if not pacing:
+                    failed += 1
+                if not is_retryable(error) or failed > self._policy.max_retries:
+                    raise
+                delay = self._policy.delay(max(failed, 1), retry_after)
+                waited += delay if pacing else 0.0
+                if paced and waited > self._policy.max_paced_wait:
                     raise
                 if lease is not None:
                     # Claim a slot back for the retry now, not after the backoff: the next
                     # one handed on waits for this window instead of starting a new one,
                     # so a failing server meets no more windows than there are slots.
                     lease.reserve()
-                delay = self._policy.delay(attempt, retry_after)
                 self.emit(RequestRetried(command, attempt, delay, failures[-1]), on_event)
                 if await sleep_unless(self._clock, delay, self._stop):
                     raise LodClientClosed(

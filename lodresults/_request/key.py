@@ -14,7 +14,7 @@ from yarl import URL
 from lodresults._exceptions import LodInvalidArgument
 from lodresults._request.redact import Redactor
 
-__all__ = ["ApiKey", "check_base_url", "is_loopback"]
+__all__ = ["ApiKey", "check_base_url", "check_proxy", "is_loopback"]
 
 
 class _Secret(str):
@@ -75,15 +75,26 @@ def _key_problem(value: object) -> str | None:
         return "api_key must be a non-empty string"
     if any(c in value for c in "\r\n\0"):
         return "api_key contains a control character"
+    if not (value.isascii() and value.isprintable()):
+        # Keys are issued as printable ASCII. Any other character would go out as bytes
+        # a server may echo back in another spelling (latin-1 mojibake of UTF-8) that
+        # no scrubber recognises.
+        return "api_key must be printable ASCII (as issued); it holds another character"
     return None
 
 
 def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
+    """
+    True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``.
+
+    Not for ``*.localhost`` names: RFC 6761 asks resolvers to map them to loopback, but
+    many (a corporate DNS, ``/etc/hosts`` entries) do not, and a plain-http key sent
+    there would leave the machine.
+    """
     if not host:
         return False
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -110,3 +121,26 @@ def check_base_url(base_url: str) -> URL:
             "base_url must not carry credentials, a query or a fragment; pass the key as api_key"
         )
     return url.with_path(url.path.rstrip("/"))
+
+
+def check_proxy(base_url: URL, proxy: str | URL | None) -> URL | None:
+    """
+    Validate a proxy the requests to ``base_url`` would go through (None: none).
+
+    Through a proxy, an ``https://`` origin is reached by a CONNECT tunnel: the proxy
+    relays TLS bytes it cannot read, and the key is safe whatever the proxy's own scheme.
+    A plain ``http://`` origin (loopback only) would hand the proxy the request itself,
+    the ``api_key`` header included: allowed only to a proxy on loopback too.
+    """
+    if proxy is None:
+        return None
+    url = URL(proxy) if isinstance(proxy, str) else proxy
+    if url.scheme not in ("http", "https") or not url.host:
+        raise LodInvalidArgument("proxy must be an absolute http:// or https:// URL")
+    if base_url.scheme == "http" and not is_loopback(url.host):
+        raise LodInvalidArgument(
+            f"base_url is plain http://: through the proxy on {url.host} the api_key would "
+            "leave this machine unencrypted. Use https://, a proxy on loopback, or no proxy "
+            "(trust_env=False, or NO_PROXY for this host)"
+        )
+    return url

@@ -221,6 +221,11 @@ class AdaptiveRateLimiter:
             return  # sent before the last decrease: the same overshoot, seen late
         now = self._clock.now()
         sending = self._rate_of(self._sends, now)
+        if sending is None and self._w_max is None and self.ceiling is None:
+            # Unpaced and sending too little to measure (a few calls, a slow server): the
+            # rate refused is unknown, and guessing min_rate would crawl back for minutes.
+            # The refused request waits its Retry-After; pacing starts once measurable.
+            return
         pace = self.rate_at(now)
         current = pace if pace is not None else sending if sending is not None else self.min_rate
         if sending is not None and sending < self.beta * current:

@@ -27,10 +27,15 @@ from lodresults._exceptions import (
     LodTimeoutError,
 )
 
-__all__ = ["RetryPolicy", "is_retryable", "parse_retry_after"]
+__all__ = ["MAX_PACED_WAIT", "RetryPolicy", "is_retryable", "parse_retry_after"]
 
 #: A Retry-After longer than this is not trusted (a hostile or buggy value could be a day).
 MAX_RETRY_AFTER: Final = 60.0
+
+#: Seconds one call may spend waiting out 429s that carry a Retry-After, when it has no
+#: deadline (10 minutes). Such a 429 is the server pacing us, not a failure: it does not
+#: count against ``max_retries``; this bounds a storm that never ends.
+MAX_PACED_WAIT: Final = 600.0
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -76,6 +81,9 @@ class RetryPolicy:
     """
     Exponential backoff with full jitter, honouring (capped) Retry-After.
 
+    ``max_retries`` counts failures only; waits on a 429's Retry-After are pacing and are
+    bounded by the call's deadline, or by ``max_paced_wait`` seconds without one.
+
     ``delay(attempt)`` for attempt 1, 2, ... is uniform in ``[0, min(max_wait,
     initial * 2**(attempt-1))]``. A server's Retry-After is used instead when present,
     capped at ``max_retry_after`` and given up to 10 % jitter so that many throttled
@@ -86,6 +94,7 @@ class RetryPolicy:
     initial_wait: float = 0.5
     max_wait: float = 30.0
     max_retry_after: float = MAX_RETRY_AFTER
+    max_paced_wait: float = MAX_PACED_WAIT
     rand: Callable[[], float] = random.random
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:

@@ -39,7 +39,7 @@ from lodresults._exceptions import (
     LodStatusError,
     LodTimeoutError,
 )
-from lodresults._request.key import ApiKey
+from lodresults._request.key import ApiKey, check_proxy
 from lodresults._request.status import origin_of, status_error
 
 __all__ = ["Answer", "Transport"]
@@ -54,6 +54,31 @@ _SCRUB_CHARS: Final = 4096
 _TEXT: Final = 300
 #: Bodies larger than this are decoded on a worker thread (about 2,000 records).
 _THREAD_DECODE_BYTES: Final = 1 << 20
+#: A body read past this many bytes holds one of ``_LARGE_BODIES`` permits until it is
+#: decoded: the bodies held at once are then at most that many, however many requests
+#: are in flight (``max_concurrency`` x ``max_response_bytes`` otherwise).
+_LARGE_BODY_BYTES: Final = 8 << 20
+_LARGE_BODIES: Final = 2
+
+
+class _Permit:
+    """A claim on one of the large-body permits, released once (idempotent)."""
+
+    __slots__ = ("_held", "_pool")
+
+    def __init__(self, pool: asyncio.Semaphore) -> None:
+        self._pool = pool
+        self._held = False
+
+    async def take(self) -> None:
+        if not self._held:
+            await self._pool.acquire()
+            self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._pool.release()
 
 
 @attrs.frozen
@@ -66,6 +91,8 @@ class Answer:
     status: int
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     date: str | None = None
+    #: Held while the body is large, until it has been decoded.
+    permit: _Permit | None = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -77,6 +104,7 @@ class _Reply:
     retry_after: str | None
     location: str | None
     date: str | None = None
+    permit: _Permit | None = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -100,9 +128,24 @@ class Transport:
         max_response_bytes: int,
         session: aiohttp.ClientSession | None = None,
         user_agent: str = "lodresults",
+        pool_size: int = 100,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise LodInvalidArgument("session must be an aiohttp.ClientSession or None")
+        limit = session.connector.limit if session is not None and session.connector else 0
+        if 0 < limit < pool_size:
+            raise LodInvalidArgument(
+                f"the session's connector holds {limit} connections, fewer than "
+                f"max_concurrency={pool_size}: requests would wait for a connection inside "
+                "their timeout. Raise its limit or lower max_concurrency"
+            )
+        # The proxy is resolved here, once, and passed with every request (the session
+        # itself never reads the environment): one place checks where the key may go.
+        trust = trust_env or (session is not None and session.trust_env)
+        self._proxy, self._proxy_headers = proxy_for(base_url, proxy, trust_env=trust)
+        self._pool_size = pool_size
         self.base_url = base_url
         self._key = api_key
         self._redact = api_key.redactor()
@@ -115,12 +158,15 @@ class Transport:
         # beside the event loop) each hold a body's wire structs and records, and the peak
         # is then their sum, reached more often the longer the range (benchmarks/memory.py).
         self._decoding = asyncio.Lock()
+        self._large_bodies = asyncio.Semaphore(_LARGE_BODIES)
 
     def _session_now(self) -> aiohttp.ClientSession:
         # Created lazily: a ClientSession needs a running event loop.
         if self._session is None:
+            # One connection per request in flight: the client's own semaphore holds
+            # requests to max_concurrency, so none ever waits for the pool.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, enable_cleanup_closed=True),
+                connector=aiohttp.TCPConnector(limit=self._pool_size, enable_cleanup_closed=True),
                 auto_decompress=True,
                 trust_env=False,
             )
@@ -153,7 +199,7 @@ class Transport:
             raise reply.error
         if reply.status != 200:
             raise self._status_error(command, reply)
-        return Answer(reply.status, reply.body, reply.date)
+        return Answer(reply.status, reply.body, reply.date, reply.permit)
 
     async def decode(
         self,
@@ -171,16 +217,20 @@ class Transport:
         (the next request) goes out first. Bodies waiting for the decoder wait unannounced:
         while decoding is the bottleneck, nothing more is fetched.
         """
-        async with self._decoding:
-            if ready is not None:
-                ready()
-                await asyncio.sleep(0)
-            if len(answer.body) > _THREAD_DECODE_BYTES:
-                # Decoding 100,000 records takes most of a second: on a worker thread the
-                # event loop keeps serving the application's other tasks meanwhile.
-                outcome = await asyncio.to_thread(_attempt, parse, answer.body, command)
-            else:
-                outcome = _attempt(parse, answer.body, command)
+        try:
+            async with self._decoding:
+                if ready is not None:
+                    ready()
+                    await asyncio.sleep(0)
+                if len(answer.body) > _THREAD_DECODE_BYTES:
+                    # Decoding 100,000 records takes most of a second: on a worker thread
+                    # the event loop keeps serving the application's other tasks meanwhile.
+                    outcome = await asyncio.to_thread(_attempt, parse, answer.body, command)
+                else:
+                    outcome = _attempt(parse, answer.body, command)
+        finally:
+            if answer.permit is not None:
+                answer.permit.release()
         if isinstance(outcome, _Failed):
             raise self._clean(outcome.error)
         return outcome
@@ -188,6 +238,7 @@ class Transport:
     async def _exchange(self, command: str, params: Mapping[str, str]) -> _Reply | _Failed[Any]:
         """The HTTP exchange. Never raises a LodError: returns it, to be raised outside."""
         session = self._session_now()
+        permit: _Permit | None = _Permit(self._large_bodies)
         try:
             async with session.get(
                 self.url_for(command),
@@ -201,23 +252,28 @@ class Transport:
                 allow_redirects=False,
                 raise_for_status=False,
                 timeout=self._timeout,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
                 # Inflate here whatever the session says, so that the cap counts the
                 # inflated bytes (Content-Length counts the compressed ones).
                 auto_decompress=True,
             ) as resp:
                 if resp.status == 200:
-                    body = await self._read(resp, self._max_bytes)
+                    body = await self._read(resp, self._max_bytes, permit=permit)
                     if body is None:
                         return _Failed(self._too_large(command, resp))
                 else:
                     body = await self._read(resp, _ERROR_BODY_BYTES, truncate=True) or b""
-                return _Reply(
+                reply = _Reply(
                     status=resp.status,
                     body=body,
                     retry_after=self._header(resp, "Retry-After"),
                     location=self._header(resp, "Location"),
                     date=self._header(resp, "Date"),
+                    permit=permit,
                 )
+                permit = None  # handed on with the body (released once it is decoded)
+                return reply
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             return _Failed(
                 LodTimeoutError(
@@ -254,28 +310,41 @@ class Transport:
                     retryable=False,
                 )
             )
+        finally:
+            if permit is not None:  # not handed on: failed, or cancelled
+                permit.release()
 
     @staticmethod
     async def _read(
-        resp: aiohttp.ClientResponse, limit: int, *, truncate: bool = False
+        resp: aiohttp.ClientResponse,
+        limit: int,
+        *,
+        truncate: bool = False,
+        permit: _Permit | None = None,
     ) -> bytes | None:
         """
         The inflated body, or None once it passes ``limit`` (the rest is not read).
 
         With ``truncate``, the first ``limit`` bytes instead. aiohttp inflates as the
-        chunks are read, so memory stays within ``limit`` plus one chunk.
+        chunks are read, so memory stays within ``limit`` plus one chunk. ``permit`` is
+        taken before more than ``_LARGE_BODY_BYTES`` are read.
         """
         length = resp.content_length
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if length is not None and length > limit and not truncate:
             return None  # refused before reading
-        if length is not None and encoding in ("", "identity") and length <= limit:
+        identity = encoding in ("", "identity")
+        if permit is not None and length is not None and length > _LARGE_BODY_BYTES:
+            await permit.take()
+        if length is not None and identity and length <= limit:
             return await resp.read()  # exactly ``length`` bytes, in one call
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
             size += len(chunk)
             chunks.append(chunk)
+            if permit is not None and size > _LARGE_BODY_BYTES:
+                await permit.take()
             if size > limit:
                 if not truncate:
                     return None
@@ -331,6 +400,34 @@ class Transport:
         if self._owns_session and self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def proxy_for(
+    base_url: URL, proxy: str | None, *, trust_env: bool
+) -> tuple[URL | None, dict[str, str] | None]:
+    """
+    The proxy for ``base_url``: ``proxy``, else with ``trust_env`` the one the
+    environment names (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, as aiohttp reads
+    them), checked by ``check_proxy``; and the headers with its credentials, if any.
+
+    Credentials travel in the ``Proxy-Authorization`` header, never in the URL:
+    aiohttp's error messages quote the proxy URL, and the password must not reach ours.
+    """
+    login: tuple[str, str] | None = None
+    if proxy is None and trust_env:
+        try:
+            found, auth = aiohttp.helpers.get_env_proxy_for_url(base_url)
+        except LookupError:
+            return None, None
+        proxy = str(found)
+        login = None if auth is None else (auth.login, auth.password)
+    url = check_proxy(base_url, proxy)
+    if url is not None and url.user is not None:
+        login = (url.user, url.password or "")
+        url = url.with_user(None)
+    if login is None:
+        return url, None
+    return url, {"Proxy-Authorization": aiohttp.encode_basic_auth(*login)}
 
 
 def _attempt(parse: Callable[[bytes], T], body: bytes, command: str) -> T | _Failed[Any]:

@@ -13,8 +13,8 @@ running and an ended one), and a lab may come from a window it does not belong t
   any other window: it is only checked against the window's own records (the fast path:
   most labs, no bookkeeping). When windows are handed in chronological order the margin
   is needed only before the window's end: a window before it was handed first.
-- Every other lab is remembered with its *horizon* (its latest time), a fingerprint of the
-  copy passed on, and the receive sequence of that copy. Once every window up to a
+- Every other lab is remembered with its *horizon* (its latest time), the copy passed on
+  and the receive sequence of that copy. Once every window up to a
   *watermark* has been handed on, no window can return a lab whose horizon lies more than
   the tolerance before it: such ids are forgotten, and a copy arriving for one later is a
   stray (the region it lies in was already covered) and is dropped. Running labs (no end
@@ -47,14 +47,14 @@ __all__ = ["SKEW_TOLERANCE", "Deduplicator"]
 #: How far off a server's ``Results`` filter may be, in seconds (one day).
 SKEW_TOLERANCE: Final = 86400
 
-# Per remembered id: (fingerprint of the copy passed on, its receive sequence, horizon).
+# Per remembered id: (the copy passed on, its receive sequence, horizon).
 # The horizon is None while the lab runs. Times are kept as the records' own aware
 # datetimes: comparing them is four times cheaper than converting each to epoch seconds.
-_Known = tuple[int, int, datetime | None]
+_Known = tuple[LabResult, int, datetime | None]
 
 _EPOCH_DT: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
-#: Every field, in one C call: hashing this tuple is three times cheaper than the
-#: generated ``LabResult.__hash__`` and covers the same fields.
+#: Every field, in one C call: comparing these tuples is cheaper than the generated
+#: ``LabResult.__eq__`` and covers the same fields.
 _FIELDS: Final = operator.attrgetter(*(a.name for a in attrs.fields(LabResult)))
 
 
@@ -62,9 +62,14 @@ def _dt(epoch: int) -> datetime:
     return datetime.fromtimestamp(min(max(epoch, 0), MAX_EPOCH), timezone.utc)
 
 
-def _fingerprint(r: LabResult) -> int:
-    """A cheap stand-in for a copy's whole state (the record itself is not kept)."""
-    return hash(_FIELDS(r))
+def _changed(r: LabResult, held: LabResult) -> bool:
+    """
+    Whether two copies of a lab differ in any field. Values are compared, not hashes:
+    ``hash(-1) == hash(-2)``, and a hash match would hide a real change. The copies kept
+    for it are those of the labs remembered (near a window's edge, or running), which
+    ``passed`` bounds anyway.
+    """
+    return r is not held and _FIELDS(r) != _FIELDS(held)
 
 
 def _newer_in_window(r: LabResult, held: LabResult) -> bool:
@@ -157,7 +162,7 @@ class Deduplicator:
                 if i is not None:  # new in this window, and met again in it
                     if _newer_in_window(r, fresh[i]):
                         fresh[i] = r
-                        remember(lab_id, _fingerprint(r), seq, r)
+                        remember(lab_id, seq, r)
                     continue
                 if lab_id in known:
                     held = again.get(lab_id)
@@ -175,25 +180,24 @@ class Deduplicator:
                 local[lab_id] = n
                 n += 1
                 append(r)
-                known[lab_id] = (hash(_FIELDS(r)), seq, None if e is None else horizon)
+                known[lab_id] = (r, seq, None if e is None else horizon)
                 if e is not None:
                     push(heap, (horizon, lab_id))
         updates: list[LabResult] = []
         for lab_id, (r, seq) in again.items():
-            fingerprint, known_seq, _ = known[lab_id]
+            passed_on, known_seq, _ = known[lab_id]
             if seq <= known_seq:
                 continue  # received before the copy passed on: stale
-            f = _fingerprint(r)
-            if f != fingerprint:
+            if _changed(r, passed_on):
                 updates.append(r)
-            remember(lab_id, f, seq, r)
+            remember(lab_id, seq, r)
         self._open.append((lo, hi, window.end))
         return fresh, updates
 
-    def _remember(self, lab_id: int, fingerprint: int, seq: int, r: LabResult) -> None:
+    def _remember(self, lab_id: int, seq: int, r: LabResult) -> None:
         e = r.end
         horizon = None if e is None else max(r.start, e)
-        self._known[lab_id] = (fingerprint, seq, horizon)
+        self._known[lab_id] = (r, seq, horizon)
         if horizon is not None:
             heapq.heappush(self._heap, (horizon, lab_id))
 

@@ -34,6 +34,7 @@ __all__ = [
     "count_windows",
     "gaps",
     "iso",
+    "iso_datetime",
     "narrower_limit",
     "plan_windows",
     "to_epoch",
@@ -57,7 +58,16 @@ ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 def iso(epoch: int) -> str:
     """``epoch`` seconds as ISO-8601 UTC (``2024-01-01T00:00:00Z``)."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime(ISO_FORMAT)
+    return iso_datetime(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+def iso_datetime(when: datetime) -> str:
+    """
+    An aware ``datetime`` as ISO-8601 UTC to the second, four-digit year always
+    (``strftime("%Y")`` writes year 1 as ``1`` on glibc: ``1-01-01T00:00:00Z``).
+    """
+    utc = when.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
+    return utc.isoformat() + "Z"
 
 
 def to_epoch(value: object, name: str = "time") -> int:
@@ -267,9 +277,13 @@ class WindowPlanner:
             return Window(s, e)
         raise StopIteration
 
-    def shrink(self, refused_span: int) -> int:
-        """Narrow the limit after a refusal of ``refused_span``; returns the new limit."""
-        self.max_span = min(self.max_span, narrower_limit(refused_span))
+    def shrink(self, refused_span: int, *, too_large: bool = False) -> int:
+        """
+        Narrow the limit after a refusal of ``refused_span``; returns the new limit.
+        ``too_large``: the answer was over ``max_response_bytes``: halve.
+        """
+        narrower = max(1, refused_span // 2) if too_large else narrower_limit(refused_span)
+        self.max_span = min(self.max_span, narrower)
         return self.max_span
 
     def split(self, window: Window) -> list[Window]:

@@ -24,6 +24,7 @@ from lodresults._clock import Clock, ServerClock
 from lodresults._exceptions import (
     LodDeadlineError,
     LodError,
+    LodResponseTooLarge,
     LodWindowError,
     LodWindowTooLongError,
 )
@@ -61,10 +62,12 @@ async def _run_window(
         return items
     try:
         return await fetch(window, lease)
-    except LodWindowTooLongError:
+    except (LodWindowTooLongError, LodResponseTooLarge) as error:
+        # A body over max_response_bytes is a window too long for this client: halved,
+        # as the server's "Timeframe cannot exceed 7 days" narrows the limit.
         if window.span <= 1:
             raise
-        limit = planner.shrink(window.span)
+        limit = planner.shrink(window.span, too_large=isinstance(error, LodResponseTooLarge))
         parts = planner.split(window)
         on_split(window, len(parts), limit)
         items = []

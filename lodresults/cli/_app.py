@@ -72,6 +72,8 @@ def backfill(
     rate_limit: float,
     timeout: float,
     max_retries: int,
+    proxy: str | None,
+    trust_env: bool,
 ) -> None:
     """Fetch every result in a date range into SQLite; resumable and idempotent."""
     start = when("--since", since)
@@ -80,8 +82,9 @@ def backfill(
         raise click.BadParameter("--until is before --since", param_hint="--until")
     settle_s = duration("--settle", settle)
     make = client_factory(
-        api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries
-    )
+        api_key(api_key_file), base_url, concurrency, rate_limit, timeout, max_retries,
+        proxy, trust_env,
+    )  # fmt: skip
     resume = f"Progress is saved; run the same command again to resume:\n  {_argv()}"
 
     async def job() -> _jobs.BackfillSummary:

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import csv
 import os
-import secrets
-import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
+from lodresults._destinations.output import create_beside, resolve_output
 from lodresults._destinations.sqlite import SQLiteStore
 from lodresults._destinations.sqlite_schema import COLUMNS
 from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import Kind
 from lodresults._records.wire import dump_record
-from lodresults._windows.plan import ISO_FORMAT
+from lodresults._windows.plan import iso_datetime
 
 __all__ = ["CSV_SPELLING", "atomic_output", "csv_row", "export"]
 
@@ -49,31 +48,26 @@ def atomic_output(path: Path) -> Iterator[IO[str]]:
     temporary name and renamed over ``path`` on success, removed on any failure or
     interruption (an existing ``path`` is then left untouched).
 
-    The file gets the permissions a plain ``open(path, "w")`` would give it: those of
-    an existing ``path``, else 0666 less the umask (``mkstemp`` would make it 0600).
+    A symlink is written through (its target replaced, the link kept), and anything
+    that is not a regular file (``/dev/null``, a FIFO, ``/dev/stdout``) is written
+    straight into (``resolve_output``). The file gets the permissions a plain
+    ``open(path, "w")`` would give it.
     """
-    fd, tmp = _create_beside(path)
+    target = resolve_output(path)
+    if target.direct:
+        with open(target.path, "w", newline="", encoding="utf-8") as f:
+            yield f
+        return
+    fd, tmp = create_beside(target.path)
     try:
-        with suppress(FileNotFoundError):
-            os.chmod(fd, stat.S_IMODE(path.stat().st_mode))
         with open(fd, "w", newline="", encoding="utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target.path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _create_beside(path: Path) -> tuple[int, Path]:
-    """A new, empty file next to ``path`` (created 0666 less the umask) and its name."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:  # pragma: no cover - 48 random bits
-            continue
 
 
 #: How each kind of field is spelled in the CSV export (null is an empty cell).
@@ -81,7 +75,7 @@ CSV_SPELLING: Final[dict[Kind, Callable[[Any], str]]] = {
     "int": str,
     "text": str,
     "bool": lambda v: "true" if v else "false",
-    "timestamp": lambda d: d.strftime(ISO_FORMAT),
+    "timestamp": iso_datetime,
     "decimal": str,
     "enum": lambda v: str(int(v)),
 }

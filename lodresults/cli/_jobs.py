@@ -23,6 +23,7 @@ from lodresults._exceptions import (
     StoreError,
 )
 from lodresults._records.models import CompletionStatus
+from lodresults._text import printable
 from lodresults._windows.settle import DEFAULT_SETTLE
 from lodresults.cli._progress import Progress
 from lodresults.cli._summary import phase_lines
@@ -220,6 +221,6 @@ async def serve_simulator(
 
 
 def json_dump(doc: Any, out: IO[str] = sys.stdout) -> None:
-    """Pretty JSON to ``out``."""
-    out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    """Pretty JSON to ``out``, with the control characters JSON leaves raw escaped."""
+    out.write(printable(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode(), json=True))
     out.write("\n")

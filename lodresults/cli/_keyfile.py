@@ -1,12 +1,17 @@
 """Reading the API key from a file, whatever editor or shell wrote it, or from the
-environment (pure, no I/O)."""
+environment (pure but for ``read_key_file``, which reads a few KB at most)."""
 
 from __future__ import annotations
 
 import codecs
+from pathlib import Path
 from typing import Final
 
-__all__ = ["check_key", "decode_key"]
+__all__ = ["MAX_KEY_FILE_BYTES", "check_key", "decode_key", "read_key_file"]
+
+#: A key file is read this far at most: a key is under 200 characters, and a path such
+#: as ``/dev/zero`` or a log file given by mistake must not be read until memory runs out.
+MAX_KEY_FILE_BYTES: Final = 4096
 
 # The longer BOMs first: UTF-32-LE's BOM begins with UTF-16-LE's.
 _BOMS: Final = (
@@ -16,6 +21,20 @@ _BOMS: Final = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
+
+
+def read_key_file(path: Path) -> bytes:
+    """
+    The first bytes of ``path``; raises ValueError if it holds more than
+    ``MAX_KEY_FILE_BYTES`` (OSError if it cannot be read).
+    """
+    with path.open("rb") as f:
+        data = f.read(MAX_KEY_FILE_BYTES + 1)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ValueError(
+            f"holds more than {MAX_KEY_FILE_BYTES} bytes; a key file holds one key on one line"
+        )
+    return data
 
 
 def decode_key(data: bytes) -> str:

@@ -16,7 +16,7 @@ import click
 from lodresults._client import DEFAULT_BASE_URL, LodClient
 from lodresults._windows.settle import parse_duration
 from lodresults.cli._dates import parse_when
-from lodresults.cli._keyfile import check_key, decode_key
+from lodresults.cli._keyfile import check_key, decode_key, read_key_file
 
 __all__ = [
     "api_key",
@@ -31,7 +31,7 @@ __all__ = [
 def api_key(key_file: Path | None) -> str:
     if key_file is not None:
         try:
-            return decode_key(key_file.read_bytes())
+            return decode_key(read_key_file(key_file))
         except OSError as exc:
             raise click.UsageError(f"cannot read --api-key-file: {exc.strerror}") from None
         except ValueError as exc:
@@ -69,6 +69,8 @@ def client_factory(
     rate_limit: float | None,
     timeout: float,
     max_retries: int,
+    proxy: str | None = None,
+    trust_env: bool = False,
 ) -> Callable[..., LodClient]:
     def make(**kw: Any) -> LodClient:
         return LodClient(
@@ -78,6 +80,8 @@ def client_factory(
             rate_limit=rate_limit,
             timeout=timeout,
             max_retries=max_retries,
+            proxy=proxy,
+            trust_env=trust_env,
             **kw,
         )
 
@@ -118,6 +122,14 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--max-retries", type=click.IntRange(0, 100), default=5, show_default=True,
             help="Retries of a transient failure.",
         ),
+        click.option(
+            "--proxy", envvar="LOD_PROXY", metavar="URL",
+            help="HTTP(S) proxy for every request (env LOD_PROXY).",
+        ),
+        click.option(
+            "--trust-env", is_flag=True, envvar="LOD_TRUST_ENV",
+            help="Use the proxy HTTPS_PROXY / NO_PROXY name.",
+        ),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -132,4 +144,6 @@ def make_from_options(options: dict[str, Any]) -> Callable[..., LodClient]:
         options["rate_limit"],
         options["timeout"],
         options["max_retries"],
+        options["proxy"],
+        options["trust_env"],
     )

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from lodresults._exceptions import LodError
+from lodresults._text import printable
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Cli", "run"]
 
@@ -135,5 +136,5 @@ def run(job: Callable[[], Awaitable[T]], *, on_interrupt: str | None = None) -> 
 
 
 def _one_line(exc: BaseException | str) -> str:
-    text = " ".join(str(exc).split())
+    text = printable(" ".join(str(exc).split()))
     return text if len(text) <= 400 else text[:397] + "..."

@@ -24,7 +24,5 @@ def phase_lines(result: BackfillResult) -> list[str]:
         lines.append(f"windows, {_plural(result.windows, 'request')}: {result.fetched}")
     if result.refreshed:
         sent = _plural(result.refresh_requests, "request")
-        lines.append(
-            f"refresh, {sent} for {_plural(result.refreshed, 'lab')}: {result.refresh}"
-        )
+        lines.append(f"refresh, {sent} for {_plural(result.refreshed, 'lab')}: {result.refresh}")
     return lines

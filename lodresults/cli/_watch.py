@@ -48,6 +48,7 @@ async def watch(
     try:
         async with make_client(clock=clock) as client:
             since = await store.get_meta_number(_SINCE)
+            await store.last_run()  # a damaged value refuses the file before any write
             if since is None:
                 now = client.clock.time()
                 ends = [b for _, b in await store.checkpoints(0, int(now))]
