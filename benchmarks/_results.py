@@ -44,5 +44,7 @@ def load(path: Path = RESULTS) -> dict[str, Any]:
 def merge(kept: Kept, path: Path = RESULTS) -> dict[str, Any]:
     """The saved measurements with this run's sections replacing theirs; written back."""
     data = {**load(path), **kept.sections}
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    # One line per section: a run that measured one section changes one line.
+    lines = [f"{json.dumps(k)}: {json.dumps(data[k], sort_keys=True)}" for k in sorted(data)]
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
     return data
