@@ -1,9 +1,11 @@
 """
-Run every benchmark and write benchmarks/README.md.
+Run every benchmark and write benchmarks/README.md, the raw measurements
+(benchmarks/results.json) and the plots drawn from them (docs/images/perf-*.svg).
 
     python -m benchmarks            # the full suite (a few minutes on 2 cores)
     python -m benchmarks --quick    # tiny sizes: checks that everything runs
     python -m benchmarks --only adaptation   # one section again, the others kept
+    python -m benchmarks --plots-only        # redraw the plots from results.json
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import adaptation, lag, suite, tenants
+from benchmarks import _results, adaptation, lag, suite, tenants
 from benchmarks._harness import machine
 
 SECTIONS = {
@@ -111,7 +113,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("README.md"))
+    parser.add_argument(
+        "--plots-only", action="store_true", help="redraw the plots from results.json"
+    )
     args = parser.parse_args()
+    # The raw data lives beside the tables; the plots go into the docs (beside the tables
+    # too when they are written elsewhere, as the tests do).
+    results = args.out.with_name(_results.RESULTS.name)
+    images = None if results == _results.RESULTS else args.out.parent / "images"
+    if args.plots_only:
+        _plot(_results.load(results), images)
+        return
     sizes = suite.QUICK if args.quick else suite.FULL
     parts = [HEADER, f"Machine: {machine()}.\n"]
     measured: dict[str, str] = {}
@@ -134,6 +146,16 @@ def main() -> None:
         else:
             args.out.write_text("\n".join(parts))
         print(f"wrote {args.out}", file=sys.stderr)
+        # The raw data beside the tables (sections not measured now keep theirs), then
+        # the plots drawn from it.
+        _plot(_results.merge(_results.KEPT, results), images)
+
+
+def _plot(results: dict[str, object], images: Path | None) -> None:
+    from benchmarks import plots  # matplotlib only here: the docs extra
+
+    for line in plots.draw(results, images or plots.DOCS_IMAGES):
+        print(line, file=sys.stderr)
 
 
 def _replace_sections(text: str, sections: dict[str, str]) -> str:

@@ -14,6 +14,18 @@ from contextlib import aclosing
 from lodresults import LodClient, WindowCompleted
 
 
+def _now_rss_mb() -> float:
+    """Resident set size of this process now, in MB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _rss_mb() -> float:
     """Peak RSS of this process in MB (VmHWM: ru_maxrss would carry the parent's over exec)."""
     try:
@@ -39,7 +51,7 @@ class _DedupSize(logging.Handler):
             self.largest = max(self.largest, int(m.group(1)))
 
 
-async def main(base_url: str, key: str, years: int) -> dict[str, float]:
+async def main(base_url: str, key: str, years: int) -> dict[str, object]:
     dedup = _DedupSize()
     logger = logging.getLogger("lodresults")
     logger.addHandler(dedup)
@@ -48,11 +60,14 @@ async def main(base_url: str, key: str, years: int) -> dict[str, float]:
     now = int(time.time())
     records = 0
     windows = 0
+    # (windows fetched, records streamed, RSS in MB) after each window: the memory plot.
+    trace: list[tuple[int, int, float]] = []
 
     def hook(e: object) -> None:
         nonlocal windows
         if isinstance(e, WindowCompleted):
             windows += 1
+            trace.append((windows, records, round(_now_rss_mb(), 2)))
 
     client = LodClient(key, base_url=base_url, max_concurrency=4, rate_limit=None, on_event=hook)
     async with client, aclosing(client.iter_results(now - years * 365 * 86400, now)) as it:
@@ -64,6 +79,7 @@ async def main(base_url: str, key: str, years: int) -> dict[str, float]:
         "baseline_mb": baseline,
         "peak_mb": _rss_mb(),
         "dedup_max": dedup.largest,
+        "trace": trace,
     }
 
 

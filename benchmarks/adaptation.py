@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from benchmarks._harness import Server, pushback, table
+from benchmarks._results import KEPT
 from benchmarks.peers import obeying
 from lodresults import LodClient, LodError
 from lodresults._windows.dedup import SKEW_TOLERANCE
@@ -115,6 +116,13 @@ def storm(seconds: float, windows: int, rate: float) -> str:
     rows = []
     with pushback(**options) as srv:
         runs = [(name, _measure(srv, client, windows)) for name, client in clients]
+    KEPT.keep(
+        "storm",
+        {"storm_s": seconds, "windows": windows, "rate": rate,
+         "clients": [{"name": name, "seconds": run.seconds, "error": run.error,
+                      "arrivals": [[round(t, 4), s] for t, s in run.arrivals]}
+                     for name, run in runs]},
+    )  # fmt: skip
     for name, run in runs:
         last = max(t for t, _ in run.arrivals)
         bins = [

@@ -23,6 +23,7 @@ import orjson
 
 from benchmarks import construction
 from benchmarks._harness import Timing, alternate, repeat, simulator, table
+from benchmarks._results import KEPT
 from benchmarks.peers import decode, gather, sequential
 from lodresults import LodClient, Throttled, WindowCompleted
 from lodresults._records.decode import decode_results
@@ -118,6 +119,7 @@ def fanout(sizes: Sizes) -> str:
     """Wall time of N-year ranges at 100 ms latency vs the ideal and the peers."""
     years = max(sizes.fanout_years)
     rows = []
+    data: list[dict[str, Any]] = []
     with simulator(latency_ms=sizes.latency_ms, days=years * 365 + 30, labs_per_day=40) as srv:
         now = int(time.time())
         for y in sizes.fanout_years:
@@ -138,12 +140,19 @@ def fanout(sizes: Sizes) -> str:
                 )
                 assert n_ours == len(p2), (n_ours, len(p2))
                 peer1 = "—"
+                sequential_s: list[float] | None = None
                 if c == 1:
                     t1, p1 = repeat(
                         partial(sequential.fetch_all, url, key, start, end), sizes.repeats
                     )
                     assert len(p1) == n_ours
                     peer1 = f"{t1.fmt()} ({t1.median / ours.median:.2f}x)"
+                    sequential_s = list(t1.values)
+                data.append(
+                    {"years": y, "windows": windows, "concurrency": c, "ideal_s": ideal,
+                     "lodresults_s": list(ours.values), "gather_s": list(peer2.values),
+                     "sequential_s": sequential_s, "records": n_ours}
+                )  # fmt: skip
                 rows.append(
                     [
                         f"{y} y",
@@ -157,6 +166,7 @@ def fanout(sizes: Sizes) -> str:
                         f"{n_ours:,}",
                     ]
                 )
+    KEPT.keep("fanout", {"latency_ms": sizes.latency_ms, "rows": data})
     head = [
         "range", "windows", "concurrency", "ideal", "lodresults", "vs ideal",
         "peer 2 gather (its time / ours)", "peer 1 sequential (its time / ours)", "records",
@@ -311,6 +321,7 @@ def memory(sizes: Sizes) -> str:
     """Peak RSS streaming a long range vs a short one, and bytes per record held."""
     short, long_ = sizes.memory_years
     rows = []
+    runs = []
     with simulator(latency_ms=0, days=long_ * 365 + 30, labs_per_day=40) as srv:
         for years in (short, long_):
             out = subprocess.run(
@@ -319,10 +330,12 @@ def memory(sizes: Sizes) -> str:
                 check=True, capture_output=True, text=True,
             ).stdout  # fmt: skip
             doc = json.loads(out)
+            runs.append({"years": years, **doc})
             rows.append([f"{years} y", f"{doc['records']:,}", f"{doc['windows']}",
                          f"{doc['baseline_mb']:.1f} MB", f"{doc['peak_mb']:.1f} MB",
                          f"{doc['peak_mb'] - doc['baseline_mb']:.1f} MB",
                          f"{doc['dedup_max']}"])  # fmt: skip
+    KEPT.keep("memory", {"runs": runs})
     held = _bytes_per_record(sizes)
     return (
         "Peak RSS of a fresh process that imports lodresults (baseline) and then streams "

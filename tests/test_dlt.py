@@ -46,7 +46,7 @@ from lodresults._destinations.dlt_state import merge as _merge  # noqa: E402
 from lodresults.dlt import FETCHED_AT, lab_results  # noqa: E402
 
 DAY = 86400
-README = Path(__file__).resolve().parent.parent / "README.md"
+WAREHOUSES = Path(__file__).resolve().parent.parent / "docs/warehouses.md"
 
 
 @pytest.fixture
@@ -437,21 +437,21 @@ async def test_the_key_appears_nowhere(
     assert files_holding(home, needles) == []
 
 
-# --- the README example -------------------------------------------------------------------
+# --- the documentation's example -----------------------------------------------------------
 
 
-def readme_pipeline() -> str:
-    text = README.read_text()
-    section = text.split("## Load into your warehouse", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
+def docs_pipeline() -> str:
+    """The pipeline of docs/warehouses.md (the block its marker says this test runs)."""
+    text = WAREHOUSES.read_text()
+    match = re.search(r"run by tests/test_dlt.py.*?\n```python\n(.*?)```", text, re.S)
     assert match is not None
     return match.group(1)
 
 
-async def test_readme_example_runs_verbatim(home: Path, sim: Simulator) -> None:
-    """The README's pipeline, run as written (key and API root from dlt's config)."""
-    code = readme_pipeline()
-    assert len([line for line in code.splitlines() if line.strip()]) <= 7
+async def test_docs_example_runs_verbatim(home: Path, sim: Simulator) -> None:
+    """docs/warehouses.md's pipeline, run as written (key and API root from dlt's config)."""
+    code = docs_pipeline()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
     env = {
         **os.environ,
         "SOURCES__LODRESULTS__API_KEY": sim.api_key,
@@ -461,9 +461,13 @@ async def test_readme_example_runs_verbatim(home: Path, sim: Simulator) -> None:
         sys.executable, "-c", code, cwd=home, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-3000:]
     got = rows(home / "lodresults.duckdb")
+    # It prints dlt's load summary, then the number of labs in the table.
+    *summary, count = out.decode().splitlines()
+    assert any("lodresults" in line and "duckdb" in line for line in summary), summary
+    assert count == f"{len(got)} labs in lod.lab_results"
     now = int(time.time())
     # The example loads the last 30 days: every lab of the range, and nothing older.
     assert set(truth(sim, now - 29 * DAY, sim.span[1])) <= set(got)

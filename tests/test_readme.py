@@ -1,13 +1,16 @@
 """
-Every example in README.md runs against the simulator, so the README cannot rot.
+Every example in README.md and in the documentation (docs/*.md) runs against the
+simulator, so none can rot.
 
 Python blocks run as they stand in a fresh interpreter (top-level ``await`` allowed, as in
 ``python -m asyncio``) with ``LOD_API_KEY``/``LOD_BASE_URL`` set to a simulator's; what
-they print is checked against its ground truth. Shell blocks: each ``lodresults`` command
-runs, in README order and in one directory, against the block's ``lodresults simulate``
-line (on a free port, with ``--days`` reaching back to the oldest ``--since``); its exit
-code, output and files are checked. ``<!-- readme: not run (why) -->`` or
-``<!-- readme: run by tests/... -->`` on the line before a fence exempts that block.
+they print is checked against its ground truth where it matters. Shell blocks: each
+``lodresults`` command of a page runs, in order and in one directory, against the page's
+``lodresults simulate`` line, or a default one (on a free port, with ``--days`` reaching
+back to the oldest ``--since``); its exit code, output and files are checked.
+``<!-- readme: not run (why) -->`` or ``<!-- readme: run by tests/... -->`` on the line
+before a fence exempts that block; blocks in a language that is not code to run (``text``
+for output, ``toml``...) are never run.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import shlex
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, closing
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -34,11 +38,15 @@ import pytest
 
 from lodresults import CompletionStatus
 from lodresults.cli._app import cli
-from lodresults.testing import Simulator
+from lodresults.testing import ManualClock, Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 DAY = 86400
+
+#: Languages shown but never run (output, configuration); ``python`` and ``sh`` run.
+SHOWN_ONLY = frozenset({"text", "toml", "yaml", "json", "ini", "sql"})
 
 _MARKER = re.compile(r"^<!-- readme: (not run \(.+\)|run by (tests/\S+\.py).*) -->$")
 
@@ -58,8 +66,9 @@ else:
 
 @attrs.frozen
 class Block:
-    """One fenced code block of the README."""
+    """One fenced code block of a page (README.md or docs/*.md)."""
 
+    page: str
     section: str
     lang: str
     code: str
@@ -68,10 +77,10 @@ class Block:
 
     @property
     def name(self) -> str:
-        return f"line {self.line} ({self.section})"
+        return f"{self.page} line {self.line} ({self.section})"
 
 
-def readme_blocks(text: str) -> list[Block]:
+def readme_blocks(text: str, page: str = "README.md") -> list[Block]:
     """Every fenced block with the heading it sits under and the marker before it."""
     blocks: list[Block] = []
     lines = text.splitlines()
@@ -86,29 +95,35 @@ def readme_blocks(text: str) -> list[Block]:
             end = lines.index("```", i + 1)
             before = next((x for x in reversed(lines[:i]) if x.strip()), "")
             marker = before if before.startswith("<!-- readme:") else None
-            blocks.append(Block(section, lang, "\n".join(lines[i + 1 : end]) + "\n", i + 1, marker))
+            code = "\n".join(lines[i + 1 : end]) + "\n"
+            blocks.append(Block(page, section, lang, code, i + 1, marker))
             i = end
         i += 1
     return blocks
 
 
-BLOCKS = readme_blocks(README.read_text())
+#: README.md, then every page of the documentation.
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+BLOCKS = [b for p in PAGES for b in readme_blocks(p.read_text(), p.relative_to(ROOT).as_posix())]
 PYTHON = [b for b in BLOCKS if b.lang == "python" and b.marker is None]
 SHELL = [b for b in BLOCKS if b.lang == "sh" and b.marker is None]
 
 
 def test_every_block_is_run_or_marked() -> None:
-    """Python and shell blocks only; every marker is well formed, and names a test that exists."""
-    assert PYTHON and SHELL
+    """Every block runs, is marked, or is not code; a marker names a test that reads its page."""
+    assert {b.page for b in PYTHON} >= {"README.md", "docs/ranges.md", "docs/testing.md"}
+    assert {b.page for b in SHELL} >= {"README.md", "docs/backfill.md", "docs/warehouses.md"}
     for block in BLOCKS:
-        assert block.lang in ("python", "sh"), f"{block.name}: unknown language {block.lang!r}"
+        known = block.lang in ("python", "sh") or block.lang in SHOWN_ONLY
+        assert known, f"{block.name}: unknown language {block.lang!r} (python, sh or text)"
         if block.marker is None:
             continue
         m = _MARKER.match(block.marker)
         assert m, f"{block.name}: malformed marker {block.marker!r}"
         if m.group(2):
-            # The test named must really run this block: it reads the README.
-            assert "README" in (ROOT / m.group(2)).read_text(), block.name
+            # The test named must really run this block: it reads the page.
+            named = (ROOT / m.group(2)).read_text()
+            assert block.page in named, f"{block.name}: {m.group(2)} never reads {block.page}"
 
 
 # --- Python blocks ----------------------------------------------------------------------------
@@ -125,23 +140,23 @@ async def run_python(block: Block, tmp: Path, sim: Simulator) -> str:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode == 0, f"README {block.name} failed:\n{err.decode()[-3000:]}"
+    assert proc.returncode == 0, f"{block.name} failed:\n{err.decode()[-3000:]}"
     return out.decode()
 
 
-def _date_range(code: str) -> tuple[date, date]:
-    """The ``date(...)`` pair an example iterates over."""
-    found = re.findall(r"date\((\d+), (\d+), (\d+)\)", code)
-    assert len(found) == 2, "the example should name its range as two date(...) values"
-    a, b = (date(int(y), int(m), int(d)) for y, m, d in found)
-    return a, b
+def _days_back(code: str) -> list[int]:
+    """The ``timedelta(days=N)`` values an example counts back from today, in order."""
+    return [int(n) for n in re.findall(r"timedelta\(days=(\d+)\)", code)]
 
 
 def check_quick_start(block: Block, out: str, sim: Simulator) -> None:
-    """One line per lab of the range, each once: id, status name, score, as the server has it."""
-    a, b = _date_range(block.code)
-    truth = sim.present(a, b)
-    lines = out.splitlines()
+    """One line per lab of the last 30 days, each once: id, status name, score, as the
+    server has them; then one lab fetched by id."""
+    (days,) = _days_back(block.code)
+    until = date.today()
+    truth = sim.present(until - timedelta(days=days), until)
+    lines = [line for line in out.splitlines() if not line.startswith("latest:")]
+    latest = out.splitlines()[len(lines) :]  # a lab of the last hour, if there was one
     assert len(lines) == len(truth) > 100
     ids = [int(line.split()[0]) for line in lines]
     assert len(set(ids)) == len(ids) and set(ids) == set(truth)
@@ -151,39 +166,119 @@ def check_quick_start(block: Block, out: str, sim: Simulator) -> None:
         assert status == CompletionStatus(rec["CompletionStatus"]).name
         want = rec["ExamScore"]
         assert score == ("None" if want is None else str(Decimal(str(want))))
+    for line in latest:
+        _, lab_id, status = line.split()
+        rec = sim.present(0, int(time.time()))[int(lab_id)]
+        assert status == CompletionStatus(rec["CompletionStatus"]).name
 
 
 def check_iter_results(block: Block, out: str, sim: Simulator) -> None:
-    """``on_event=print`` prints the plan, then one completion per window."""
-    a, b = _date_range(block.code)
+    """``on_event=print`` prints the plan, then one completion per window planned."""
     lines = out.splitlines()
-    assert lines[0].startswith("WindowsPlanned(")
-    weeks = -(-(b - a).days // 7)
-    assert sum(line.startswith("WindowCompleted(") for line in lines) == weeks
+    planned = re.match(r"WindowsPlanned\(total=(\d+),", lines[0])
+    assert planned, lines[0]
+    done = sum(line.startswith("WindowCompleted(") for line in lines)
+    assert done == int(planned.group(1)) >= 4
 
 
-#: Checks of what a block prints, by the heading it sits under (others: it must not raise;
-#: those blocks assert their own claims).
-OUTPUT_CHECKS: dict[str, Callable[[Block, str, Simulator], None]] = {
-    "Quick start": check_quick_start,
-    "Any date range: `iter_results`": check_iter_results,
+def check_labs_between(block: Block, out: str, sim: Simulator) -> None:
+    """ "N labs between A and B": exactly the server's count for the range."""
+    m = re.fullmatch(r"(\d+) labs between (\S+) and (\S+)\n", out)
+    assert m, out
+    a, b = date.fromisoformat(m.group(2)), date.fromisoformat(m.group(3))
+    assert int(m.group(1)) == len(sim.present(a, b)) > 100
+
+
+def check_first_script(block: Block, out: str, sim: Simulator) -> None:
+    """A count of the last week's labs, then the first of them as a ``LabResult``."""
+    count, record = out.splitlines()
+    assert re.fullmatch(r"[1-9]\d* labs in the last 7 days", count), count
+    assert record.startswith("LabResult(lab_instance_id=")
+
+
+def check_backfill(block: Block, out: str, sim: Simulator) -> None:
+    """ "W windows, N labs, U updates": every lab of the range stored, in 9+ windows."""
+    m = re.fullmatch(r"(\d+) windows, (\d+) labs, (\d+) updates\n", out)
+    assert m, out
+    back, length = _days_back(block.code)
+    until = date.today() - timedelta(days=back)
+    truth = sim.present(until - timedelta(days=length), until)
+    assert int(m.group(1)) >= length // 7 and int(m.group(2)) == len(truth) > 100
+
+
+def check_events(block: Block, out: str, sim: Simulator) -> None:
+    """The hook saw one ``WindowCompleted`` per window; every lab of the range came."""
+    m = re.fullmatch(r"(\d+) windows, (\d+) labs\n", out)
+    assert m, out
+    (days,) = _days_back(block.code)
+    assert int(m.group(1)) >= days // 7
+    assert int(m.group(2)) == len(sim.present(date.today() - timedelta(days=days), date.today()))
+
+
+#: Checks of what a block prints, by page and heading (others: it must not raise; those
+#: blocks assert their own claims).
+OUTPUT_CHECKS: dict[tuple[str, str], Callable[[Block, str, Simulator], None]] = {
+    ("README.md", "Quick start"): check_quick_start,
+    ("README.md", "Any date range: `iter_results`"): check_iter_results,
+    ("docs/ranges.md", "Date ranges and windows"): check_labs_between,
+    ("docs/ranges.md", "Progress, events and logging"): check_events,
+    ("docs/getting-started.md", "A first script"): check_first_script,
+    ("docs/backfill.md", "From your own code"): check_backfill,
 }
 
 
 def test_output_checks_name_real_sections() -> None:
     """A renamed heading cannot silently turn a check off."""
-    assert set(OUTPUT_CHECKS) <= {b.section for b in PYTHON}
+    sections = [(b.page, b.section) for b in PYTHON]
+    assert set(OUTPUT_CHECKS) <= set(sections)
+
+
+#: Examples run this many at a time: most of their time is spent waiting (pacing, latency).
+PARALLEL = 4
+
+
+async def run_and_check(block: Block, tmp: Path) -> None:
+    """Run ``block`` against a fresh simulator and check what it printed."""
+    start = int(datetime(2023, 6, 1, tzinfo=timezone.utc).timestamp())
+    now = time.time()
+    # The simulator's world holds still (a clock that does not move), so what the example
+    # printed and the ground truth read after it are of the same moment.
+    frozen = ManualClock(now)
+    async with Simulator(seed=3, labs_per_day=10, span=(start, int(now)), clock=frozen) as sim:
+        out = await run_python(block, tmp, sim)
+        check = OUTPUT_CHECKS.get((block.page, block.section))
+        if check is not None:
+            check(block, out, sim)
+
+
+async def run_all(jobs: dict[str, Callable[[], Awaitable[None]]]) -> dict[str, BaseException]:
+    """Run every job, ``PARALLEL`` at a time; the failure of each job that failed."""
+    gate = asyncio.Semaphore(PARALLEL)
+    failed: dict[str, BaseException] = {}
+
+    async def one(name: str, job: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            try:
+                await job()
+            except Exception as exc:
+                failed[name] = exc
+
+    await asyncio.gather(*(one(name, job) for name, job in jobs.items()))
+    return failed
+
+
+@pytest.fixture(scope="module")
+def python_failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException]:
+    """Every Python block, run once for the module (concurrently: the suite stays quick)."""
+    jobs = {b.name: partial(run_and_check, b, tmp_path_factory.mktemp("example")) for b in PYTHON}
+    return asyncio.run(run_all(jobs))
 
 
 @pytest.mark.parametrize("block", PYTHON, ids=[b.name for b in PYTHON])
-async def test_python_example_runs(block: Block, tmp_path: Path) -> None:
-    """The block runs as it stands against a simulator and prints what the README says."""
-    start = int(datetime(2023, 6, 1, tzinfo=timezone.utc).timestamp())
-    async with Simulator(seed=3, labs_per_day=10, span=(start, int(time.time()))) as sim:
-        out = await run_python(block, tmp_path, sim)
-    check = OUTPUT_CHECKS.get(block.section)
-    if check is not None:
-        check(block, out, sim)
+def test_python_example_runs(block: Block, python_failures: dict[str, BaseException]) -> None:
+    """The block runs as it stands against a simulator and prints what its page says."""
+    if block.name in python_failures:
+        raise python_failures[block.name]
 
 
 # --- shell blocks -----------------------------------------------------------------------------
@@ -216,7 +311,7 @@ def check_options(argv: list[str]) -> None:
 
 @asynccontextmanager
 async def simulate(argv: list[str], days: int) -> AsyncIterator[dict[str, str]]:
-    """Run the README's ``simulate`` line on a free port; the environment for clients."""
+    """Run a page's ``simulate`` line on a free port; the environment for clients."""
     args = [a if option(argv, "--port") != a else "0" for a in argv[1:]]
     if "--days" not in args:
         args += ["--days", str(days)]
@@ -248,28 +343,25 @@ def rows(db: Path) -> dict[int, tuple[int, int | None]]:
 
 
 def check_command(argv: list[str], out: str, err: str, cwd: Path) -> None:
-    """What the README says each command does."""
+    """What the pages say each command does."""
     sub = argv[1]
     if sub == "demo":
-        # "a demo backfill of 90 days from the built-in simulator into SQLite"
-        assert "backfilling the last 90 days into demo.db" in out
+        # "a demo backfill of 90 days (--days) from the built-in simulator into SQLite"
+        assert f"backfilling the last {option(argv, '--days') or 90} days into demo.db" in out
         m = re.search(r"holds ([\d,]+) rows \(all for those days\)", out)
         assert m, out
-        assert len(rows(cwd / "demo.db")) == int(m.group(1).replace(",", ""))
+        assert len(rows(cwd / "demo.db")) == int(m.group(1).replace(",", "")) > 1000
     elif sub == "backfill":
         since = int(
             datetime.fromisoformat(option(argv, "--since") or "")
             .replace(tzinfo=timezone.utc)
             .timestamp()
         )
+        last = option(argv, "--until")
         until = (
-            int(
-                datetime.fromisoformat(option(argv, "--until") or "")
-                .replace(tzinfo=timezone.utc)
-                .timestamp()
-            )
-            + DAY
-            - 1
+            int(datetime.fromisoformat(last).replace(tzinfo=timezone.utc).timestamp()) + DAY - 1
+            if last is not None
+            else int(time.time())
         )
         got = rows(cwd / (option(argv, "--db") or ""))
         assert len(got) > 100
@@ -305,28 +397,63 @@ def check_command(argv: list[str], out: str, err: str, cwd: Path) -> None:
 NOT_RUN = {"watch": "tests/test_cli.py::test_watch_stops_on_sigterm", "simulate": "the server"}
 
 
-async def test_shell_commands_run(tmp_path: Path) -> None:
-    """Every ``lodresults`` command of the README, in order, against its ``simulate`` line."""
-    argvs = [argv for block in SHELL for argv in commands(block)]
-    for argv in argvs:
-        check_options(argv)
+#: The pages with ``lodresults`` commands to run, and the commands each must show.
+SHELL_PAGES = sorted({b.page for b in SHELL if commands(b)})
+MUST_SHOW = {
+    "README.md": {"demo", "backfill", "export", "get", "latest"},
+    "docs/backfill.md": {"backfill", "export"},
+}
+
+#: A page that shows no ``simulate`` line runs against this one.
+DEFAULT_SERVER = ["lodresults", "simulate", "--port", "0"]
+
+
+def test_shell_pages_are_the_expected_ones() -> None:
+    assert set(MUST_SHOW) <= set(SHELL_PAGES)
+
+
+async def run_page(page: str, cwd: Path) -> None:
+    """Every ``lodresults`` command of a page, in order, against its ``simulate`` line."""
+    argvs = [argv for block in SHELL if block.page == page for argv in commands(block)]
     ran = {argv[1] for argv in argvs} - set(NOT_RUN)
-    assert {"demo", "backfill", "export", "get", "latest"} <= ran
+    assert MUST_SHOW.get(page, set()) <= ran
     servers = [argv for argv in argvs if argv[1] == "simulate"]
-    assert len(servers) == 1, "the README should show one `lodresults simulate` line"
-    oldest = min(date.fromisoformat(since) for argv in argvs if (since := option(argv, "--since")))
-    days = (date.today() - oldest).days + 30
-    async with simulate(servers[0], days) as env:
+    assert len(servers) <= 1, f"{page} should show at most one `lodresults simulate` line"
+    sinces = [date.fromisoformat(since) for argv in argvs if (since := option(argv, "--since"))]
+    days = (date.today() - min(sinces, default=date.today())).days + 30
+    async with simulate(servers[0] if servers else DEFAULT_SERVER, days) as env:
         for argv in argvs:
             if argv[1] in NOT_RUN:
                 continue
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "lodresults", *argv[1:], cwd=tmp_path, env=env,
+                sys.executable, "-m", "lodresults", *argv[1:], cwd=cwd, env=env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             out, err = await asyncio.wait_for(proc.communicate(), 120)
             text = err.decode()
-            assert proc.returncode == 0, f"`{shlex.join(argv)}` failed:\n{text[-3000:]}"
+            assert proc.returncode == 0, f"{page}: `{shlex.join(argv)}` failed:\n{text[-3000:]}"
             assert "Traceback" not in text
-            check_command(argv, out.decode(), text, tmp_path)
+            check_command(argv, out.decode(), text, cwd)
+
+
+@pytest.fixture(scope="module")
+def shell_failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException]:
+    """Every page's commands, run once for the module (pages concurrently, each in order)."""
+    jobs = {page: partial(run_page, page, tmp_path_factory.mktemp("page")) for page in SHELL_PAGES}
+    return asyncio.run(run_all(jobs))
+
+
+def test_every_shell_command_exists() -> None:
+    """Every ``lodresults`` line shown, run or not, names a command and its real options."""
+    shown = [argv for b in BLOCKS if b.lang == "sh" for argv in commands(b)]
+    assert len(shown) > 20
+    for argv in shown:
+        check_options(argv)
+
+
+@pytest.mark.parametrize("page", SHELL_PAGES)
+def test_shell_commands_run(page: str, shell_failures: dict[str, BaseException]) -> None:
+    """Every ``lodresults`` command of a page, in order, against its ``simulate`` line."""
+    if page in shell_failures:
+        raise shell_failures[page]
