@@ -13,6 +13,7 @@ import itertools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import aclosing
+from typing import TypeVar
 
 import attrs
 
@@ -34,6 +35,8 @@ from lodresults._windows.slots import Lease
 from lodresults._windows.stream import stream_windows
 
 __all__ = ["FanOut", "WindowBatch"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("lodresults")
 
@@ -74,8 +77,6 @@ class WindowBatch:
 
 #: One request's share of a window: (receive sequence, sent at, records).
 _Part = tuple[int, float, list[LabResult]]
-#: A window sorted by the dedup: (new records, updates).
-_Sorted = tuple[list[LabResult], list[LabResult]]
 
 #: Fetches one window: its records, reporting to the hook, holding the stream's lease.
 FetchWindow = Callable[[Window, EventHook | None, Lease], Awaitable[list[LabResult]]]
@@ -176,7 +177,7 @@ async def _batches(
                 steps = dedup.take_steps(done.window, [(seq, recs) for seq, _, recs in parts])
                 fresh, updates = await _on_loop(steps)
                 if done.watermark is not None:
-                    dedup.passed(done.watermark)
+                    await _on_loop(dedup.passed_steps(done.watermark))
                 count = sum(len(recs) for _, _, recs in parts)
                 emit(WindowCompleted(done.window, count, len(fresh), len(updates)), on_event)
                 count_records("Results", count)
@@ -197,7 +198,7 @@ async def _batches(
         trace.end(failure)
 
 
-async def _on_loop(steps: Generator[None, None, _Sorted]) -> _Sorted:
+async def _on_loop(steps: Generator[None, None, T]) -> T:
     """
     Run a dedup in steps with a turn for the loop's other tasks between them: a window
     of 100,000 records is otherwise one step of 100-200 ms.

@@ -231,13 +231,22 @@ class Deduplicator:
         Every window up to ``watermark`` has been handed on: forget the ids no window can
         return any more. Returns how many were forgotten.
         """
+        released: int = run_steps(self.passed_steps(watermark))
+        return released
+
+    def passed_steps(self, watermark: int) -> Generator[None, None, int]:
+        """``passed`` in steps: yields after each ``SLICE`` ids let go, as ``take_steps``."""
         self._open = [w for w in self._open if w[2] > watermark]
         limit = _dt(watermark - self._tolerance)
         self._released = max(self._released, limit)
         released = 0
         heap = self._heap
         known = self._known
+        popped = 0
         while heap and heap[0][0] < limit:
+            popped += 1
+            if popped % SLICE == 0:
+                yield
             horizon, lab_id = heapq.heappop(heap)
             entry = known.get(lab_id)
             if entry is not None and entry[2] == horizon:
