@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from lodresults import LodAuthError, SQLiteStore, backfill
+from lodresults import LodApiError, LodAuthError, SQLiteStore, backfill
 from lodresults._destinations.base import OpenLab
 from lodresults._engine.refresh import plan_refresh
 from lodresults._windows.settle import DEFAULT_SETTLE
@@ -163,6 +164,41 @@ async def test_a_revoked_key_during_the_refresh_stops_every_request_at_once(
         # first 401 is in, nothing more is sent (30 labs were to be asked for).
         assert sim.stats.requests["Result"] <= 1 + 4
         assert sim.stats.unauthorized <= 4
+
+
+class ForgettingSimulator(Simulator):
+    """A server whose ``Result`` answers ``Status: 0`` with ``text`` for every lab."""
+
+    text = "Lab instance 0 not found"
+
+    def _answer(self, command: str, params: Mapping[str, str]) -> Any:
+        if command == "Result":
+            return web.json_response({"Error": self.text, "Status": 0})
+        return super()._answer(command, params)
+
+
+@pytest.mark.parametrize("text", ["Lab instance 7 not found", "Internal error: try later"])
+async def test_the_refresh_keeps_a_lab_only_the_server_no_longer_knows(
+    tmp_path: Path, text: str
+) -> None:
+    """
+    After a gap beyond the feed's reach the running labs are asked for one by one: a lab
+    the server answers "not found" keeps its stored copy; any other ``Status: 0`` answer
+    is a failure, raised, never read as "gone".
+    """
+    clock = ManualClock(T0)
+    labs = [make_lab(i, T0 - 250 * DAY + i * 8 * DAY, None) for i in range(1, 6)]
+    db = tmp_path / "r.db"
+    async with ForgettingSimulator(records=labs, clock=clock) as sim:
+        sim.text = text
+        await backfill_once(sim, clock, db, T0 - 260 * DAY, T0 - 5 * DAY)
+        clock.set(T0 + 10 * DAY)
+        if "not found" in text:
+            await backfill_once(sim, clock, db, T0 - 260 * DAY, T0 - 5 * DAY)
+            assert len(await table(db)) == 5
+        else:
+            with pytest.raises(LodApiError, match="Internal error"):
+                await backfill_once(sim, clock, db, T0 - 260 * DAY, T0 - 5 * DAY)
 
 
 async def test_a_clock_ten_days_ahead_loses_nothing(

@@ -287,7 +287,7 @@ def test_python_example_runs(block: Block, python_failures: dict[str, BaseExcept
 def commands(block: Block) -> list[list[str]]:
     """The ``lodresults`` commands of a block, as argv lists (after ``&&`` too)."""
     out = []
-    for line in block.code.splitlines():
+    for line in block.code.replace("\\\n", " ").splitlines():  # continuation lines joined
         for part in line.split("&&"):
             argv = shlex.split(part, comments=True)
             if argv and Path(argv[0]).name == "lodresults":

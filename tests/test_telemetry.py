@@ -214,7 +214,7 @@ async def test_status_0_marks_the_span_as_an_error(otel: Otel) -> None:
     (get,) = otel.named("GET")
     assert get.status.status_code is StatusCode.ERROR
     attrs = dict(get.attributes or {})
-    assert attrs["error.type"] == "LodApiError"
+    assert attrs["error.type"] == "LodNotFoundError"  # a LodApiError: Status 0, "not found"
     assert attrs["http.response.status_code"] == 200
     assert attrs["url.full"].endswith("/Result?labInstanceId=1")
     (call,) = otel.named("lodresults.result")

@@ -19,7 +19,7 @@ import attrs
 
 from lodresults._client import LodClient
 from lodresults._destinations.base import OpenLab
-from lodresults._exceptions import LodApiError
+from lodresults._exceptions import LodNotFoundError
 from lodresults._records.models import LabResult
 from lodresults._windows.dedup import SKEW_TOLERANCE
 from lodresults._windows.plan import MAX_WINDOW_SECONDS, WindowPlanner, gaps, widen
@@ -103,8 +103,10 @@ async def _each(
     async def one(lab_id: int) -> LabResult | None:
         try:
             copy: LabResult | None = await client.result(lab_id)
-        except LodApiError:
-            copy = None  # the server no longer knows it (Status 0): keep the stored copy
+        except LodNotFoundError:
+            # The server no longer knows it: keep the stored copy. Any other Status 0
+            # answer is a failure, raised like the rest (never read as "gone").
+            copy = None
         except BaseException:
             # Cancel the others now, before this task ends: a sibling woken by the slot
             # this one just gave back must not send (a 401 stops every request at once).
