@@ -95,16 +95,24 @@ decode 753 ms and 616 ms of CPU against orjson's 463 and 358 (0.54x both: exact 
 cost msgspec a `Decimal` per number where the code before took a float). The load
 dwarfs most of these differences; the construction table above is the steadiest figure.
 
-Left: within a decode step, a full collection of the collector (30-40 ms here); the
-first pass over a 48 MB body (33-55 ms CPU); in `iter_results`, the dedup of a whole
-window in one step (130-230 ms for 100,000 records here), which a consumer's `async for`
-then meets. Typed records reached 0.51x, 0.63x and 0.57x of the untyped gather + orjson
-peer end to end in three full runs before exact decimals. What is left is the cost of
-building 24-field objects with aware datetimes and Decimals, and of collecting them,
-which dicts of plain JSON values do not pay. Since the first and last window of a range
-reach a day beyond it (a skewed filter loses nothing at the ends), the 4-week throughput
-range takes lodresults 5 requests, 3 rounds at concurrency 2 against the peer's 2, and a
-day more of labs at each end.
+The dedup of a window (and letting go of the ids it remembered) now runs 2,048 records a
+step too, the loop getting a turn between steps; it was one step of 130-230 ms for
+100,000 records. `iter_results` over the same 4 weeks with the same probe, the collector
+off in the measuring process so that only the loop's own steps show (three runs each,
+the same hour): longest stall 215-291 ms before, 85-109 ms after. In the throughput run
+with the collector on, 478 ms before and 365 ms after (the table above is an earlier
+run: 514 ms): the longest stalls left are the collector's full collections, 90-210 ms
+each with some 300,000 records alive, six or seven per run, which no slicing of ours can
+cut.
+
+Left: the collector's full collections; the first pass over a 48 MB body (33-55 ms CPU);
+aiohttp joining a body's chunks. Typed records reached 0.51x, 0.63x and 0.57x of the
+untyped gather + orjson peer end to end in three full runs before exact decimals. What
+is left is the cost of building 24-field objects with aware datetimes and Decimals, and
+of collecting them, which dicts of plain JSON values do not pay. Since the first and
+last window of a range reach a day beyond it (a skewed filter loses nothing at the
+ends), the 4-week throughput range takes lodresults 5 requests, 3 rounds at concurrency
+2 against the peer's 2, and a day more of labs at each end.
 """
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import aclosing
 from datetime import datetime, timezone
 
 import attrs
@@ -9,8 +11,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lodresults import CompletionStatus, LabResult
+from lodresults._clock import ServerClock
+from lodresults._events import EventHook
+from lodresults._records.decode import SLICE
+from lodresults._windows.batches import FanOut
 from lodresults._windows.dedup import SKEW_TOLERANCE, Deduplicator
 from lodresults._windows.plan import Window, plan_windows, widen
+from lodresults._windows.slots import Lease
 
 DAY = 86400
 T0 = 1_700_006_400  # a midnight UTC
@@ -282,3 +289,48 @@ def test_exactly_once_newest_copy_bounded_state(run: Run) -> None:
         assert final.total_run_time_seconds >= max(p for p, _ in own)
         if e is not None:
             assert final.end is not None
+
+
+async def test_a_100k_record_window_gives_the_loop_a_turn_every_slice() -> None:
+    """The stall probe: while a window of 100,000 records is deduplicated between its
+    fetch and its batch (a third of them sent twice, half of them starting on the range's
+    first second, so remembered and then let go once the window is handed on), another
+    task on the loop gets a turn at least once per slice of SLICE records (counted, not
+    timed)."""
+    n = 100_000
+    a, b = T0, T0 + DAY
+
+    def start(i: int) -> int:
+        return a if i % 2 else a + i % (DAY - 120)
+
+    labs = [lab(i, start(i), start(i) + 60) for i in range(1, n + 1)]
+    copies = labs[: n // 3]
+    turns = 0
+    fetched_at_turn: list[int] = []
+
+    async def fetch(w: Window, hook: EventHook | None, lease: Lease) -> list[LabResult]:
+        await asyncio.sleep(0)
+        fetched_at_turn.append(turns)
+        return labs + copies
+
+    done = False
+
+    async def probe() -> None:
+        nonlocal turns
+        while not done:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(probe())
+    fan = FanOut(fetch, 1, ServerClock(lambda: b + 30 * DAY), emit=lambda e, h: None)
+    batches = fan.batches(a, b, [(a, b)])
+    async with aclosing(batches):
+        batch = await anext(batches)
+        sorted_in = turns - fetched_at_turn[0]
+        rest = [x async for x in batches]
+    done = True
+    await task
+    assert len(fetched_at_turn) == 1 and rest == []  # one window, one request
+    assert batch.records == labs and batch.updates == []
+    # Slices of the window's records, then of the remembered ids let go.
+    assert sorted_in >= (n + n // 3) // SLICE + (n // 2) // SLICE - 2

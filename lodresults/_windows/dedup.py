@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import heapq
 import operator
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Final
 
 import attrs
 
+from lodresults._records.decode import SLICE, run_steps
 from lodresults._records.models import LabResult
 from lodresults._records.schema import MAX_EPOCH
 from lodresults._windows.plan import Window
@@ -70,6 +71,15 @@ def _changed(r: LabResult, held: LabResult) -> bool:
     ``passed`` bounds anyway.
     """
     return r is not held and _FIELDS(r) != _FIELDS(held)
+
+
+def _slices(
+    parts: Sequence[tuple[int, Sequence[LabResult]]],
+) -> Iterator[tuple[int, Sequence[LabResult]]]:
+    """Each part's records in slices of at most ``SLICE``, with the part's sequence."""
+    for seq, items in parts:
+        for at in range(0, len(items), SLICE):
+            yield seq, items[at : at + SLICE]
 
 
 def _newer_in_window(r: LabResult, held: LabResult) -> bool:
@@ -116,6 +126,17 @@ class Deduplicator:
         copy each, the newest of this window, in the server's order), and changed copies of
         labs passed on in an earlier window, received after the copy passed on.
         """
+        result: tuple[list[LabResult], list[LabResult]] = run_steps(self.take_steps(window, parts))
+        return result
+
+    def take_steps(
+        self, window: Window, parts: Sequence[tuple[int, Sequence[LabResult]]]
+    ) -> Generator[None, None, tuple[list[LabResult], list[LabResult]]]:
+        """
+        ``take`` in steps: a generator that yields after each ``SLICE`` records (so that
+        an event loop can run between them) and returns what ``take`` returns. Run it to
+        its end before the next ``take`` or ``passed``: its state is shared.
+        """
         # The fast path: labs more than the tolerance inside the window. In order, the
         # start edge needs no margin: an earlier window that returned such a lab (a skewed
         # filter) was handed first and remembered it, and the shared state is consulted.
@@ -138,7 +159,9 @@ class Deduplicator:
         n = 0
         # Copies of ids passed on in earlier windows: the newest of this window, and its seq.
         again: dict[int, tuple[LabResult, int]] = {}
-        for seq, items in parts:
+        for step, (seq, items) in enumerate(_slices(parts)):
+            if step:
+                yield  # a turn for the loop between slices
             for r in items:
                 lab_id = r.lab_instance_id
                 s = r.start
@@ -184,7 +207,9 @@ class Deduplicator:
                 if e is not None:
                     push(heap, (horizon, lab_id))
         updates: list[LabResult] = []
-        for lab_id, (r, seq) in again.items():
+        for k, (lab_id, (r, seq)) in enumerate(again.items(), 1):
+            if k % SLICE == 0:
+                yield
             passed_on, known_seq, _ = known[lab_id]
             if seq <= known_seq:
                 continue  # received before the copy passed on: stale
@@ -206,13 +231,22 @@ class Deduplicator:
         Every window up to ``watermark`` has been handed on: forget the ids no window can
         return any more. Returns how many were forgotten.
         """
+        released: int = run_steps(self.passed_steps(watermark))
+        return released
+
+    def passed_steps(self, watermark: int) -> Generator[None, None, int]:
+        """``passed`` in steps: yields after each ``SLICE`` ids let go, as ``take_steps``."""
         self._open = [w for w in self._open if w[2] > watermark]
         limit = _dt(watermark - self._tolerance)
         self._released = max(self._released, limit)
         released = 0
         heap = self._heap
         known = self._known
+        popped = 0
         while heap and heap[0][0] < limit:
+            popped += 1
+            if popped % SLICE == 0:
+                yield
             horizon, lab_id = heapq.heappop(heap)
             entry = known.get(lab_id)
             if entry is not None and entry[2] == horizon:
