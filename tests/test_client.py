@@ -237,17 +237,19 @@ def test_repr_shows_options_not_the_key(api_key: str) -> None:
 async def test_large_bodies_do_not_block_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A big body is decoded a slice at a time, and the loop serves its other tasks between
-    slices (checked by counting a probe task's turns, not by time)."""
-    from lodresults._records.decode import SLICE, RecordDecoder
+    """A big body is decoded a piece at a time, and the loop serves its other tasks between
+    pieces (checked by counting a probe task's turns, not by time)."""
+    from lodresults._records.decode import STEP_BYTES, RecordDecoder
 
     turns = 0
-    at_slice: list[int] = []  # the probe's turns when each slice started
+    at_piece: list[int] = []  # the probe's turns when each piece started
+    sizes: list[int] = []  # each piece's bytes
     real = RecordDecoder._slice
 
-    def spy(self: RecordDecoder, *args: Any) -> Any:
-        at_slice.append(turns)
-        return real(self, *args)
+    def spy(self: RecordDecoder, chunk: bytes, *args: Any, **kwargs: Any) -> Any:
+        at_piece.append(turns)
+        sizes.append(len(chunk))
+        return real(self, chunk, *args, **kwargs)
 
     async def probe() -> None:
         nonlocal turns
@@ -262,9 +264,10 @@ async def test_large_bodies_do_not_block_the_event_loop(
         task = asyncio.ensure_future(probe())
         records = await c.results(now - 7 * 86400, now)
         task.cancel()
-    assert len(records) > 4 * SLICE
-    assert len(at_slice) == -(-len(records) // SLICE)
-    assert all(b > a for a, b in itertools.pairwise(at_slice))
+    assert len(records) > 8000 and sum(sizes) > 3 * STEP_BYTES
+    assert all(STEP_BYTES <= n <= STEP_BYTES + 2048 for n in sizes[:-1])
+    assert len(at_piece) >= sum(sizes) // (STEP_BYTES + 2048)
+    assert all(b > a for a, b in itertools.pairwise(at_piece))
 
 
 async def _settle() -> None:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from lodresults import LabResult, LodClient, UnknownField
-from lodresults._records.decode import SLICE, RecordDecoder, decode_results, run_steps
+from lodresults._records.decode import SLICE, STEP_BYTES, RecordDecoder, decode_results, run_steps
 from lodresults._records.wire import structure_record
 from lodresults._request.key import ApiKey, check_base_url
 from lodresults._request.transport import Answer, Transport
@@ -49,10 +49,13 @@ def test_built_records_are_the_constructors_records() -> None:
 
 async def test_a_100k_record_body_gives_the_loop_a_turn_every_slice() -> None:
     """The stall probe: while a 100,000-record body decodes through the transport, another
-    task on the loop gets a turn after every slice of at most SLICE records (counted, not
-    timed: a slice is a few milliseconds of work on any machine of ours)."""
+    task on the loop gets a turn after every piece of about STEP_BYTES (at most one record
+    more), counted, not timed: a piece is a few milliseconds of work on any machine of
+    ours."""
     n = 100_000
     data = body(n)
+    shortest = len(body(1)) - len(body(0)) + 1  # lab 1's record and its comma
+    per_step = STEP_BYTES // shortest + 2  # the records of one piece, at most
     decoder = RecordDecoder()
     built: list[int] = []  # records decoded so far, seen by the probe at each of its turns
     real = decoder._build
@@ -78,16 +81,21 @@ async def test_a_100k_record_body_gives_the_loop_a_turn_every_slice() -> None:
     done = True
     await task
     assert len(records) == n and records[-1].lab_instance_id == n
-    assert max(built) <= SLICE
-    # Between two turns of the probe, no more than one slice was decoded.
-    assert max(b - a for a, b in itertools.pairwise(seen)) <= SLICE
-    assert len(set(seen)) >= math.ceil(n / SLICE)
+    assert max(built) <= per_step
+    # Between two turns of the probe, no more than one piece was decoded.
+    assert max(b - a for a, b in itertools.pairwise(seen)) <= per_step
+    assert len(set(seen)) >= math.ceil(n / per_step)
 
 
-def test_steps_yield_between_slices() -> None:
-    """A decode in steps yields once per slice, and run_steps gives the same records."""
+@pytest.mark.parametrize("spaced", [False, True], ids=["cut", "whole"])
+def test_steps_yield_between_pieces(spaced: bool) -> None:
+    """A decode in steps yields once per piece (a body laid out as the API sends it) or
+    per slice of SLICE records (any other), and run_steps gives the same records."""
+    data = body(2 * SLICE + 1)
+    if spaced:
+        data = data.replace(b'{"Results":[', b'{ "Results": [', 1)
     decoder = RecordDecoder()
-    steps = decoder.steps(body(2 * SLICE + 1))
+    steps = decoder.steps(data)
     turns = 0
     while True:
         try:
@@ -96,7 +104,8 @@ def test_steps_yield_between_slices() -> None:
             records = stop.value
             break
         turns += 1
-    assert turns == 3 and len(records) == 2 * SLICE + 1
+    pieces = 3 if spaced else math.ceil(len(data) / STEP_BYTES)
+    assert turns == pieces and len(records) == 2 * SLICE + 1
     assert run_steps(decoder.steps(body(5))) == records[:5]
 
 

@@ -2,20 +2,29 @@
 The fast path: a ``Results``/``LatestResults`` body straight from bytes to LabResults,
 in bounded steps.
 
-A body is decoded in two passes, both by msgspec. The first finds the envelope and the
-extent of each record (``Results`` as a list of ``msgspec.Raw`` slices of the body: about a
-twentieth of the whole cost, one C call). The second decodes ``SLICE`` records at a time
-into a struct of the plain documented types and bounds, decimals straight to ``Decimal``
-(exact, PITFALLS 20), and a generated loop builds the records with the conversions of
-``_values``. ``RecordDecoder.steps`` is a generator that yields between slices, so that
-the transport can give the event loop a turn: no step holds it for more than the first
-pass or one slice (a few milliseconds), whatever the size of the body.
+A body is cut, not parsed, into pieces of about ``STEP_BYTES`` at the boundaries between
+records (a ``},{`` followed by the first record's first key), and each piece, made an
+array, is decoded by msgspec into a struct of the plain documented types and bounds,
+decimals straight to ``Decimal`` (exact, PITFALLS 20); a generated loop builds the records
+with the conversions of ``_values``. A cut is never trusted: every piece must decode as a
+JSON array of at least one value, and the envelope's tail (``Status``, ``Error``, and no
+second ``Results``) must decode on its own, which together prove the body one valid
+document with exactly these records. A body that cannot be cut so (another layout, a
+bad cut) is decoded as before: one msgspec pass finds the records (``Results`` as a list
+of ``msgspec.Raw``), then ``SLICE`` records a step. ``RecordDecoder.steps`` is a generator
+that yields between steps, so that the transport can give the event loop a turn: no step
+holds it for more than one piece (a few milliseconds), whatever the size of the body.
 
 Whatever msgspec does not take (a ``Status: 0`` answer, a tolerated spelling such as a
 numeric UserId, a field that does not fit, a ``-0`` whose sign msgspec drops) goes
-through the careful path (``_wire``), a slice at a time, which gives the same records or
+through the careful path (``_wire``), a piece at a time, which gives the same records or
 the precise error. The test suite proves the two paths equal on generated bodies, valid
-and damaged, envelopes included.
+and damaged, envelopes included, cut into pieces of a few bytes.
+
+The records the fast path builds are taken off the cyclic garbage collector's lists (see
+``_untracker``): a record holds only immutable values, so it can be in no reference
+cycle, and a collector that rescans every record alive costs a third of decoding and,
+with hundreds of thousands alive, full collections of a few hundred milliseconds.
 
 Fields the API added since this lodresults was written are tolerated (the vendor adds
 fields and advises against strict mapping) and reported once per decoder through
@@ -27,9 +36,11 @@ Knows no HTTP, no windows.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import linecache
 import re
+import sys
 import types
 from collections.abc import Callable, Generator, Iterable
 from datetime import datetime
@@ -39,6 +50,7 @@ from typing import Annotated, Any, Final, Union
 import attrs
 import msgspec
 
+from lodresults._exceptions import LodError
 from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import FieldSpec, Kind
 from lodresults._records.values import UTC
@@ -50,14 +62,19 @@ from lodresults._records.wire import (
     succeeded,
 )
 
-__all__ = ["SLICE", "RecordDecoder", "Steps", "decode_results", "run_steps"]
+__all__ = ["SLICE", "STEP_BYTES", "RecordDecoder", "Steps", "decode_results", "run_steps"]
 
 #: A decode in steps: a generator that yields between steps and returns the records.
 Steps = Generator[None, None, Any]
 
-#: Records decoded per step: about 2-4 ms of work on this project's machines, so that a
-#: step is short next to the ~50 ms a loop may be held, and the per-slice overhead small.
+#: Records decoded (and, in ``_windows``, deduplicated) per step where a body is not cut
+#: by bytes: about 2-4 ms of work on this project's machines, so that a step is short next
+#: to the ~50 ms a loop may be held, and the per-slice overhead small.
 SLICE: Final = 2048
+
+#: Bytes of a body decoded per step where it is cut into pieces: about 2,000 records of
+#: the usual size, the same few milliseconds as ``SLICE``.
+STEP_BYTES: Final = 1 << 20
 
 
 def run_steps(steps: Generator[None, None, Any]) -> Any:
@@ -108,6 +125,10 @@ _Envelope: Final = msgspec.defstruct(
     gc=False,
 )
 _ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+#: A piece of the records array, checked to be JSON values and nothing else.
+_VALUES: Final = msgspec.json.Decoder(list[msgspec.Raw])
+#: How a body the fast path cuts begins (what the API and the simulator send).
+_HEAD: Final = b'{"Results":['
 
 
 @functools.lru_cache(maxsize=32)
@@ -141,7 +162,39 @@ def _negative_zero(chunk: bytes) -> bool:
     return False
 
 
+def _is_array(chunk: bytes) -> bool:
+    """Whether ``chunk`` is one JSON array (of any values) and nothing more."""
+    try:
+        _VALUES.decode(chunk)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
+
+
 # --- building the records -----------------------------------------------------------------
+
+
+def _untracker() -> Callable[[int], None] | None:
+    """
+    CPython's ``PyObject_GC_UnTrack`` (a documented C API function), called with an
+    object's address; None on other interpreters, where records stay tracked.
+
+    Why by hand: Python offers no way to build an instance of a slotted class that the
+    cyclic collector does not track, and no library does it. A record the fast path
+    builds holds only immutable values (ints, str, datetime, Decimal, enum members), so it
+    is in no cycle and the collector has nothing to find in it, yet it rescans every one
+    at each collection: a third of decoding, and full collections of 100-200 ms once a
+    few hundred thousand records are alive. Untracking one costs about 0.15 us. The same
+    object is freed by reference counting as any other; only the collector skips it.
+    """
+    if sys.implementation.name != "cpython":
+        return None
+    # Called by address (``id``): a quarter quicker than a ``py_object`` argument.
+    address = ctypes.cast(ctypes.pythonapi.PyObject_GC_UnTrack, ctypes.c_void_p).value
+    if address is None:
+        return None
+    untrack: Callable[[int], None] = ctypes.PYFUNCTYPE(None, ctypes.c_void_p)(address)
+    return untrack
 
 
 def _enum_get(base: Any) -> Callable[[int], Any]:
@@ -187,6 +240,8 @@ def _source(cls: type, fields: tuple[FieldSpec, ...], names: list[str]) -> str:
         "    for w in records:",
         "        o = new(Building)",
     ]
+    if "untrack" in names:  # before the collector can meet it (see ``_untracker``)
+        lines.append("        untrack(id(o))")
     lines += [f"        {_value(f)}" for f in fields]
     lines += [f"        o.__class__ = {cls.__name__}", "        append(o)", "    return out"]
     lines += ["  return build", ""]
@@ -234,6 +289,8 @@ def _builder(cls: type, fields: tuple[FieldSpec, ...]) -> Callable[[list[Any]], 
         "UTC": UTC,
         "nonfinite": _nonfinite,
     }
+    if (untrack := _untracker()) is not None:
+        bound["untrack"] = untrack
     for f in fields:
         if f.kind == "enum":
             bound[f"get_{f.name}"] = _enum_get(f.base)
@@ -258,13 +315,20 @@ class RecordDecoder:
     first calls its ``on_unknown(name)``.
     """
 
-    def __init__(self, cls: type = LabResult, fields: tuple[FieldSpec, ...] = FIELDS) -> None:
+    def __init__(
+        self,
+        cls: type = LabResult,
+        fields: tuple[FieldSpec, ...] = FIELDS,
+        *,
+        step_bytes: int = STEP_BYTES,
+    ) -> None:
         self._fields = fields
         self._known = frozenset(f.wire for f in fields)
         self._reported: set[str] = set()
         # The new names the fast path's struct takes (and ignores): at most _EXTRAS_MAX.
         self._extras: frozenset[str] = frozenset()
         self._build = _builder(cls, fields)
+        self._step_bytes = step_bytes
 
     def _note(self, names: Iterable[str], on_unknown: Callable[[str], None] | None) -> None:
         """Report each name not declared and not reported before."""
@@ -287,24 +351,74 @@ class RecordDecoder:
         on_unknown: Callable[[str], None] | None = None,
     ) -> Steps:
         """
-        Decode a ``Results``/``LatestResults`` body, yielding between slices; returns the
+        Decode a ``Results``/``LatestResults`` body, yielding between steps; returns the
         records (``run_steps`` runs it at once).
 
         Raises ``LodApiError`` for ``Status: 0``, ``LodJSONError``/``LodDecodeError`` for a
         body that is not JSON, ``LodSchemaError`` naming ``Results[i].Field`` otherwise.
         """
+        cut = self._cut(body)
+        if cut is not None:
+            out: list[Any] = []
+            for piece in cut:
+                yield
+                try:
+                    records = self._slice(piece, len(out), command, on_unknown, cut=True)
+                except LodError:  # said only once the whole body is known to say success
+                    records = None
+                if records is None:  # not cut between records after all, or an error
+                    break
+                out += records
+            else:
+                return out
+        return (yield from self._whole(body, command, on_unknown))
+
+    def _cut(self, body: bytes) -> Iterable[bytes] | None:
+        """
+        The records array of ``body`` in pieces of about ``step_bytes``, each made an
+        array, or None where the body is not laid out as the API sends it or the
+        envelope's tail does not say success (the whole-body path decides).
+        """
+        first = len(_HEAD)
+        close = body.rfind(b"]")
+        if not body.startswith(_HEAD) or close < first:
+            return None
+        try:  # the tail on its own, with a member of our own in place of the array
+            tail: Any = _ENVELOPE.decode(b'{"":0' + body[close + 1 :])
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return None
+        if tail.Results is not msgspec.UNSET or not succeeded(tail.Status, tail.Error):
+            return None  # a second "Results" (it would win), or a failure to report
+        # Records are cut where one ends and the next begins with the first one's key.
+        key = body[first : body.find(b'"', first + 2) + 2]
+        if not (key.startswith(b'{"') and key.endswith(b'":')):
+            return None if close - first > self._step_bytes else [b"[" + body[first:close] + b"]"]
+        return self._pieces(body, first, close, b"}," + key)
+
+    def _pieces(self, body: bytes, at: int, close: int, sep: bytes) -> Iterable[bytes]:
+        step = self._step_bytes
+        while at < close or at == len(_HEAD):  # an empty array is one (empty) piece
+            found = body.find(sep, at + step, close) if close - at > step else -1
+            end = close if found < 0 else found + 1
+            yield b"[" + body[at:end] + b"]"
+            at = end + 1
+
+    def _whole(self, body: bytes, command: str, on_unknown: Callable[[str], None] | None) -> Steps:
+        """``steps`` for a body not cut: one pass finds the records, then slices."""
         raws = self._records_of(body)
         if raws is None:  # the careful path decides, for the whole body
             doc = decode_json(body, command=command)
-            records = structure_results(doc, command=command)
+            careful = structure_results(doc, command=command)
             self._note((k for r in doc["Results"] or () for k in r), on_unknown)
-            return records
-        out: list[Any] = []
+            return careful
+        whole: list[Any] = []
         for start in range(0, len(raws), SLICE):
             yield
-            part = raws[start : start + SLICE]
-            out += self._slice(part, start, command, on_unknown)
-        return out
+            chunk = b"[" + b",".join(raws[start : start + SLICE]) + b"]"  # Raws: the body's
+            part = self._slice(chunk, start, command, on_unknown)
+            assert part is not None  # only a cut piece is refused
+            whole += part
+        return whole
 
     def _records_of(self, body: bytes) -> list[msgspec.Raw] | None:
         """The records of a successful envelope, or None where the careful path decides."""
@@ -320,15 +434,23 @@ class RecordDecoder:
 
     def _slice(
         self,
-        part: list[msgspec.Raw],
+        chunk: bytes,
         start: int,
         command: str,
         on_unknown: Callable[[str], None] | None,
-    ) -> list[Any]:
-        """The records of ``part`` (``Results[start:]``), fast or else carefully."""
-        chunk = b"[" + b",".join(part) + b"]"  # a Raw is a buffer of the body
+        *,
+        cut: bool = False,
+    ) -> list[Any] | None:
+        """
+        The records of ``chunk``, an array (``Results[start:]``), fast or else carefully;
+        None if it is a piece the body was ``cut`` into that is no array of JSON values.
+        """
         if _negative_zero(chunk):
-            return self._careful(chunk, start, command, on_unknown)
+            return (
+                None
+                if cut and not _is_array(chunk)
+                else self._careful(chunk, start, command, on_unknown)
+            )
         # msgspec names one unknown field per attempt: a few new names are learnt here,
         # more (a hostile body) go the careful way, which reads every name at once.
         for _ in range(_NEW_NAMES_PER_SLICE):
@@ -339,11 +461,17 @@ class RecordDecoder:
                 unknown = _UNKNOWN.match(str(exc))
                 if unknown is None:
                     break
+                if cut:  # a name read from a piece that is no array is no field
+                    if not _is_array(chunk):
+                        return None
+                    cut = False
                 self._note([unknown.group(1)], on_unknown)
                 if self._extras == extras:  # not a new name after all: let the careful path say
                     break
             except (msgspec.DecodeError, ValueError, RecursionError):
                 break
+        if cut and not _is_array(chunk):
+            return None
         return self._careful(chunk, start, command, on_unknown)
 
     def _careful(

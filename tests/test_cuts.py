@@ -1,0 +1,169 @@
+"""
+A body cut into pieces between records decodes exactly as the whole body: same records,
+same errors, whatever the cut size, and a cut that is not between records is never
+trusted. Records the fast path builds are not tracked by the cyclic collector.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from lodresults import LabResult
+from lodresults._records.decode import STEP_BYTES, RecordDecoder, decode_results, run_steps
+from tests.strategies import damaged_records, envelopes, records
+from tests.test_store import lab
+from tests.test_wire import _careful, _outcome
+
+
+def _compact(doc: Any) -> bytes:
+    """The body as the API and the simulator send it: no spaces, Results first."""
+    try:
+        return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError:
+        assume(False)  # NaN/Infinity are not JSON; a server cannot send them
+        raise
+
+
+def _cut(step: int) -> Any:
+    decoder = RecordDecoder(step_bytes=step)
+    return lambda body: run_steps(decoder.steps(body))
+
+
+def _pieces(body: bytes, step: int) -> list[int]:
+    """The number of records each step of a decode gave (by spying on the builder)."""
+    decoder = RecordDecoder(step_bytes=step)
+    sizes: list[int] = []
+    real = decoder._build
+
+    def counting(structs: list[Any]) -> list[Any]:
+        sizes.append(len(structs))
+        return real(structs)  # type: ignore[no-any-return]
+
+    decoder._build = counting  # type: ignore[method-assign]
+    run_steps(decoder.steps(body))
+    return sizes
+
+
+#: Fields a future API may add, some of them objects whose first key is a record's own:
+#: ``},{"LabInstanceId":`` then appears inside a record, where no cut may be made.
+_NESTED = st.sampled_from(
+    [
+        {"Tasks": [{"LabInstanceId": 1, "x": "},{"}, {"LabInstanceId": 2}]},
+        {"Notes": '},{"LabInstanceId":3,'},
+        {"Deep": {"a": [[{"LabInstanceId": 4}], {"LabInstanceId": 5}]}},
+        {"Empty": []},
+    ]
+)
+
+
+@st.composite
+def _records_with_extras(draw: st.DrawFn) -> dict[str, Any]:
+    rec = draw(st.one_of(records(), damaged_records()))
+    if isinstance(rec, dict) and draw(st.booleans()):
+        rec = {**rec, **draw(_NESTED)}
+    return rec
+
+
+@given(
+    envelopes(st.lists(_records_with_extras(), max_size=6)),
+    st.sampled_from([1, 2, 50, 300, 1000, STEP_BYTES]),
+)
+@settings(max_examples=400)
+def test_cut_bodies_decode_as_the_careful_path(doc: dict[str, Any], step: int) -> None:
+    """Any envelope, valid or damaged records, fields holding record-like objects: the
+    body cut every ``step`` bytes gives the careful path's records or error."""
+    body = _compact(doc)
+    assert _outcome(_cut(step), body) == _outcome(_careful, body)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b',"Status":1,"Error":null}',
+        b',"Status":1,"Error":"a]b"}',  # the last ] is inside a string
+        b',"Status":0,"Error":"Timeframe cannot exceed 7 days"}',
+        b',"Status":1,"Re\\u0073ults":[]}',  # a second Results, spelt with an escape: it wins
+        b',"Status":1,"Results":null}',
+        b',"Status":1,"Results":[' + orjson.dumps(lab(9)) + b"]}",
+        b',"Status":1}trailing',
+        b',"Status":1}]',
+        b"]}",
+        b"}",
+        b' , "Status" : 1 } ',
+    ],
+)
+@pytest.mark.parametrize("step", [1, 100, STEP_BYTES])
+def test_the_tail_decides_as_the_whole_body_does(tail: bytes, step: int) -> None:
+    """What follows the records array (a status, a second Results key, junk) gives the
+    same outcome cut or not."""
+    recs = b",".join(orjson.dumps(lab(i)) for i in range(1, 6))
+    body = b'{"Results":[' + recs + b"]" + tail
+    assert _outcome(_cut(step), body) == _outcome(_careful, body)
+
+
+@pytest.mark.parametrize("step", [1, 100, STEP_BYTES])
+def test_a_bad_record_is_not_told_before_the_status(step: int) -> None:
+    """A record that does not fit in a body whose status (after an array in the tail) is a
+    failure: the failure is raised, as the whole body says, not the record's error."""
+    bad = orjson.dumps({**lab(1), "City": []})
+    body = b'{"Results":[' + bad + b"," + orjson.dumps(lab(2))
+    body += b'],"Status":0,"Error":null,"TotalCount":[]}'
+    assert _outcome(_cut(step), body) == _outcome(_careful, body) == ("LodApiError", None)
+
+
+def test_records_are_cut_into_pieces_of_about_step_bytes() -> None:
+    """Each step decodes one piece: at least ``step`` bytes (but the last), at most one
+    record more; the pieces' records add up to the body's."""
+    one = len(orjson.dumps(lab(1)))
+    body = orjson.dumps({"Results": [lab(i) for i in range(1, 1001)], "Status": 1})
+    sizes = _pieces(body, 10 * one)
+    assert sum(sizes) == 1000
+    assert all(10 <= n <= 12 for n in sizes[:-1]) and sizes[-1] <= 12
+    assert len(sizes) >= 1000 // 12
+
+
+def test_a_false_cut_falls_back_to_the_whole_body() -> None:
+    """Records holding objects that begin like a record: the cut that lands inside one is
+    refused, and the body is decoded whole, with the same records."""
+    recs = [{**lab(i), "Tasks": [{"LabInstanceId": 0}, {"LabInstanceId": 1}]} for i in range(1, 51)]
+    body = orjson.dumps({"Results": recs, "Status": 1})
+    assert run_steps(RecordDecoder(step_bytes=1).steps(body)) == _careful(body)
+
+
+def test_spaced_or_reordered_bodies_are_decoded_whole() -> None:
+    """A body laid out otherwise (spaces, Status first) is not cut, and decodes the same."""
+    recs = [lab(i) for i in range(1, 30)]
+    for doc in ({"Status": 1, "Results": recs}, {"Results": recs, "Status": 1}):
+        spaced = json.dumps(doc).encode()
+        assert _pieces(spaced, 1) == [29] and decode_results(spaced) == _careful(spaced)
+
+
+def test_built_records_are_not_tracked_by_the_collector() -> None:
+    """The fast path's records are untracked (no collector rescans them), yet freed by
+    reference counting as soon as they are dropped; the careful path's are ordinary."""
+    body = orjson.dumps({"Results": [lab(i) for i in range(1, 101)], "Status": 1})
+    records: list[LabResult] = decode_results(body)
+    assert not any(gc.is_tracked(r) for r in records)
+    gone = weakref.ref(records[0])
+    records.clear()
+    assert gone() is None
+    careful = _careful(body)
+    assert all(gc.is_tracked(r) for r in careful) and careful[0] is not None
+
+
+def test_many_records_leave_the_collector_nothing_to_do() -> None:
+    """Decoding 20,000 records adds none to the collector's generations."""
+    body = orjson.dumps({"Results": [lab(i) for i in range(1, 20_001)], "Status": 1})
+    gc.collect()
+    before = len(gc.get_objects())
+    records = decode_results(body)
+    assert len(records) == 20_000
+    assert len(gc.get_objects()) - before < 1_000
