@@ -21,6 +21,7 @@ from lodresults._logging import configure_from_env
 from lodresults._records.decode import SLICE, RecordDecoder, Steps
 from lodresults._records.models import LabResult
 from lodresults._records.schema import INT64_MAX
+from lodresults._records.wire import Body
 from lodresults._request.caller import Caller, Lease
 from lodresults._request.key import ApiKey, check_base_url
 from lodresults._request.ratelimit import AdaptiveRateLimiter
@@ -318,7 +319,7 @@ class LodClient:
         count_records("LatestResults", len(records))
         return records
 
-    def _parser(self, command: str, on_event: EventHook | None) -> Callable[[bytes], Steps]:
+    def _parser(self, command: str, on_event: EventHook | None) -> Callable[[Body], Steps]:
         report = self._reporter(command, on_event)
         return lambda body: self._decoder.steps(body, command, report)
 
@@ -427,8 +428,16 @@ class LodClient:
     ) -> AsyncGenerator[LabResult, None]:
         async with aclosing(windows):
             async for batch in windows:
-                for i, record in enumerate(batch.records, 1):
-                    yield record
+                # Handed over one by one, in order, and no longer held here: a record the
+                # consumer lets go is freed then, so a window's records are not all freed
+                # in one step (60 ms for 100,000 on this project's machines).
+                records = batch.records[::-1]
+                batch.records.clear()
+                del batch
+                i = 0
+                while records:
+                    yield records.pop()
+                    i += 1
                     if i % SLICE == 0:
                         # A consumer's ``async for`` does not give the loop a turn by
                         # itself: without this, a 100,000-record window is one long step.

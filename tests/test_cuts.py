@@ -150,7 +150,7 @@ def test_built_records_are_not_tracked_by_the_collector() -> None:
     """The fast path's records are untracked (no collector rescans them), yet freed by
     reference counting as soon as they are dropped; the careful path's are ordinary."""
     body = orjson.dumps({"Results": [lab(i) for i in range(1, 101)], "Status": 1})
-    records: list[LabResult] = decode_results(body)
+    records: list[LabResult] = run_steps(RecordDecoder().steps(body))
     assert not any(gc.is_tracked(r) for r in records)
     gone = weakref.ref(records[0])
     records.clear()
@@ -164,6 +164,6 @@ def test_many_records_leave_the_collector_nothing_to_do() -> None:
     body = orjson.dumps({"Results": [lab(i) for i in range(1, 20_001)], "Status": 1})
     gc.collect()
     before = len(gc.get_objects())
-    records = decode_results(body)
+    records = run_steps(RecordDecoder().steps(body))
     assert len(records) == 20_000
     assert len(gc.get_objects()) - before < 1_000

@@ -179,3 +179,30 @@ def test_many_new_fields_are_each_reported_once_and_decoded() -> None:
     again: list[str] = []
     run_steps(decoder.steps(data, "Results", again.append))
     assert again == []
+
+
+@pytest.mark.parametrize("name", ['Bad"Name', "Back\\slash", "Ctl\x01", "Tab\tName"])
+def test_a_field_name_msgspec_cannot_rename_does_not_slow_later_bodies(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new field whose name msgspec cannot take as a struct field (a quote, a backslash,
+    a control character) is reported and its records decoded carefully; bodies without it
+    still take the fast path afterwards."""
+    decoder = RecordDecoder()
+    names: list[str] = []
+    odd = orjson.dumps({"Results": [{**lab(1), name: 1}, lab(2)], "Status": 1})
+    assert [r.lab_instance_id for r in run_steps(decoder.steps(odd, "Results", names.append))] == [
+        1,
+        2,
+    ]
+    assert names == [name]
+    careful: list[int] = []
+    real = RecordDecoder._careful
+
+    def spy(self: RecordDecoder, chunk: bytes, *args: object) -> list[object]:
+        careful.append(len(chunk))
+        return real(self, chunk, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RecordDecoder, "_careful", spy)
+    assert len(run_steps(decoder.steps(body(50)))) == 50
+    assert careful == []

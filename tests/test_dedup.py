@@ -265,7 +265,7 @@ def test_exactly_once_newest_copy_bounded_state(run: Run) -> None:
             released = d.passed(windows[prefix - 1].end)
             assert released >= 0
             limit = datetime.fromtimestamp(windows[prefix - 1].end - tol, timezone.utc)
-            for _fp, _seq, horizon in d._known.values():
+            for _seq, horizon in d._known.values():
                 assert horizon is None or horizon >= limit  # bounded
 
     assert len(yielded) == len(set(yielded))  # exactly once

@@ -55,6 +55,7 @@ from lodresults._records.models import FIELDS, LabResult
 from lodresults._records.schema import FieldSpec, Kind
 from lodresults._records.values import UTC
 from lodresults._records.wire import (
+    Body,
     decode_json,
     structure_record,
     structure_result,
@@ -70,11 +71,11 @@ Steps = Generator[None, None, Any]
 #: Records decoded (and, in ``_windows``, deduplicated) per step where a body is not cut
 #: by bytes: about 2-4 ms of work on this project's machines, so that a step is short next
 #: to the ~50 ms a loop may be held, and the per-slice overhead small.
-SLICE: Final = 2048
+SLICE: Final = 1024
 
 #: Bytes of a body decoded per step where it is cut into pieces: about 2,000 records of
 #: the usual size, the same few milliseconds as ``SLICE``.
-STEP_BYTES: Final = 1 << 20
+STEP_BYTES: Final = 1 << 18
 
 
 def run_steps(steps: Generator[None, None, Any]) -> Any:
@@ -142,6 +143,8 @@ def _slice_decoder(
 #: with unknown fields is decoded the careful way (the names are still reported, once).
 _NEW_NAMES_PER_SLICE: Final = 4
 _EXTRAS_MAX: Final = 64
+#: What msgspec refuses in a field name it renames.
+_UNFIT_NAME: Final = re.compile(r'["\\\x00-\x1f]')
 #: Names remembered as reported, per decoder.
 _REPORTED_MAX: Final = 4096
 #: msgspec's words for a field it refuses as unknown (``forbid_unknown_fields``).
@@ -151,9 +154,14 @@ _UNKNOWN: Final = re.compile(r"^Object contains unknown field `(.*)` - at `\$\[\
 _MINUS_ZERO: Final = re.compile(rb"-0(?![0-9.eE])")
 
 
+#: What may follow the number ``-0`` in JSON (plain substring searches, each far quicker
+#: than the pattern: ``-0.`` begins most negative coordinates).
+_AFTER_MINUS_ZERO: Final = tuple(b"-0" + c for c in (b",", b"}", b"]", b" ", b"\n", b"\r", b"\t"))
+
+
 def _negative_zero(chunk: bytes) -> bool:
     """Whether ``chunk`` may hold the JSON number ``-0`` (a ``-0`` in a string may match)."""
-    if b"-0" not in chunk:  # a plain substring search: far quicker than the pattern
+    if not any(p in chunk for p in _AFTER_MINUS_ZERO) and not chunk.endswith(b"-0"):
         return False
     for m in _MINUS_ZERO.finditer(chunk):
         before = chunk[max(0, m.start() - 16) : m.start()].rstrip()
@@ -339,14 +347,18 @@ class RecordDecoder:
             self._reported |= new
         room = _EXTRAS_MAX - len(self._extras)
         if room > 0:
-            self._extras |= set(sorted(new)[:room])
+            # msgspec cannot take a name with '\\', '"' or a control character as a field
+            # (its struct would fail to build, and every slice after would go the careful
+            # way); records that bring one go the careful way themselves.
+            fit = sorted(n for n in new if not _UNFIT_NAME.search(n))
+            self._extras |= set(fit[:room])
         for name in sorted(new):
             if on_unknown is not None:
                 on_unknown(name)
 
     def steps(
         self,
-        body: bytes,
+        body: Body,
         command: str = "Results",
         on_unknown: Callable[[str], None] | None = None,
     ) -> Steps:
@@ -373,7 +385,7 @@ class RecordDecoder:
                 return out
         return (yield from self._whole(body, command, on_unknown))
 
-    def _cut(self, body: bytes) -> Iterable[bytes] | None:
+    def _cut(self, body: Body) -> Iterable[bytes] | None:
         """
         The records array of ``body`` in pieces of about ``step_bytes``, each made an
         array, or None where the body is not laid out as the API sends it or the
@@ -395,7 +407,7 @@ class RecordDecoder:
             return None if close - first > self._step_bytes else [b"[" + body[first:close] + b"]"]
         return self._pieces(body, first, close, b"}," + key)
 
-    def _pieces(self, body: bytes, at: int, close: int, sep: bytes) -> Iterable[bytes]:
+    def _pieces(self, body: Body, at: int, close: int, sep: bytes) -> Iterable[bytes]:
         step = self._step_bytes
         while at < close or at == len(_HEAD):  # an empty array is one (empty) piece
             found = body.find(sep, at + step, close) if close - at > step else -1
@@ -403,7 +415,7 @@ class RecordDecoder:
             yield b"[" + body[at:end] + b"]"
             at = end + 1
 
-    def _whole(self, body: bytes, command: str, on_unknown: Callable[[str], None] | None) -> Steps:
+    def _whole(self, body: Body, command: str, on_unknown: Callable[[str], None] | None) -> Steps:
         """``steps`` for a body not cut: one pass finds the records, then slices."""
         raws = self._records_of(body)
         if raws is None:  # the careful path decides, for the whole body
@@ -420,7 +432,7 @@ class RecordDecoder:
             whole += part
         return whole
 
-    def _records_of(self, body: bytes) -> list[msgspec.Raw] | None:
+    def _records_of(self, body: Body) -> list[msgspec.Raw] | None:
         """The records of a successful envelope, or None where the careful path decides."""
         try:
             env: Any = _ENVELOPE.decode(body)
@@ -491,7 +503,7 @@ class RecordDecoder:
 
     def result_steps(
         self,
-        body: bytes,
+        body: Body,
         lab_instance_id: int,
         on_unknown: Callable[[str], None] | None = None,
     ) -> Steps:
@@ -506,7 +518,7 @@ class RecordDecoder:
 _DEFAULT: Final = RecordDecoder()
 
 
-def decode_results(body: bytes, *, command: str = "Results") -> list[LabResult]:
+def decode_results(body: Body, *, command: str = "Results") -> list[LabResult]:
     """
     Decode a ``Results``/``LatestResults`` body straight from bytes to LabResults, at once.
 

@@ -48,8 +48,13 @@ from lodresults._records.values import (
     number_of,
 )
 
+#: A response body as the transport reads it (grown in a ``bytearray``) or as a caller
+#: passes it: every reader here takes either.
+Body = bytes | bytearray
+
 __all__ = [
     "WIRE_NAMES",
+    "Body",
     "converter",
     "decode_json",
     "dump_record",
@@ -186,7 +191,7 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def decode_json(body: bytes, *, command: str | None = None) -> Any:
+def decode_json(body: Body, *, command: str | None = None) -> Any:
     """
     Parse a body, raising ``LodJSONError`` with a short excerpt when it is not JSON.
 

@@ -173,24 +173,31 @@ async def _batches(
     try:
         async with aclosing(stream):
             async for done in stream:
-                parts = done.items
-                steps = dedup.take_steps(done.window, [(seq, recs) for seq, _, recs in parts])
+                window, watermark, parts = done.window, done.watermark, done.items
+                del done
+                steps = dedup.take_steps(window, [(seq, recs) for seq, _, recs in parts])
                 fresh, updates = await _on_loop(steps)
-                if done.watermark is not None:
-                    await _on_loop(dedup.passed_steps(done.watermark))
+                if watermark is not None:
+                    await _on_loop(dedup.passed_steps(watermark))
                 count = sum(len(recs) for _, _, recs in parts)
-                emit(WindowCompleted(done.window, count, len(fresh), len(updates)), on_event)
+                emit(WindowCompleted(window, count, len(fresh), len(updates)), on_event)
                 count_records("Results", count)
-                trace.window_done(
-                    done.window.start, done.window.end, count, len(fresh), len(updates)
-                )
+                trace.window_done(window.start, window.end, count, len(fresh), len(updates))
                 logger.debug(
                     "window %s: %d records, %d new, %d updates, dedup holds %d ids",
-                    done.window, count, len(fresh), len(updates), len(dedup),
+                    window, count, len(fresh), len(updates), len(dedup),
                 )  # fmt: skip
                 fetched_at = min(sent for _, sent, _ in parts)
-                part = done.window.clip(start, end)
-                yield WindowBatch(part, fresh, updates, fetched_at, requested=done.window)
+                # The batch alone holds the records across the yield (this frame lives
+                # on): a consumer that lets each go as it is used frees them a few at a
+                # time, not a window's worth in one step of the loop.
+                del parts, steps
+                batch = WindowBatch(
+                    window.clip(start, end), fresh, updates, fetched_at, requested=window
+                )
+                del fresh, updates
+                yield batch
+                del batch
     except (Exception, asyncio.CancelledError) as error:
         failure = error
         raise

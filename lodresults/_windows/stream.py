@@ -174,8 +174,7 @@ async def stream_windows(
                 raise _deadline_error(deadline or 0.0, left, bounds)
             for index in newly:
                 finished.add(index)
-                task = tasks[index]
-                if task.cancelled() or task.exception() is None:
+                if tasks[index].cancelled() or tasks[index].exception() is None:
                     continue
                 if failed is None or index < failed:
                     # Nothing after a failed window will be yielded: stop fetching it.
@@ -199,11 +198,11 @@ async def stream_windows(
                 if not newly:
                     await wake.wait()
                 continue
-            task = tasks.pop(ready)
             finished.discard(ready)
             window = windows.pop(ready)
-            error = task.exception()
+            error = tasks[ready].exception()
             if error is not None:
+                tasks.pop(ready)
                 if isinstance(error, LodError):
                     on_failed(window, error)
                     raise LodWindowError(window, error) from error
@@ -214,7 +213,9 @@ async def stream_windows(
             while prefix in yielded:
                 watermark = yielded.pop(prefix).end
                 prefix += 1
-            yield Finished(window, task.result(), watermark)
+            # No local of this frame (which lives on across the yield) keeps the items:
+            # the consumer's reference is the last, so it decides when they are freed.
+            yield Finished(window, tasks.pop(ready).result(), watermark)
     finally:
         exhausted = True  # no callback may start a window now
         pending: list[asyncio.Future[Any]] = list(tasks.values())
