@@ -444,3 +444,34 @@ async def test_bodies_that_stop_decoding_mid_run_cost_no_more_windows(
     assert len(windows) <= concurrency + 1, sorted(windows)
     assert len(failed) <= (concurrency + 1) * 4
     assert sim.stats.max_in_flight <= concurrency
+
+
+async def test_records_handed_over_are_not_held_by_the_iterator() -> None:
+    """A record the consumer lets go is freed then: iter_results keeps no reference to the
+    records it handed over (but those the dedup remembers near a window's edges), so a
+    window's records are not all freed in one step of the loop when it ends."""
+    import gc
+    import weakref
+
+    from tests.test_store import lab
+
+    a = 1_700_000_000
+    day = 86400
+    # One week-long window; 3,000 labs well inside it (none near an edge, all ended).
+    recs = [
+        lab(i, Start=a + 2 * day + i * 60, End=a + 2 * day + i * 60 + 30) for i in range(1, 3001)
+    ]
+    sim = Simulator(records=recs, span=(a - 30 * day, a + 30 * day), api_key="k" * 20)
+    alive: list[weakref.ref[LabResult]] = []
+    async with sim, fast_client(sim) as client:
+        n = 0
+        async with contextlib.aclosing(client.iter_results(a, a + 7 * day)) as it:
+            async for record in it:
+                alive.append(weakref.ref(record))
+                del record
+                n += 1
+                if n == 2500:
+                    gc.collect()
+                    held = sum(r() is not None for r in alive)
+                    assert held <= 1, held  # the one in the loop's variable at most
+    assert n == 3000
