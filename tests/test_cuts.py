@@ -98,6 +98,10 @@ def test_cut_bodies_decode_as_the_careful_path(doc: dict[str, Any], step: int) -
         b"]}",
         b"}",
         b' , "Status" : 1 } ',
+        b'.5,"Status":1}',  # not JSON: the tail must not continue the tail check's own member
+        b"e5}",
+        b"E+1 }",
+        b"0}",
     ],
 )
 @pytest.mark.parametrize("step", [1, 100, STEP_BYTES])

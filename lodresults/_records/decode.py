@@ -396,7 +396,8 @@ class RecordDecoder:
         if not body.startswith(_HEAD) or close < first:
             return None
         try:  # the tail on its own, with a member of our own in place of the array
-            tail: Any = _ENVELOPE.decode(b'{"":0' + body[close + 1 :])
+            # (an array too: a number there could be continued by the tail, "0" + ".5")
+            tail: Any = _ENVELOPE.decode(b'{"":[]' + body[close + 1 :])
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             return None
         if tail.Results is not msgspec.UNSET or not succeeded(tail.Status, tail.Error):
