@@ -171,3 +171,38 @@ def test_many_records_leave_the_collector_nothing_to_do() -> None:
     records = run_steps(RecordDecoder().steps(body))
     assert len(records) == 20_000
     assert len(gc.get_objects()) - before < 1_000
+
+
+def _with(record: bytes, extra: bytes) -> bytes:
+    return record[:-1] + b"," + extra + b"}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Bytes that are not UTF-8 where msgspec only skips (a field it does not know, a
+        # member of the envelope it does not read): the careful path refuses the body.
+        b'{"Results":[' + _with(orjson.dumps(lab(1)), b'"New":"\xff"') + b"]}",
+        b'{"Results":[' + _with(orjson.dumps(lab(1)), b'"New":["\xc0\x80"]') + b"]}",
+        b'{"Results":[' + orjson.dumps(lab(1)) + b'],"Status":1,"X":"\xf4\x90\x80\x80"}',
+        b'{ "Results": [' + orjson.dumps(lab(1)) + b'], "X": "\xff" }',  # not cut
+        b'{"Status":1,"X":"\xff","Results":[' + orjson.dumps(lab(1)) + b"]}",
+        # A surrogate written in UTF-8 is one the careful path takes (``surrogatepass``).
+        b'{"Results":[' + _with(orjson.dumps(lab(1)), b'"New":"\xed\xa0\x80"') + b"]}",
+        b'{"Results":[' + orjson.dumps(lab(1)) + b'],"X":"\xed\xa0\x80\xc3\xa9"}',
+    ],
+)
+@pytest.mark.parametrize("step", [1, STEP_BYTES])
+@pytest.mark.parametrize("seen", [False, True])
+def test_bytes_that_are_not_utf8_are_refused_as_the_careful_path_does(
+    body: bytes, step: int, seen: bool
+) -> None:
+    """msgspec skips what it does not read without checking its UTF-8; json refuses the
+    body. Both paths agree, also once the field is known to the decoder (``seen``)."""
+    decoder = RecordDecoder(step_bytes=step)
+    if seen:
+        known = orjson.dumps({"Results": [{**lab(2), "New": 1}]})
+        run_steps(decoder.steps(known))
+    for whole in (body, bytearray(body)):
+        outcome = _outcome(lambda b: run_steps(decoder.steps(b)), whole)
+        assert outcome == _outcome(_careful, body)

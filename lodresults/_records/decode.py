@@ -36,6 +36,7 @@ Knows no HTTP, no windows.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import functools
 import linecache
@@ -175,6 +176,36 @@ def _is_array(chunk: bytes) -> bool:
     try:
         _VALUES.decode(chunk)
     except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
+
+
+def _utf8(chunk: Body) -> bool:
+    """
+    Whether ``chunk`` is text as the careful path's parser reads a body (UTF-8, a
+    surrogate let through). msgspec checks the UTF-8 of what it decodes but not of what it
+    skips (a field taken as ``Raw``, an envelope member it does not read), where the
+    careful path refuses the body.
+    """
+    if chunk.isascii():
+        return True
+    try:
+        codecs.utf_8_decode(chunk, "surrogatepass", True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _utf8_steps(body: Body, step: int) -> Generator[None, None, bool]:
+    """``_utf8`` of a whole body, ``step`` bytes a step."""
+    if body.isascii():
+        return True
+    decode = codecs.getincrementaldecoder("utf-8")("surrogatepass").decode
+    try:
+        for at in range(0, len(body), step):
+            yield
+            decode(body[at : at + step], at + step >= len(body))
+    except UnicodeDecodeError:
         return False
     return True
 
@@ -402,6 +433,8 @@ class RecordDecoder:
             return None
         if tail.Results is not msgspec.UNSET or not succeeded(tail.Status, tail.Error):
             return None  # a second "Results" (it would win), or a failure to report
+        if not _utf8(body[close + 1 :]):
+            return None
         # Records are cut where one ends and the next begins with the first one's key.
         key = body[first : body.find(b'"', first + 2) + 2]
         if not (key.startswith(b'{"') and key.endswith(b'":')):
@@ -418,7 +451,8 @@ class RecordDecoder:
 
     def _whole(self, body: Body, command: str, on_unknown: Callable[[str], None] | None) -> Steps:
         """``steps`` for a body not cut: one pass finds the records, then slices."""
-        raws = self._records_of(body)
+        utf8 = yield from _utf8_steps(body, self._step_bytes)
+        raws = self._records_of(body) if utf8 else None
         if raws is None:  # the careful path decides, for the whole body
             doc = decode_json(body, command=command)
             careful = structure_results(doc, command=command)
@@ -466,10 +500,16 @@ class RecordDecoder:
             )
         # msgspec names one unknown field per attempt: a few new names are learnt here,
         # more (a hostile body) go the careful way, which reads every name at once.
+        piece = cut
         for _ in range(_NEW_NAMES_PER_SLICE):
             extras = self._extras
             try:
-                return self._build(_slice_decoder(self._fields, extras).decode(chunk))
+                structs = _slice_decoder(self._fields, extras).decode(chunk)
+                # A field taken as Raw was skipped unchecked (a body decoded whole is
+                # checked first): the whole body decides.
+                if piece and extras and not _utf8(chunk):
+                    return None
+                return self._build(structs)
             except msgspec.ValidationError as exc:
                 unknown = _UNKNOWN.match(str(exc))
                 if unknown is None:
