@@ -144,8 +144,8 @@ def _slice_decoder(
 #: with unknown fields is decoded the careful way (the names are still reported, once).
 _NEW_NAMES_PER_SLICE: Final = 4
 _EXTRAS_MAX: Final = 64
-#: What msgspec refuses in a field name it renames.
-_UNFIT_NAME: Final = re.compile(r'["\\\x00-\x1f]')
+#: What msgspec refuses in a field name it renames (a lone surrogate: it has no UTF-8).
+_UNFIT_NAME: Final = re.compile(r'["\\\x00-\x1f\ud800-\udfff]')
 #: Names remembered as reported, per decoder.
 _REPORTED_MAX: Final = 4096
 #: msgspec's words for a field it refuses as unknown (``forbid_unknown_fields``).
@@ -378,9 +378,9 @@ class RecordDecoder:
             self._reported |= new
         room = _EXTRAS_MAX - len(self._extras)
         if room > 0:
-            # msgspec cannot take a name with '\\', '"' or a control character as a field
-            # (its struct would fail to build, and every slice after would go the careful
-            # way); records that bring one go the careful way themselves.
+            # msgspec cannot take a name with '\\', '"', a control character or a lone
+            # surrogate as a field (its struct would fail to build, and every slice after
+            # would go the careful way); records that bring one go the careful way.
             fit = sorted(n for n in new if not _UNFIT_NAME.search(n))
             self._extras |= set(fit[:room])
         for name in sorted(new):
