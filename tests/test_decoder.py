@@ -14,7 +14,7 @@ import attrs
 import orjson
 import pytest
 
-from lodresults import LabResult, LodClient, UnknownField
+from lodresults import LabResult, LodClient, LodError, UnknownField
 from lodresults._records.decode import SLICE, STEP_BYTES, RecordDecoder, decode_results, run_steps
 from lodresults._records.wire import structure_record
 from lodresults._request.key import ApiKey, check_base_url
@@ -210,3 +210,26 @@ def test_a_field_name_msgspec_cannot_rename_does_not_slow_later_bodies(
     monkeypatch.setattr(RecordDecoder, "_careful", spy)
     assert len(run_steps(decoder.steps(body(50)))) == 50
     assert careful == []
+
+
+@pytest.mark.parametrize("step", [1, STEP_BYTES])
+@pytest.mark.parametrize("damage", ["not json", "bad last record", "status 0"])
+def test_no_new_field_is_reported_from_a_body_that_fails(step: int, damage: str) -> None:
+    """A body that fails (as the careful path says) reports none of its new field names,
+    even those of records decoded before the failure was found; the same names are
+    reported, once, when a body that decodes brings them."""
+    recs = [{**lab(1), "NewThing": 1}] + [lab(i) for i in range(2, 6)]
+    good = orjson.dumps({"Results": recs, "Status": 1})
+    bad = {
+        "not json": good.replace(b'"LabInstanceId":5,', b'"LabInstanceId":5,,'),
+        "bad last record": orjson.dumps({"Results": [*recs[:-1], {**lab(5), "UserId": []}]}),
+        "status 0": orjson.dumps({"Results": recs, "Status": 0, "Error": "no"}),
+    }[damage]
+    decoder = RecordDecoder(step_bytes=step)
+    names: list[str] = []
+    with pytest.raises(LodError):
+        run_steps(decoder.steps(bad, "Results", names.append))
+    assert names == []
+    assert len(run_steps(decoder.steps(good, "Results", names.append))) == 5
+    run_steps(decoder.steps(good, "Results", names.append))
+    assert names == ["NewThing"]

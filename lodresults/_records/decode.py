@@ -399,7 +399,22 @@ class RecordDecoder:
 
         Raises ``LodApiError`` for ``Status: 0``, ``LodJSONError``/``LodDecodeError`` for a
         body that is not JSON, ``LodSchemaError`` naming ``Results[i].Field`` otherwise.
+        New field names are reported once the body has decoded, as the careful path
+        finds them: none from a body that fails (a later body reports them).
         """
+        new: list[str] = []
+        try:
+            records = yield from self._steps(body, command, new.append)
+        except BaseException:  # forgotten, to be met (and reported) again
+            self._reported.difference_update(new)
+            self._extras = self._extras.difference(new)
+            raise
+        if on_unknown is not None:
+            for name in new:
+                on_unknown(name)
+        return records
+
+    def _steps(self, body: Body, command: str, on_unknown: Callable[[str], None]) -> Steps:
         cut = self._cut(body)
         if cut is not None:
             out: list[Any] = []
