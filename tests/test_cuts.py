@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import weakref
 from typing import Any
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from lodresults import LabResult
 from lodresults._records.decode import STEP_BYTES, RecordDecoder, decode_results, run_steps
+from lodresults._records.models import FIELDS
 from tests.strategies import damaged_records, envelopes, records
 from tests.test_store import lab
 from tests.test_wire import _careful, _outcome
@@ -206,3 +208,22 @@ def test_bytes_that_are_not_utf8_are_refused_as_the_careful_path_does(
     for whole in (body, bytearray(body)):
         outcome = _outcome(lambda b: run_steps(decoder.steps(b)), whole)
         assert outcome == _outcome(_careful, body)
+
+
+def test_an_interpreter_without_ctypes_decodes_with_tracked_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Some CPython builds have no ``ctypes`` (no libffi): the fast path then leaves its
+    records to the collector, and the package still imports and decodes."""
+    from lodresults._records import decode
+
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # ``import ctypes`` raises ImportError
+    assert decode._untracker() is None
+
+    class Record(LabResult):
+        __slots__ = ()
+
+    build = decode._builder(Record, FIELDS)
+    structs = decode._slice_decoder(FIELDS, frozenset()).decode(orjson.dumps([lab(1)]))
+    (record,) = build(structs)
+    assert gc.is_tracked(record) and type(record) is Record and record.lab_instance_id == 1

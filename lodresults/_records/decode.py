@@ -37,7 +37,6 @@ Knows no HTTP, no windows.
 from __future__ import annotations
 
 import codecs
-import ctypes
 import functools
 import linecache
 import re
@@ -227,6 +226,10 @@ def _untracker() -> Callable[[int], None] | None:
     object is freed by reference counting as any other; only the collector skips it.
     """
     if sys.implementation.name != "cpython":
+        return None
+    try:
+        import ctypes  # here: a CPython built without libffi has none, and decodes anyway
+    except ImportError:
         return None
     # Called by address (``id``): a quarter quicker than a ``py_object`` argument.
     address = ctypes.cast(ctypes.pythonapi.PyObject_GC_UnTrack, ctypes.c_void_p).value
