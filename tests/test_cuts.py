@@ -18,7 +18,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lodresults import LabResult
-from lodresults._records.decode import STEP_BYTES, RecordDecoder, decode_results, run_steps
+from lodresults._records.decode import (
+    STEP_BYTES,
+    RecordDecoder,
+    _utf8,
+    _utf8_steps,
+    decode_results,
+    run_steps,
+)
 from lodresults._records.models import FIELDS
 from tests.strategies import damaged_records, envelopes, records
 from tests.test_store import lab
@@ -227,3 +234,28 @@ def test_an_interpreter_without_ctypes_decodes_with_tracked_records(
     structs = decode._slice_decoder(FIELDS, frozenset()).decode(orjson.dumps([lab(1)]))
     (record,) = build(structs)
     assert gc.is_tracked(record) and type(record) is Record and record.lab_instance_id == 1
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"a", b"\xc3\xa9", b"\xed\xa0\x80", b"\xf0\x9f\x98\x80", b"\xff", b"\xc3", b"\x80"]
+        ),
+        max_size=12,
+    ),
+    st.integers(1, 5),
+)
+def test_utf8_is_checked_in_steps_as_the_careful_path_reads_it(
+    parts: list[bytes], step: int
+) -> None:
+    """A body checked a few bytes a step (sequences cut between steps) is text exactly when
+    the careful path's parser can read it."""
+    data = b"".join(parts)
+    try:
+        data.decode("utf-8", "surrogatepass")
+        text = True
+    except UnicodeDecodeError:
+        text = False
+    assert run_steps(_utf8_steps(data, step)) is text
+    assert run_steps(_utf8_steps(bytearray(data), step)) is text
+    assert _utf8(data) is text
