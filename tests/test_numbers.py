@@ -119,6 +119,21 @@ def test_every_decimal_is_the_decimal_of_its_text_on_both_paths(
     assert held(fast) == held(careful) == sent(values)
 
 
+@pytest.mark.parametrize("space", ["", " " * 16, " " * 17, "\n" * 40, " \t\r\n" * 300])
+@pytest.mark.parametrize("layout", ["compact", "spaced"])
+def test_negative_zero_keeps_its_sign_after_any_whitespace(space: str, layout: str) -> None:
+    """``-0`` however much whitespace JSON puts before it (after ``:``, ``[`` or ``,``),
+    cut into pieces or decoded whole: the sign is kept, as the careful path keeps it."""
+    rec = json.dumps(lab(1), separators=(",", ":")).replace(
+        '"Latitude":null', '"Latitude":' + space + "-0"
+    )
+    head = '{"Results":[' if layout == "compact" else '{ "Results": ['
+    body = (head + rec + "]}").encode()
+    fast = decode_results(body)
+    careful = structure_results(decode_json(body))
+    assert exact(fast[0].latitude) == exact(careful[0].latitude) == exact(Decimal("-0"))
+
+
 @given(triples)
 @settings(max_examples=25, deadline=None)
 def test_every_export_keeps_every_decimal(

@@ -152,6 +152,8 @@ _UNKNOWN: Final = re.compile(r"^Object contains unknown field `(.*)` - at `\$\[\
 #: ``-0`` not followed by more of a number: if it is a JSON number, msgspec decodes it as
 #: ``Decimal("0")`` while the careful path keeps the sign. (A literal first: re scans fast.)
 _MINUS_ZERO: Final = re.compile(rb"-0(?![0-9.eE])")
+#: The same where it follows its ``:``, ``[`` or ``,`` after any whitespace.
+_SPACED_MINUS_ZERO: Final = re.compile(rb"[:\[,][ \t\r\n]*-0(?![0-9.eE])")
 
 
 #: What may follow the number ``-0`` in JSON (plain substring searches, each far quicker
@@ -167,6 +169,8 @@ def _negative_zero(chunk: bytes) -> bool:
         before = chunk[max(0, m.start() - 16) : m.start()].rstrip()
         if before.endswith((b":", b"[", b",")):
             return True
+        if not before and m.start() > 16:  # more whitespace than that: the slow pattern
+            return _SPACED_MINUS_ZERO.search(chunk) is not None
     return False
 
 
