@@ -102,9 +102,17 @@ def repeat(fn: Callable[[], Awaitable[Any]], times: int) -> tuple[Timing, Any]:
 def alternate(
     first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]], times: int
 ) -> tuple[tuple[Timing, Any], tuple[Timing, Any]]:
-    """Like ``repeat`` for two functions run in turns (first, second, first...)."""
-    runs = [repeat(fn, 1) for _ in range(times) for fn in (first, second)]
-    a, b = runs[0::2], runs[1::2]
+    """
+    Like ``repeat`` for two functions run in turns, the order swapped every round (first,
+    second; second, first; ...) so that neither is always the one to meet a server (or a
+    machine) still warming up.
+    """
+    a: list[tuple[Timing, Any]] = []
+    b: list[tuple[Timing, Any]] = []
+    for i in range(times):
+        pair = [(first, a), (second, b)]
+        for fn, into in pair if i % 2 == 0 else pair[::-1]:
+            into.append(repeat(fn, 1))
     return (
         (Timing(tuple(t.values[0] for t, _ in a)), a[-1][1]),
         (Timing(tuple(t.values[0] for t, _ in b)), b[-1][1]),

@@ -50,7 +50,7 @@ class Sizes:
     convergence_days: int
     backfill_days: int
     backfill_labs_per_day: float
-    fanout_close_repeats: int
+    close_repeats: int  # turns where lodresults and its peer are close
     storm_seconds: float
     storm_windows: int
     sporadic_windows: int
@@ -72,7 +72,7 @@ FULL = Sizes(
     convergence_days=730,
     backfill_days=365,
     backfill_labs_per_day=400.0,
-    fanout_close_repeats=5,
+    close_repeats=5,
     storm_seconds=6.0,
     storm_windows=60,
     sporadic_windows=105,
@@ -94,7 +94,7 @@ QUICK = Sizes(
     convergence_days=120,
     backfill_days=30,
     backfill_labs_per_day=50.0,
-    fanout_close_repeats=1,
+    close_repeats=1,
     storm_seconds=0.5,
     storm_windows=5,
     sporadic_windows=5,
@@ -132,7 +132,7 @@ def fanout(sizes: Sizes) -> str:
                 url, key = srv.base_url, srv.api_key
                 # Taken in turns (ours, the peer, ours...) so that the load of the shared
                 # machine falls on both alike; more turns where the two are close.
-                turns = sizes.fanout_close_repeats if c >= 8 else sizes.repeats
+                turns = sizes.close_repeats if c >= 8 else sizes.repeats
                 (ours, n_ours), (peer2, p2) = alternate(
                     partial(_lod_count, url, key, start, end, c),
                     partial(gather.fetch_all, url, key, start, end, c),
@@ -175,7 +175,7 @@ def fanout(sizes: Sizes) -> str:
         f"Simulator in its own process with {sizes.latency_ms:.0f} ms latency per request, "
         "no rate limit (`rate_limit=None`), 40 labs/day. Ideal = ceil(windows / concurrency) "
         "x latency. Median of "
-        f"{sizes.repeats} runs (min-max), {sizes.fanout_close_repeats} at concurrency 8 and "
+        f"{sizes.repeats} runs (min-max), {sizes.close_repeats} at concurrency 8 and "
         "16, lodresults and the gather peer taking turns.\n\n" + table(head, rows)
     )
 
@@ -259,10 +259,11 @@ def throughput(sizes: Sizes) -> str:
         url, key = srv.base_url, srv.api_key
         # One body, typed results() against aiohttp + orjson, in turns.
         s7, stalls_one, stalls_peer1 = now - WEEK, [], []  # type: list[float]
+        turns = sizes.close_repeats
         (one, n1), (peer1, p1) = alternate(
             _probed(partial(_lod_results, url, key, s7, now), stalls_one),
             _probed(partial(gather.fetch_one, url, key, s7, now), stalls_peer1),
-            sizes.repeats,
+            turns,
         )
         assert n1 == len(p1), (n1, len(p1))
         rows.append(["lodresults `results()` → LabResult (typed), one body", one.fmt(),
@@ -277,7 +278,7 @@ def throughput(sizes: Sizes) -> str:
         (ours, n), (peer2, p2) = alternate(
             _probed(partial(_lod_count, url, key, start, end, c), stalls_ours),
             _probed(partial(gather.fetch_all, url, key, start, end, c), stalls_peer2),
-            sizes.repeats,
+            turns,
         )
         assert n == len(p2)
         rate_ours = n / ours.median
@@ -302,8 +303,9 @@ def throughput(sizes: Sizes) -> str:
     head = ["path", "time", "records/s", "vs its peer", "longest loop stall"]
     return (
         f"Simulator with no latency in its own process; bodies of about {per:,} labs "
-        f"({len(body) / 1e6:.1f} MB) a week. Median of {sizes.repeats} runs (min-max), "
-        'lodresults and its peer taking turns; "vs its peer" is the peer\'s time over ours '
+        f"({len(body) / 1e6:.1f} MB) a week. Median of {turns} runs (min-max), "
+        "lodresults and its peer taking turns (which goes first alternating by round); "
+        '"vs its peer" is the peer\'s time over ours '
         "(the one-body peer for `results()`, the gather peer for `iter_results`, orjson for "
         "the decode-only rows). The iter_results range is asked from a day before to a day "
         "after, as lodresults does (5 requests, 3 rounds at concurrency 2, against the "
