@@ -14,8 +14,9 @@ import attrs
 import orjson
 import pytest
 
-from lodresults import LabResult, LodClient, LodError, UnknownField
+from lodresults import LabResult, LodClient, LodError, LodSchemaError, UnknownField
 from lodresults._records.decode import SLICE, STEP_BYTES, RecordDecoder, decode_results, run_steps
+from lodresults._records.models import FIELDS
 from lodresults._records.wire import structure_record
 from lodresults._request.key import ApiKey, check_base_url
 from lodresults._request.transport import Answer, Transport
@@ -233,3 +234,17 @@ def test_no_new_field_is_reported_from_a_body_that_fails(step: int, damage: str)
     assert len(run_steps(decoder.steps(good, "Results", names.append))) == 5
     run_steps(decoder.steps(good, "Results", names.append))
     assert names == ["NewThing"]
+
+
+def test_a_timestamp_the_platform_cannot_hold_is_a_schema_error() -> None:
+    """A timestamp within the declared bounds that the platform's ``fromtimestamp`` refuses
+    (OSError, OverflowError: on Windows any instant before 1970) is the careful path's
+    LodSchemaError naming the field, not a bare OSError from the fast path."""
+    wide = tuple(
+        attrs.evolve(f, bounds=(-(2**63), 2**63 - 1)) if f.kind == "timestamp" else f
+        for f in FIELDS
+    )
+    body = orjson.dumps({"Results": [lab(1, Start=2**62)], "Status": 1})
+    with pytest.raises(LodSchemaError) as caught:
+        run_steps(RecordDecoder(LabResult, wide).steps(body))
+    assert caught.value.field == "Start"

@@ -540,7 +540,9 @@ class RecordDecoder:
                 self._note([unknown.group(1)], on_unknown)
                 if self._extras == extras:  # not a new name after all: let the careful path say
                     break
-            except (msgspec.DecodeError, ValueError, RecursionError):
+            # OverflowError, OSError: a timestamp the platform's ``fromtimestamp`` refuses
+            # (on Windows, any before 1970); the careful path names the field.
+            except (msgspec.DecodeError, ValueError, OverflowError, OSError, RecursionError):
                 break
         if cut and not _is_array(chunk):
             return None
