@@ -9,8 +9,10 @@ decimals straight to ``Decimal`` (exact, PITFALLS 20); a generated loop builds t
 with the conversions of ``_values``. A cut is never trusted: every piece must decode as a
 JSON array of at least one value, and the envelope's tail (``Status``, ``Error``, and no
 second ``Results``) must decode on its own, which together prove the body one valid
-document with exactly these records. A body that cannot be cut so (another layout, a
-bad cut) is decoded as before: one msgspec pass finds the records (``Results`` as a list
+document with exactly these records (what msgspec skips unread, a field taken as
+``Raw``, the tail's other members, is checked to be UTF-8 as the careful path requires).
+A body that cannot be cut so (another layout, a bad cut) is first checked to be UTF-8, a
+piece a step, then decoded as before: one msgspec pass finds the records (``Results`` as a list
 of ``msgspec.Raw``), then ``SLICE`` records a step. ``RecordDecoder.steps`` is a generator
 that yields between steps, so that the transport can give the event loop a turn: no step
 holds it for more than one piece (a few milliseconds), whatever the size of the body.
