@@ -62,18 +62,26 @@ Profiled with cProfile on 100,000-record bodies and on the end-to-end throughput
   the build left: `datetime.fromtimestamp(x, UTC)`, three per record, about as much as
   all 24 stores and the class change together.
 - **Stalls.** Bodies were decoded on a worker thread past 1 MB, but msgspec holds the
-  GIL for the whole parse, so the loop stalled as long (60 ms for 60,000 records). Now a
-  first msgspec pass finds the records (`Results` as raw slices of the body) and the rest
-  is decoded 2,048 records a step, the loop getting a turn between steps. What is left
-  of the longest stall: that first pass, aiohttp joining a body's chunks when its read
-  completes, and the collector's full collections (below), none of which can be cut in
-  slices from here.
-- **The cyclic garbage collector** rescans the growing heap of new records every few
-  hundred allocations. It was held during one body's build, but that switched it off for
-  the whole process, so it no longer is: the wire structs are untracked (`gc=False`) and
-  each record is one tracked allocation. It still takes about a third of decoding
-  100,000 records (a slotted object of 24 fields is traversed at each collection; dicts
-  of plain values are untracked at their first), and one full collection per large body.
+  GIL for the whole parse, so the loop stalled as long (60 ms for 60,000 records). Then a
+  first msgspec pass found the records and the rest was decoded 2,048 records a step;
+  the first pass (33-55 ms on a 48 MB body) and aiohttp joining the body's chunks at the
+  end of its read (35 ms: mostly the kernel mapping 48 MB of fresh pages) were still
+  one step each. Now the body grows in one buffer as its chunks arrive, and a body laid
+  out as the API sends it is cut by byte searches into 256 KiB pieces between records,
+  each decoded straight into records in a step of its own (every cut checked: see
+  docs/design.md); other bodies keep the first pass, then 1,024 records a step.
+- **The cyclic garbage collector** rescanned every record alive at each collection: a
+  third of decoding 100,000 records, and, with some 300,000 records alive in a 4-week
+  run, six or seven full collections of 90-210 ms, the longest stalls left. The records
+  the decoder builds are now untracked as each is made (`PyObject_GC_UnTrack` through
+  ctypes, about 0.15 us; a record holds only immutable values, so it is in no cycle);
+  the dedup state holds records in dicts rather than in tuples, which stayed tracked and
+  made the rest of those full collections. Switching the collector off was never an
+  option: it is process-wide.
+- **Freeing a window.** `iter_results` held a window's records until the window ended
+  (its own list, and a local of the stream that outlived the yield), so 100,000 records
+  were freed in one step: 60 ms. Each record is now handed over and let go, and freed
+  when the consumer drops it.
 - **Dedup bookkeeping** (a heap push and pop for every record) was a quarter of the
   end-to-end time. Only labs that touch a window boundary, span windows or are still
   running now enter the bounded dedup state; the others cannot appear in another window.

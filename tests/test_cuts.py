@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from lodresults import LabResult
 from lodresults._records.decode import (
+    SLICE,
     STEP_BYTES,
     RecordDecoder,
     _utf8,
@@ -259,3 +260,14 @@ def test_utf8_is_checked_in_steps_as_the_careful_path_reads_it(
     assert run_steps(_utf8_steps(data, step)) is text
     assert run_steps(_utf8_steps(bytearray(data), step)) is text
     assert _utf8(data) is text
+
+
+@pytest.mark.parametrize("between", [b", ", b",\n  "])
+def test_records_with_no_boundary_in_reach_are_not_one_long_step(between: bytes) -> None:
+    """Records spaced otherwise than the API sends them (so no cut is found): the body is
+    decoded whole, SLICE records a step, not as one piece in one long step."""
+    recs = [orjson.dumps(lab(i)) for i in range(1, 3001)]
+    body = b'{"Results":[' + between.join(recs) + b'],"Status":1}'
+    sizes = _pieces(body, 1000)
+    assert sum(sizes) == 3000 and max(sizes) <= SLICE
+    assert run_steps(RecordDecoder(step_bytes=1000).steps(body)) == _careful(body)

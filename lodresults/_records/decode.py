@@ -44,7 +44,7 @@ import linecache
 import re
 import sys
 import types
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Union
@@ -74,6 +74,9 @@ Steps = Generator[None, None, Any]
 #: by bytes: about 2-4 ms of work on this project's machines, so that a step is short next
 #: to the ~50 ms a loop may be held, and the per-slice overhead small.
 SLICE: Final = 1024
+
+#: The longest piece, in steps, before a body is no longer cut (see ``_pieces``).
+_LONGEST_PIECE: Final = 4
 
 #: Bytes of a body decoded per step where it is cut into pieces: about 2,000 records of
 #: the usual size, the same few milliseconds as ``SLICE``.
@@ -425,6 +428,8 @@ class RecordDecoder:
         if cut is not None:
             out: list[Any] = []
             for piece in cut:
+                if piece is None:  # no record boundary found within reach: not cut
+                    break
                 yield
                 try:
                     records = self._slice(piece, len(out), command, on_unknown, cut=True)
@@ -437,7 +442,7 @@ class RecordDecoder:
                 return out
         return (yield from self._whole(body, command, on_unknown))
 
-    def _cut(self, body: Body) -> Iterable[bytes] | None:
+    def _cut(self, body: Body) -> Iterable[bytes | None] | None:
         """
         The records array of ``body`` in pieces of about ``step_bytes``, each made an
         array, or None where the body is not laid out as the API sends it or the
@@ -462,10 +467,17 @@ class RecordDecoder:
             return None if close - first > self._step_bytes else [b"[" + body[first:close] + b"]"]
         return self._pieces(body, first, close, b"}," + key)
 
-    def _pieces(self, body: Body, at: int, close: int, sep: bytes) -> Iterable[bytes]:
+    def _pieces(self, body: Body, at: int, close: int, sep: bytes) -> Iterator[bytes | None]:
+        """
+        The pieces, then None if the rest is longer than a few steps but holds no ``sep``
+        (spaced records, another first key): one piece of it would be one long step.
+        """
         step = self._step_bytes
         while at < close or at == len(_HEAD):  # an empty array is one (empty) piece
             found = body.find(sep, at + step, close) if close - at > step else -1
+            if found < 0 and close - at > _LONGEST_PIECE * step:
+                yield None
+                return
             end = close if found < 0 else found + 1
             yield b"[" + body[at:end] + b"]"
             at = end + 1
