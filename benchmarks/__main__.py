@@ -86,41 +86,31 @@ Profiled with cProfile on 100,000-record bodies and on the end-to-end throughput
   end-to-end time. Only labs that touch a window boundary, span windows or are still
   running now enter the bounded dedup state; the others cannot appear in another window.
 
-Before and after (issue 20), the same throughput rows on the code before it (main at
-9c64ffb) in the same hour on this shared machine, load average 4 to 7 on 2 cores:
+Before and after (issue 20). The code before this round (main at ba5449a) and after it,
+the same throughput rows on the same quiet machine within the hour (load about 1):
 
-- `results()`, one 100,000-record body, vs its peer: 0.56 before (1.02 in a run under
-  heavier load), 0.75 after (the table above);
-- `iter_results`, 4 weeks: 0.48 (0.40) before, 0.57 after;
-- decode only: 0.30x orjson and 115,241 records/s before (0.74x, 81,679), 0.52x and
-  147,006 after;
-- longest loop stall: `results()` 201 ms before (the run in brackets; a worker thread held
-  the GIL through the whole parse), 125 ms after; `iter_results` 992 ms, 514 ms.
+- `results()`, one 100,000-record body, vs its peer: 0.73 before, 0.85 after (0.69 to
+  0.90 in four more runs); longest stall 143 ms before, 75 ms after (40-64 ms a run
+  measured alone; the rest is the caller dropping its 100,000 records at once, which the
+  peer pays too);
+- `iter_results`, 4 weeks: 0.79 before, 0.89 after (1.23, 1.08 and 1.03 in three more);
+  longest stall 434 ms before, 48 ms after (36-73 ms a run over four runs; the longest
+  hold the process's one full collection, 20-47 ms with some 45,000 objects tracked);
+- decode only, alternating the two versions three times (CPU time, best of 3 each):
+  184,000-229,000 records/s before (0.46-0.64x orjson in the same process), 284,000 to
+  300,000 after (0.72-0.76x). Under the load of the full runs the table shows less.
 
-Alternating the two versions in one script (`results()` then its peer, and the decode in
-CPU time, three rounds each): `results()` 2.13 s before and 1.38 s after (medians), the
-decode 753 ms and 616 ms of CPU against orjson's 463 and 358 (0.54x both: exact decimals
-cost msgspec a `Decimal` per number where the code before took a float). The load
-dwarfs most of these differences; the construction table above is the steadiest figure.
+Earlier in issue 20 (load 4-7 then): `results()` 0.56 -> 0.75, `iter_results` 0.48 ->
+0.57, decode only 115,241 -> 147,006 records/s, stalls 201 -> 125 ms and 992 -> 514 ms.
 
-The dedup of a window (and letting go of the ids it remembered) now runs 2,048 records a
-step too, the loop getting a turn between steps; it was one step of 130-230 ms for
-100,000 records. `iter_results` over the same 4 weeks with the same probe, the collector
-off in the measuring process so that only the loop's own steps show (three runs each,
-the same hour): longest stall 215-291 ms before, 85-109 ms after. In the throughput run
-with the collector on, 478 ms before and 365 ms after (the table above is an earlier
-run: 514 ms): the longest stalls left are the collector's full collections, 90-210 ms
-each with some 300,000 records alive, six or seven per run, which no slicing of ours can
-cut.
-
-Left: the collector's full collections; the first pass over a 48 MB body (33-55 ms CPU);
-aiohttp joining a body's chunks. Typed records reached 0.51x, 0.63x and 0.57x of the
-untyped gather + orjson peer end to end in three full runs before exact decimals. What
-is left is the cost of building 24-field objects with aware datetimes and Decimals, and
-of collecting them, which dicts of plain JSON values do not pay. Since the first and
-last window of a range reach a day beyond it (a skewed filter loses nothing at the
-ends), the 4-week throughput range takes lodresults 5 requests, 3 rounds at concurrency
-2 against the peer's 2, and a day more of labs at each end.
+What is left is the building of 24-field frozen records with three aware datetimes and
+exact Decimals: 1.9-2.2 us a record (the construction table), of which the three
+`datetime.fromtimestamp` calls are 0.8 us, against 0.3-0.5 us for a dict or a msgspec
+Struct. Within one body nothing overlaps the decode, so `results()` trails the peer by
+that difference; `iter_results` decodes one window while the next is on the wire.
+Since the first and last window of a range reach a day beyond it (a skewed filter loses
+nothing at the ends), the 4-week range takes lodresults 5 requests against the peer's 4,
+and a day more of labs at each end.
 """
 
 
