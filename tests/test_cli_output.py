@@ -155,6 +155,24 @@ def test_the_plain_line_has_thousands_separators() -> None:
     assert "9,872/12,000 windows" in p.line()
 
 
+@pytest.mark.parametrize("label", ["backfill", "backfill acme-" + "x" * 60])
+@pytest.mark.parametrize("phase", [False, True])
+def test_the_plain_line_fits_80_columns(label: str, phase: bool) -> None:
+    """Large counts, retries, an ETA, a long tenant label, a refresh phase: the plain line
+    (logs, pipes) keeps to 80 columns by dropping whole parts, never the counts."""
+    p = Progress(label, stream=io.StringIO(), tty=False)
+    p.total, p.done, p.new_records = 123_456, 98_765, 98_765_432
+    p.retries, p.throttled = 12_345, 6_789
+    p.started -= 3 * 3600
+    if phase:
+        p.phase = ("refresh by Result", 54_321, 98_765)
+    line = p.line()
+    assert len(line) <= 80, line
+    assert ("54,321/98,765 labs" if phase else "98,765/123,456 windows") in line
+    if not phase:
+        assert "98,765,432 records" in line
+
+
 # --- help ------------------------------------------------------------------------------
 
 

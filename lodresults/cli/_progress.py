@@ -23,10 +23,12 @@ from lodresults._events import (
     WindowSplit,
 )
 
-__all__ = ["BAR_MIN", "Part", "Progress", "fit"]
+__all__ = ["BAR_MIN", "PLAIN_WIDTH", "Part", "Progress", "fit"]
 
 #: The bar is drawn only if it gets at least this many columns.
 BAR_MIN: Final = 10
+#: The plain line (not a terminal: a log, a pipe) fits this many columns.
+PLAIN_WIDTH: Final = 80
 
 
 @attrs.frozen
@@ -186,18 +188,16 @@ class Progress:
         self._refresh()
 
     def line(self) -> str:
-        """The plain status line."""
-        eta = f", ETA {_duration(self.eta)}" if self.eta is not None else ""
-        if self.phase is not None:
-            name, done, total = self.phase
-            return (
-                f"{self.label}: {name} {done:,}/{total:,} labs, elapsed {_duration(self.elapsed)}"
-            )
-        return (
-            f"{self.label}: {self.done:,}/{self.total:,} windows, {self.new_records:,} records, "
-            f"{self.rate:,.0f} records/s{eta}, retries {self.retries}, 429s {self.throttled}, "
-            f"elapsed {_duration(self.elapsed)}"
-        )
+        """
+        The plain status line: the bar's parts and the time elapsed, fitted to
+        ``PLAIN_WIDTH`` columns by dropping whole parts as the bar does (a long label
+        first), as ``label: part, part, ...``.
+        """
+        parts = [*self.parts(), Part(f"elapsed {_duration(self.elapsed)}", drop=1)]
+        texts, _ = fit(parts, PLAIN_WIDTH, sep=", ")
+        if texts and texts[0] == parts[0].text:
+            return f"{texts[0]}: " + ", ".join(texts[1:])
+        return ", ".join(texts)
 
     def _refresh(self, force: bool = False) -> None:
         if self._bar is not None:
