@@ -185,10 +185,12 @@ async def run_demo(
                 sim.api_key, base_url=sim.base_url, max_concurrency=4, rate_limit=20.0, **kw
             )
 
-        summary = await run_backfill(
-            make, since=now - days * 86400, until=now, db=db, progress=progress
-        )
-        return summary, len(sim.ids_between(now - days * 86400, now))
+        # From midnight (UTC) ``days`` ago, not ``now - days``: a second run the same day
+        # starts where the first did, so the rows the first stored near the start still
+        # belong to the range the server's count covers.
+        since = today - days * 86400
+        summary = await run_backfill(make, since=since, until=now, db=db, progress=progress)
+        return summary, len(sim.ids_between(since, now))
 
 
 async def serve_simulator(

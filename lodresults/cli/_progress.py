@@ -195,8 +195,8 @@ class Progress:
         """
         parts = [*self.parts(), Part(f"elapsed {_duration(self.elapsed)}", drop=1)]
         texts, _ = fit(parts, PLAIN_WIDTH, sep=", ")
-        if texts and texts[0] == parts[0].text:
-            return f"{texts[0]}: " + ", ".join(texts[1:])
+        if texts and texts[0] == parts[0].text:  # "label: 3/9 windows", "label: refresh 3/9 labs"
+            return texts[0] + (" " if self.phase else ": ") + ", ".join(texts[1:])
         return ", ".join(texts)
 
     def _refresh(self, force: bool = False) -> None:
