@@ -190,8 +190,8 @@ class Progress:
     def line(self) -> str:
         """
         The plain status line: the bar's parts and the time elapsed, fitted to
-        ``PLAIN_WIDTH`` columns by dropping whole parts as the bar does (a long label
-        first), as ``label: part, part, ...``.
+        ``PLAIN_WIDTH`` columns by dropping whole parts as the bar does (the time elapsed
+        first, then the rate, then the label), as ``label: part, part, ...``.
         """
         parts = [*self.parts(), Part(f"elapsed {_duration(self.elapsed)}", drop=1)]
         texts, _ = fit(parts, PLAIN_WIDTH, sep=", ")
